@@ -1,0 +1,127 @@
+"""Vision backbones from timm behind one interface.
+
+Every backbone maps normalised images ``(B, 3, H, W)`` to pooled features ``(B, D)`` and exposes
+``.dim``. ResNets trained on small images (side <= 64 px, e.g. CIFAR) get the "CIFAR stem" used by
+SimCLR's CIFAR-10 experiments (Chen et al. 2020, appendix B.9): the 7x7 stride-2 first convolution
+becomes 3x3 stride 1 and the first max-pool is removed.
+
+Any timm model can be used as ``timm:NAME``; the short names below are the ones we test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from selfsup.registry import Registry
+
+VISION_BACKBONES: Registry = Registry("backbone")
+
+# Written into the exported config so the encoder can be rebuilt with timm alone (see README).
+CIFAR_STEM_RECIPE = {
+    "conv1": "torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)",
+    "maxpool": "torch.nn.Identity()",
+}
+
+
+def _register_timm(name: str, description: str) -> None:
+    VISION_BACKBONES.register(name, description)(lambda **kw: {"timm_name": name, **kw})
+
+
+_register_timm("resnet18", "ResNet-18 (He et al. 2016), 512-d features; CIFAR stem below 64 px")
+_register_timm("resnet34", "ResNet-34, 512-d features; CIFAR stem below 64 px")
+_register_timm("resnet50", "ResNet-50, 2048-d features; CIFAR stem below 64 px")
+_register_timm("vit_tiny_patch16_224", "ViT-Ti/16 (Dosovitskiy et al. 2021), 192-d CLS features")
+_register_timm("vit_small_patch16_224", "ViT-S/16, 384-d CLS features")
+_register_timm("vit_base_patch16_224", "ViT-B/16, 768-d CLS features")
+
+
+class VisionBackbone(nn.Module):
+    """A timm model without its classifier, returning pooled features.
+
+    Args:
+        timm_name: timm model name, e.g. ``"resnet18"``.
+        image_size: input side; ViTs are built for it, ResNets choose their stem from it.
+        cifar_stem: ``True``/``False`` to force, ``None`` for automatic (ResNet and side <= 64).
+        model_kwargs: extra keyword arguments for ``timm.create_model``.
+    """
+
+    def __init__(
+        self,
+        timm_name: str,
+        image_size: int = 224,
+        cifar_stem: bool | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        kwargs = dict(model_kwargs or {})
+        if timm_name.startswith(("vit", "deit")):
+            kwargs.setdefault("img_size", image_size)
+        try:
+            self.model = timm.create_model(timm_name, pretrained=False, num_classes=0, **kwargs)
+        except RuntimeError as err:  # timm raises RuntimeError for unknown names
+            raise ValueError(f"timm does not know backbone {timm_name!r}: {err}") from None
+        is_resnet = hasattr(self.model, "conv1") and hasattr(self.model, "maxpool")
+        if cifar_stem is None:
+            cifar_stem = is_resnet and image_size <= 64
+        if cifar_stem:
+            if not is_resnet:
+                raise ValueError(f"cifar_stem applies to ResNets only, not {timm_name!r}")
+            width = self.model.conv1.out_channels
+            self.model.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
+            self.model.maxpool = nn.Identity()
+        self.timm_name = timm_name
+        self.image_size = image_size
+        self.cifar_stem = bool(cifar_stem)
+        self.model_kwargs = kwargs
+        self.dim: int = self.model.num_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, 3, H, W) normalised images -> (B, D) features."""
+        return self.model(x)
+
+    def export(self, path: Path, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        """Write ``model.safetensors`` and ``config.json`` that rebuild the encoder with timm."""
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, str(path / "model.safetensors"))
+        config = {
+            "format": "timm",
+            "model_name": self.timm_name,
+            "model_kwargs": {"num_classes": 0, **self.model_kwargs},
+            "cifar_stem": self.cifar_stem,
+            "replace_modules": CIFAR_STEM_RECIPE if self.cifar_stem else {},
+            "feature_dim": self.dim,
+            "image_size": self.image_size,
+            "mean": list(mean),
+            "std": list(std),
+        }
+        (path / "config.json").write_text(json.dumps(config, indent=2))
+
+
+def create_vision_backbone(name: str, image_size: int, **kwargs: Any) -> VisionBackbone:
+    """Build a registered backbone, or any timm model given as ``timm:NAME``."""
+    if name.startswith("timm:"):
+        spec = {"timm_name": name.removeprefix("timm:")}
+    else:
+        spec = VISION_BACKBONES.create(name)
+    return VisionBackbone(image_size=image_size, **spec, **kwargs)
+
+
+def load_exported_vision(path: str | Path) -> nn.Module:
+    """Rebuild an exported vision encoder from its folder (timm + safetensors, no selfsup state)."""
+    path = Path(path)
+    config = json.loads((path / "config.json").read_text())
+    model = timm.create_model(config["model_name"], pretrained=False, **config["model_kwargs"])
+    if config.get("cifar_stem"):
+        width = model.conv1.out_channels
+        model.conv1 = torch.nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = torch.nn.Identity()
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    return model.eval()

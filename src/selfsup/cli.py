@@ -1,0 +1,130 @@
+"""Command line: a thin layer over the Python API.
+
+    selfsup pretrain --method simclr --data digits --budget 2m --out runs/demo
+    selfsup pretrain --config run.yaml optim.lr=0.1 method_args.temperature=0.2
+    selfsup pretrain --resume runs/demo
+    selfsup evaluate runs/demo --protocol knn --k 200 --temperature 0.1
+    selfsup embed runs/demo --out emb.npy
+    selfsup list
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from selfsup.config import ConfigError, load_config
+
+log = logging.getLogger("selfsup")
+
+# Flags of `pretrain` that map directly onto RunConfig keys.
+PRETRAIN_FLAGS = ("method", "data", "backbone", "budget", "batch_size", "image_size", "precision", "devices", "out", "seed")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="selfsup", description="Self-supervised pretraining, evaluation and export.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("pretrain", help="pretrain an encoder")
+    p.add_argument("--config", help="YAML run config")
+    p.add_argument("--method", help="method name (see `selfsup list`)")
+    p.add_argument("--data", help="data spec, e.g. digits, folder:PATH, shards:PATH, text:PATH")
+    p.add_argument("--backbone", help="encoder name (see `selfsup list`)")
+    p.add_argument("--budget", help="steps (2000), epochs (5epochs) or wall clock (10m)")
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--image-size", dest="image_size", type=int)
+    p.add_argument("--precision", help="32-true or bf16-mixed")
+    p.add_argument("--devices", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="run directory")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=0.1")
+
+    e = sub.add_parser("evaluate", help="evaluate a run's encoder")
+    e.add_argument("run_dir")
+    e.add_argument("--protocol", default="knn", help="knn, zeroshot, retrieval or mlm")
+    e.add_argument("--data", help="evaluation data (default: the run's)")
+    e.add_argument("--k", type=int, default=200, help="kNN neighbours (default 200)")
+    e.add_argument("--temperature", type=float, default=0.1, help="kNN vote temperature (default 0.1)")
+    e.add_argument("--bank-size", dest="bank_size", type=int, help="first N training samples as memory bank")
+    e.add_argument("--query-size", dest="query_size", type=int, help="first N test samples as queries")
+    e.add_argument("--batch-size", dest="batch_size", type=int, default=256)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--random-init", dest="random_init", action="store_true", help="evaluate the untrained encoder (baseline)")
+
+    m = sub.add_parser("embed", help="write a run's embeddings of a dataset to .npy")
+    m.add_argument("run_dir")
+    m.add_argument("--out", required=True)
+    m.add_argument("--data", help="data spec (default: the run's)")
+    m.add_argument("--split", default="test", choices=("train", "test"))
+    m.add_argument("--limit", type=int)
+    m.add_argument("--batch-size", dest="batch_size", type=int, default=256)
+    m.add_argument("--device", default="cpu")
+
+    sub.add_parser("list", help="list methods, backbones and datasets")
+    return parser
+
+
+def _list() -> str:
+    from selfsup.backbones import VISION_BACKBONES
+    from selfsup.backbones.text import TEXT_BACKBONES
+    from selfsup.data import list_datasets
+    from selfsup.methods import METHODS
+
+    lines = []
+    for title, entries in (
+        ("methods", METHODS.describe()),
+        ("vision backbones (or any timm model as timm:NAME)", VISION_BACKBONES.describe()),
+        ("text backbones", TEXT_BACKBONES.describe()),
+        ("datasets", list_datasets()),
+    ):
+        lines.append(f"{title}:")
+        width = max(len(n) for n in entries)
+        lines += [f"  {name:<{width}}  {desc}" for name, desc in entries.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``selfsup`` command; returns the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from selfsup.data import DataError
+    from selfsup.registry import UnknownNameError
+
+    try:
+        if args.command == "list":
+            print(_list())
+        elif args.command == "pretrain":
+            from selfsup.pipeline import pretrain
+
+            values = {k: getattr(args, k) for k in PRETRAIN_FLAGS if getattr(args, k) is not None}
+            config = load_config(args.config, args.overrides, values)
+            run_dir = pretrain(config, resume=args.resume, overwrite=args.overwrite)
+            print(f"run directory: {run_dir}")
+        elif args.command == "evaluate":
+            from selfsup.evaluate import evaluate
+
+            result = evaluate(
+                args.run_dir, args.protocol, args.data, args.k, args.temperature,
+                args.bank_size, args.query_size, args.batch_size, args.device,
+                random_init=args.random_init,
+            )  # fmt: skip
+            print(json.dumps(result, indent=2))
+        elif args.command == "embed":
+            from selfsup.evaluate import embed
+
+            out = embed(args.run_dir, args.out, args.data, args.split, args.batch_size, args.limit, args.device)
+            print(f"wrote {out}")
+    except (ConfigError, DataError, UnknownNameError, FileExistsError) as err:
+        print(f"selfsup: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""Typed run configuration: YAML file + ``key=value`` overrides, validated before any work.
+
+The dataclasses below are the single source of truth: the CLI flags, the YAML keys and the saved
+``config.yaml`` of a run all map onto them. Unknown keys and ill-typed values raise
+:class:`ConfigError` naming the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending key or value."""
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation. ``None`` takes the method's recommended value (see ``selfsup list``).
+
+    Attributes:
+        name: "adamw", "sgd" or "lars".
+        lr: base learning rate; for methods that scale it (SimCLR: LARS, 0.3) it is per 256
+            samples of global batch and multiplied by ``batch_size * devices * accumulate / 256``.
+        weight_decay: decoupled (AdamW) or L2 (SGD, LARS) weight decay.
+        momentum: SGD/LARS momentum.
+        betas: AdamW betas.
+        warmup: linear warm-up length as a fraction of the budget.
+        final_lr: learning rate at the end of the cosine decay, as a fraction of the peak.
+        clip_grad: clip the global gradient norm to this value (``None``: no clipping).
+        accumulate: micro-batches per optimizer step (gradient accumulation).
+    """
+
+    name: str | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    momentum: float | None = None
+    betas: tuple[float, float] | None = None
+    warmup: float = 0.1
+    final_lr: float = 0.0
+    clip_grad: float | None = None
+    accumulate: int = 1
+
+    def validate(self) -> None:
+        if self.name is not None and self.name not in ("adamw", "sgd", "lars"):
+            raise ConfigError(f"optim.name: unknown optimizer {self.name!r}. Valid: adamw, lars, sgd")
+        if not 0 <= self.warmup < 1:
+            raise ConfigError(f"optim.warmup is a fraction of the budget in [0, 1), got {self.warmup}")
+        if self.accumulate < 1:
+            raise ConfigError(f"optim.accumulate must be >= 1, got {self.accumulate}")
+        if self.lr is not None and self.lr <= 0:
+            raise ConfigError(f"optim.lr must be positive, got {self.lr}")
+
+
+@dataclass
+class TokenizerConfig:
+    """Tokenizer for text and pair methods: trained on the run's data unless ``path`` is given.
+
+    Attributes:
+        kind: "wordpiece", "bpe" or "unigram".
+        vocab_size: vocabulary size to train.
+        path: a saved tokenizer folder to load instead of training one.
+    """
+
+    kind: str = "wordpiece"
+    vocab_size: int = 8000
+    path: str | None = None
+
+
+@dataclass
+class RunConfig:
+    """One pretraining run.
+
+    Attributes:
+        method: method name (``selfsup list``).
+        data: data spec, e.g. ``digits``, ``folder:PATH``, ``shards:PATH``, ``text:PATH``.
+        backbone: encoder name; ``None`` takes the method's default.
+        budget: when to stop: ``2000`` or ``2000steps``, ``5epochs``, ``10m``, ``90s``, ``2h``.
+        batch_size: samples per device per micro-batch.
+        image_size: side of the square images the data source decodes to.
+        seq_len: tokens per text block, or longest caption for pairs.
+        method_args: keyword arguments of the method (e.g. ``{"temperature": 0.2}``).
+        optim: optimisation settings.
+        tokenizer: tokenizer settings (text and pair methods).
+        precision: "32-true" or "bf16-mixed" (also "16-mixed" on GPUs).
+        accelerator: "auto", "cpu", "cuda", "mps".
+        devices: devices per node (processes under DDP).
+        num_nodes: machines.
+        strategy: Lightning Fabric strategy ("auto", "ddp", ...).
+        sync_batchnorm: convert BatchNorm layers to SyncBatchNorm under DDP.
+        num_workers: DataLoader worker processes (decoding only).
+        seed: global seed.
+        out: run directory (default ``runs/METHOD-DATA-TIMESTAMP``).
+        log_every: optimizer steps between metric log lines.
+        checkpoint_every: optimizer steps between checkpoints (a final one is always written).
+        keep_checkpoints: how many recent checkpoints to keep.
+        wandb: also log to Weights & Biases (requires the ``wandb`` package).
+        progress: show a progress bar.
+    """
+
+    method: str = "simclr"
+    data: str = "digits"
+    backbone: str | None = None
+    budget: str = "500steps"
+    batch_size: int = 256
+    image_size: int = 32
+    seq_len: int = 128
+    method_args: dict[str, Any] = field(default_factory=dict)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    precision: str = "32-true"
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    sync_batchnorm: bool = False
+    num_workers: int = 2
+    seed: int = 0
+    out: str | None = None
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    wandb: bool = False
+    progress: bool = True
+
+    def validate(self) -> None:
+        """Check values that do not need heavy work (names are checked by the pipeline)."""
+        parse_budget(self.budget)
+        for key in ("batch_size", "image_size", "seq_len", "devices", "num_nodes", "log_every",
+                    "checkpoint_every", "keep_checkpoints"):  # fmt: skip
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.precision not in ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"):
+            raise ConfigError(
+                f"precision: {self.precision!r} is not supported. Valid: 32-true, bf16-mixed, "
+                "16-mixed (GPU), bf16-true"
+            )
+        self.optim.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long to train: a number of optimizer steps, epochs, or seconds of wall clock."""
+
+    amount: float
+    unit: str  # "steps" | "epochs" | "seconds"
+
+    def __str__(self) -> str:
+        return f"{self.amount:g} {self.unit}"
+
+
+_BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$")
+_UNITS = {
+    "": ("steps", 1),
+    "step": ("steps", 1),
+    "steps": ("steps", 1),
+    "epoch": ("epochs", 1),
+    "epochs": ("epochs", 1),
+    "ep": ("epochs", 1),
+    "s": ("seconds", 1),
+    "sec": ("seconds", 1),
+    "m": ("seconds", 60),
+    "min": ("seconds", 60),
+    "h": ("seconds", 3600),
+}
+
+
+def parse_budget(text: str | int) -> Budget:
+    """Parse ``"2000"``, ``"2000steps"``, ``"5epochs"``, ``"10m"``, ``"90s"`` or ``"2h"``."""
+    match = _BUDGET.match(str(text).lower())
+    if not match or match.group(2) not in _UNITS or float(match.group(1)) <= 0:
+        raise ConfigError(
+            f"budget: cannot read {text!r}. Use steps (2000 or 2000steps), epochs (5epochs) or "
+            "wall clock (90s, 10m, 2h)"
+        )
+    unit, scale = _UNITS[match.group(2)]
+    return Budget(float(match.group(1)) * scale, unit)
+
+
+# ---- building a config from dicts, YAML and key=value overrides --------------------------------
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check/convert ``value`` against the type hint ``hint``; raise ConfigError naming ``key``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return _from_dict(hint, value, prefix=f"{key}.")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        args = typing.get_args(hint)
+        if len(args) != len(value):
+            raise ConfigError(f"{key} needs {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args, strict=True))
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if not isinstance(value, hint):
+        raise ConfigError(f"{key} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in hints:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" Did you mean '{prefix}{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"unknown config key '{prefix}{key}'.{hint} Valid keys: "
+                + ", ".join(prefix + n for n in names)
+            )
+        kwargs[key] = _coerce(value, hints[key], prefix + key)
+    return cls(**kwargs)
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {key!r}: {part!r} is not a mapping")
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Turn ``["optim.lr=0.1", "method_args.temperature=0.2"]`` into a nested dict.
+
+    Values are read as YAML scalars, so ``0.1`` is a float, ``true`` a bool and ``[1, 2]`` a list.
+    """
+    data: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(data, key.strip(), value)
+    return data
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    values: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Build and validate a :class:`RunConfig`.
+
+    Precedence, lowest first: defaults, the YAML file, ``values`` (e.g. CLI flags), ``overrides``.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+        data = loaded
+    data = _merge(data, values or {})
+    data = _merge(data, parse_overrides(overrides or []))
+    config = _from_dict(RunConfig, data)
+    config.validate()
+    return config
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    """Write the resolved config as plain YAML (tuples as lists)."""
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

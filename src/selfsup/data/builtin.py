@@ -1,0 +1,143 @@
+"""Built-in real datasets that ship inside installed packages (nothing is downloaded).
+
+- ``digits``: scikit-learn's 8x8 handwritten digits (UCI optical recognition of handwritten
+  digits; 1797 images, 10 classes), upsampled bilinearly to S x S, grey copied to RGB.
+  Fixed stratified split, 1/4 test (``random_state=0``): 1347 train, 450 test.
+- ``lee``: the Lee, Pincombe & Welsh (2005) news corpus that gensim ships for its tests:
+  ``lee_background.cor`` (300 Australian news articles, one per line) is the train split and
+  ``lee.cor`` (the 50 different articles of the human-similarity study) the test split.
+
+gensim's ``head500.noblanks.cor`` is not offered: it is stemmed, stop-word-free Wikipedia
+("anarch greek rule stem archon ..."), not usable running text.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from selfsup.data.registry import register_dataset, reject_arg
+from selfsup.data.source import DataError, DataSource
+from selfsup.data.text import TextDataset
+
+__all__ = ["DigitsDataset", "gensim_data_file", "load_digits_split"]
+
+DIGITS_TEST_FRACTION = 0.25
+
+
+class DigitsDataset(Dataset):
+    """8x8 digit images upsampled to uint8 (3, S, S) on access.
+
+    Args:
+        images: (N, 8, 8) values in 0..16.
+        labels: (N,) digit classes.
+        image_size: Side S.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, image_size: int) -> None:
+        self.images = torch.as_tensor(images, dtype=torch.float32)  # (N, 8, 8)
+        self.labels = [int(y) for y in labels]
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        small = self.images[index][None, None] * (255.0 / 16.0)  # (1, 1, 8, 8)
+        size = (self.image_size, self.image_size)
+        big = F.interpolate(small, size=size, mode="bilinear", align_corners=False, antialias=True)
+        grey = big[0].round().clamp(0, 255).to(torch.uint8)  # (1, S, S)
+        return {"image": grey.expand(3, -1, -1).contiguous(), "label": self.labels[index]}
+
+
+def load_digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The fixed stratified split of scikit-learn's digits.
+
+    Returns:
+        ``(train_images, train_labels, test_images, test_labels)``; images (N, 8, 8) in 0..16.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    index = np.arange(len(digits.target))
+    train_idx, test_idx = train_test_split(
+        index, test_size=DIGITS_TEST_FRACTION, stratify=digits.target, random_state=0
+    )
+    return (
+        digits.images[train_idx],
+        digits.target[train_idx],
+        digits.images[test_idx],
+        digits.target[test_idx],
+    )
+
+
+@register_dataset(
+    "digits",
+    description="scikit-learn 8x8 handwritten digits upsampled to SxS (1347 train / 450 test, 10 classes)",
+)
+def build_digits(arg: str | None, *, image_size: int, seed: int, shuffle_buffer: int) -> DataSource:
+    """Build ``digits`` (see the module docstring)."""
+    reject_arg("digits", arg)
+    train_x, train_y, test_x, test_y = load_digits_split()
+    return DataSource(
+        name="digits",
+        kind="image",
+        train=DigitsDataset(train_x, train_y, image_size),
+        test=DigitsDataset(test_x, test_y, image_size),
+        classes=[str(d) for d in range(10)],
+        num_samples=len(train_y),
+        description="scikit-learn handwritten digits (8x8 upsampled), stratified 3:1 split",
+    )
+
+
+def gensim_data_file(name: str) -> str:
+    """Path of a file in gensim's ``test/test_data`` folder.
+
+    Located without importing gensim (which takes about a second), as
+    ``gensim.test.utils.datapath`` would return it.
+
+    Raises:
+        DataError: gensim is not installed or lacks the file.
+    """
+    spec = importlib.util.find_spec("gensim")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the 'lee' dataset needs the gensim package: pip install gensim")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "test", "test_data", name)
+    if not os.path.isfile(path):
+        raise DataError(f"gensim's bundled corpus file {path} is missing")
+    return path
+
+
+@register_dataset(
+    "lee",
+    description="Lee news corpus bundled with gensim: 300 train / 50 test English articles",
+)
+def build_lee(arg: str | None, *, image_size: int, seed: int, shuffle_buffer: int) -> DataSource:
+    """Build ``lee`` (see the module docstring)."""
+    reject_arg("lee", arg)
+    # lee.cor has one cp1252 byte (a pound sign); lee_background.cor is ASCII.
+    train = TextDataset(
+        [gensim_data_file("lee_background.cor")],
+        split="all",
+        shuffle=shuffle_buffer > 0,
+        buffer_size=shuffle_buffer,
+        seed=seed,
+        encoding="cp1252",
+    )
+    test = TextDataset([gensim_data_file("lee.cor")], split="all", encoding="cp1252")
+    return DataSource(
+        name="lee",
+        kind="text",
+        train=train,
+        test=test,
+        classes=None,
+        num_samples=train.count(),
+        description="Lee et al. (2005) news corpus from gensim: 300 train, 50 test articles",
+    )

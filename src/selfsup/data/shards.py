@@ -1,0 +1,310 @@
+"""``shards:PATH`` — WebDataset-style tar shards, streamed.
+
+A sample is a run of consecutive tar members sharing a key (the member path up to the first dot
+of its file name): ``KEY.jpg|jpeg|png|bmp|webp`` (required), ``KEY.cls`` (integer label, optional)
+and ``KEY.txt`` (caption, optional). Other members of a sample are ignored. Shards are read with
+``tarfile`` in stream mode, one member at a time, so a shard is never held in memory.
+
+PATH is a directory (every ``*.tar``/``*.tar.gz``/``*.tgz`` in it, sorted), one shard file, or a
+glob. When some shard names start with ``train-``, those form the train split and the ones
+starting with ``test-`` (else ``val-``) the test split; otherwise all shards are train. A
+``classes.txt`` (one name per line) in the shard directory names the classes.
+
+The source is kind ``"pair"`` when the first sample has a ``.txt`` member, else ``"image"``.
+``cifar10-shards:PATH`` is the same source with the ten CIFAR-10 class names.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from selfsup.data.decode import IMAGE_EXTENSIONS, decode_image
+from selfsup.data.registry import register_dataset, require_arg
+from selfsup.data.source import DataError, DataSource
+from selfsup.data.streaming import PartitionedStream
+
+__all__ = ["CIFAR10_CLASSES", "ShardDataset", "ShardRecord", "count_shard_samples", "find_shards"]
+
+CIFAR10_CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+]  # fmt: skip
+
+_SHARD_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+_IMAGE_EXTS = frozenset(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
+_SPLIT_NAME = re.compile(r"^(train|test|val)[-_]")
+
+
+@dataclass
+class ShardRecord:
+    """The undecoded members of one sample: ``{extension: bytes}``."""
+
+    shard: str
+    key: str
+    members: dict[str, bytes] = field(default_factory=dict)
+
+
+def _split_key(name: str) -> tuple[str, str]:
+    directory, base = os.path.split(name)
+    stem, _, ext = base.partition(".")
+    return os.path.join(directory, stem), ext.lower()
+
+
+def _is_shard(path: str) -> bool:
+    return path.lower().endswith(_SHARD_SUFFIXES) and os.path.isfile(path)
+
+
+def find_shards(path: str) -> tuple[list[str], list[str]]:
+    """Resolve a shard PATH (directory, file or glob) to train and test shard lists.
+
+    Args:
+        path: Directory, single shard file or glob pattern.
+
+    Returns:
+        ``(train_shards, test_shards)``, each sorted; ``test_shards`` may be empty.
+
+    Raises:
+        DataError: Nothing exists at ``path`` or it holds no shards.
+    """
+    expanded = os.path.expanduser(path)
+    if glob.has_magic(expanded):
+        shards = sorted(p for p in glob.glob(expanded) if _is_shard(p))
+        if not shards:
+            raise DataError(f"no tar shards match {path!r} (expected *.tar, *.tar.gz or *.tgz)")
+    elif os.path.isdir(expanded):
+        shards = sorted(os.path.join(expanded, n) for n in os.listdir(expanded))
+        shards = [p for p in shards if _is_shard(p)]
+        if not shards:
+            raise DataError(f"shard directory {path!r} holds no *.tar, *.tar.gz or *.tgz files")
+    elif os.path.isfile(expanded):
+        if not expanded.lower().endswith(_SHARD_SUFFIXES):
+            raise DataError(f"{path!r} is not a tar shard (expected .tar, .tar.gz or .tgz)")
+        shards = [expanded]
+    else:
+        raise DataError(f"shard path {path!r} does not exist")
+
+    by_split: dict[str, list[str]] = {"train": [], "test": [], "val": []}
+    for shard in shards:
+        match = _SPLIT_NAME.match(os.path.basename(shard))
+        if match:
+            by_split[match.group(1)].append(shard)
+    if by_split["train"]:
+        return by_split["train"], by_split["test"] or by_split["val"]
+    return shards, []
+
+
+def _count_by_headers(path: str) -> int | None:
+    # Walks the 512-byte tar headers, seeking over member data: ~0.3 s for 100k members.
+    # Returns None for header types that carry names elsewhere (GNU long names, pax).
+    count = 0
+    with open(path, "rb", buffering=0) as f:
+        offset = 0
+        while True:
+            f.seek(offset)
+            header = f.read(512)
+            if len(header) < 512 or header.count(0) == 512:
+                return count
+            typeflag = header[156:157]
+            if typeflag in (b"L", b"K", b"x", b"g"):
+                return None
+            size_field = header[124:136].split(b"\0", 1)[0].strip()
+            if not size_field or size_field[0] & 0x80:  # base-256 sizes are rare; let tarfile parse
+                return None
+            size = int(size_field, 8)
+            name = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+            if typeflag in (b"0", b"\0") and _split_key(name)[1] in _IMAGE_EXTS:
+                count += 1
+            offset += 512 + (size + 511) // 512 * 512
+
+
+def count_shard_samples(shards: list[str]) -> int | None:
+    """Count samples (image members) in uncompressed shards by reading their headers only.
+
+    Args:
+        shards: Shard paths.
+
+    Returns:
+        The total, or ``None`` when a shard is compressed (counting would decompress it).
+    """
+    total = 0
+    for shard in shards:
+        if not shard.lower().endswith(".tar"):
+            return None
+        try:
+            count = _count_by_headers(shard)
+            if count is None:
+                with tarfile.open(shard, "r:") as archive:
+                    count = sum(
+                        1
+                        for m in archive.getmembers()
+                        if m.isfile() and _split_key(m.name)[1] in _IMAGE_EXTS
+                    )
+        except (OSError, tarfile.TarError, ValueError) as exc:
+            raise DataError(f"cannot read tar shard {shard}: {exc}") from exc
+        total += count
+    return total
+
+
+class ShardDataset(PartitionedStream[ShardRecord]):
+    """Streams samples from tar shards (see the module docstring for the format).
+
+    Args:
+        shards: Shard paths, in order.
+        image_size: Side S of the decoded images.
+        with_text: Yield ``"text"`` from each sample's ``.txt`` (a pair source); a sample
+            without one raises :class:`DataError`.
+        shuffle: Shuffle shard order per epoch and samples through a buffer.
+        buffer_size: Shuffle buffer capacity.
+        seed: Base seed of the shuffling.
+
+    Yields:
+        ``{"image": uint8 (3, S, S), "label": int}`` plus ``"text": str`` when ``with_text``.
+    """
+
+    def __init__(
+        self,
+        shards: list[str],
+        *,
+        image_size: int,
+        with_text: bool = False,
+        shuffle: bool = False,
+        buffer_size: int = 1000,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(shards, shuffle=shuffle, buffer_size=buffer_size, seed=seed)
+        self.image_size = image_size
+        self.with_text = with_text
+
+    def read_part(self, part: str) -> Iterator[ShardRecord]:
+        """Yield the samples of one shard, grouping consecutive members by key."""
+        record: ShardRecord | None = None
+        try:
+            with tarfile.open(part, mode="r|*") as archive:
+                for member in archive:
+                    if not member.isfile():
+                        continue
+                    key, ext = _split_key(member.name)
+                    if os.path.basename(key).startswith(".") or not ext:
+                        continue
+                    if record is None or key != record.key:
+                        if record is not None:
+                            yield record
+                        record = ShardRecord(shard=part, key=key)
+                    handle = archive.extractfile(member)
+                    record.members[ext] = handle.read() if handle is not None else b""
+        except (OSError, tarfile.TarError, EOFError) as exc:
+            raise DataError(f"cannot read tar shard {part}: {exc}") from exc
+        if record is not None:
+            yield record
+
+    def decode(self, raw: ShardRecord) -> dict[str, Any]:
+        """Decode the image, parse the label and caption of one sample."""
+        where = f"{raw.shard}: sample {raw.key!r}"
+        image_ext = next((ext for ext in raw.members if ext in _IMAGE_EXTS), None)
+        if image_ext is None:
+            found = ", ".join(sorted(raw.members))
+            raise DataError(f"{where} has no image member (found {found}; expected jpg/png)")
+        image = decode_image(
+            raw.members[image_ext], self.image_size, name=f"{raw.shard}:{raw.key}.{image_ext}"
+        )
+        label = -1
+        if "cls" in raw.members:
+            text = raw.members["cls"].decode("utf-8", "replace").strip()
+            try:
+                label = int(text)
+            except ValueError as exc:
+                raise DataError(f"{where}: .cls must hold an integer, got {text!r}") from exc
+        sample: dict[str, Any] = {"image": image, "label": label}
+        if self.with_text:
+            if "txt" not in raw.members:
+                raise DataError(f"{where} has no .txt caption, but this is an image-text source")
+            sample["text"] = raw.members["txt"].decode("utf-8", "replace").strip()
+        return sample
+
+
+def _read_classes_file(path: str) -> list[str] | None:
+    directory = os.path.expanduser(path)
+    if not os.path.isdir(directory):
+        return None
+    classes_file = os.path.join(directory, "classes.txt")
+    if not os.path.isfile(classes_file):
+        return None
+    with open(classes_file, encoding="utf-8") as f:
+        names = [line.strip() for line in f if line.strip()]
+    return names or None
+
+
+def _build_shards(
+    spec_name: str, path: str, classes: list[str] | None, *, image_size: int, seed: int, buffer: int
+) -> DataSource:
+    train_shards, test_shards = find_shards(path)
+    records = ShardDataset(train_shards[:1], image_size=image_size).read_part(train_shards[0])
+    try:
+        first = next(records, None)
+    finally:
+        records.close()  # closes the tar file
+    if first is None:
+        raise DataError(f"tar shard {train_shards[0]} holds no samples")
+    with_text = "txt" in first.members
+    classes = classes if classes is not None else _read_classes_file(path)
+
+    def stream(shards: list[str], shuffle: bool) -> ShardDataset:
+        return ShardDataset(
+            shards,
+            image_size=image_size,
+            with_text=with_text,
+            shuffle=shuffle,
+            buffer_size=buffer,
+            seed=seed,
+        )
+
+    test = stream(test_shards, shuffle=False) if test_shards else None
+    num_test = f", {len(test_shards)} test" if test_shards else ""
+    return DataSource(
+        name=f"{spec_name}:{path}",
+        kind="pair" if with_text else "image",
+        train=stream(train_shards, shuffle=buffer > 0),
+        test=test,
+        classes=classes,
+        num_samples=count_shard_samples(train_shards),
+        description=f"tar shards at {path} ({len(train_shards)} train{num_test})",
+    )
+
+
+@register_dataset(
+    "shards",
+    usage="shards:PATH",
+    description="WebDataset-style tar shards (KEY.jpg + KEY.cls/KEY.txt): directory, file or glob",
+)
+def build_shards(arg: str | None, *, image_size: int, seed: int, shuffle_buffer: int) -> DataSource:
+    """Build ``shards:PATH`` (see the module docstring)."""
+    path = require_arg("shards", arg)
+    return _build_shards(
+        "shards", path, None, image_size=image_size, seed=seed, buffer=shuffle_buffer
+    )
+
+
+@register_dataset(
+    "cifar10-shards",
+    usage="cifar10-shards:PATH",
+    description="CIFAR-10 as tar shards (train-*.tar, test-*.tar) with the 10 class names",
+)
+def build_cifar10_shards(
+    arg: str | None, *, image_size: int, seed: int, shuffle_buffer: int
+) -> DataSource:
+    """Build ``cifar10-shards:PATH``: ``shards:PATH`` with the CIFAR-10 class names."""
+    path = require_arg("cifar10-shards", arg)
+    return _build_shards(
+        "cifar10-shards",
+        path,
+        list(CIFAR10_CLASSES),
+        image_size=image_size,
+        seed=seed,
+        buffer=shuffle_buffer,
+    )

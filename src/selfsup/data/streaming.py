@@ -1,0 +1,139 @@
+"""Streamed (iterable) datasets: split work across ranks and workers, shuffle reproducibly.
+
+A stream reads an ordered list of *parts* (tar shards, text files). Each consumer — one
+DataLoader worker on one distributed rank — reads a disjoint subset:
+
+- with at least as many parts as consumers, consumer ``c`` of ``n`` reads parts ``c, c+n, ...``;
+- with fewer parts (say one file and 4 workers), every consumer reads every part and keeps the
+  samples whose running index ``i`` has ``i % n == c``, so no worker sits idle and every sample is
+  still seen exactly once.
+
+On the train split the part order is shuffled per epoch with an RNG seeded by ``(seed, epoch)``
+(identical on every consumer, so the partition stays disjoint), and samples pass through a
+shuffle buffer seeded by ``(seed, epoch, rank, worker)``. Call ``set_epoch(epoch)`` before each
+epoch: the order is then a deterministic function of (seed, epoch, world size, worker count).
+DataLoader copies the dataset into its workers when an iterator starts, so ``set_epoch`` must be
+called before ``iter(loader)``; with ``persistent_workers=True`` the workers keep the old epoch.
+
+With shard-level partitioning, ranks can receive different numbers of samples; a distributed
+loop should stop on a step budget rather than on exhaustion of the stream.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Iterator
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import torch.distributed as dist
+from torch.utils.data import IterableDataset, get_worker_info
+
+__all__ = ["PartitionedStream", "consumer_index", "seeded_rng", "shuffle_buffer"]
+
+Raw = TypeVar("Raw")
+
+
+def seeded_rng(*key: int) -> random.Random:
+    """A ``random.Random`` whose state is a stable function of the integers in ``key``."""
+    state = np.random.SeedSequence([k & 0xFFFFFFFF for k in key]).generate_state(2)
+    return random.Random(int(state[0]) << 32 | int(state[1]))
+
+
+def consumer_index() -> tuple[int, int, int, int]:
+    """Where the calling code runs.
+
+    Returns:
+        ``(rank, world_size, worker, num_workers)``; ``(0, 1, 0, 1)`` in a plain process.
+    """
+    rank, world = 0, 1
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+    info = get_worker_info()
+    worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+    return rank, world, worker, num_workers
+
+
+def shuffle_buffer(items: Iterable[Raw], size: int, rng: random.Random) -> Iterator[Raw]:
+    """Approximately shuffle a stream with a buffer of ``size`` items.
+
+    Args:
+        items: The stream.
+        size: Buffer capacity; ``<= 1`` passes the stream through unchanged.
+        rng: Source of randomness.
+
+    Yields:
+        Every item of ``items`` exactly once.
+    """
+    if size <= 1:
+        yield from items
+        return
+    buffer: list[Raw] = []
+    for item in items:
+        if len(buffer) < size:
+            buffer.append(item)
+            continue
+        j = rng.randrange(size)
+        buffer[j], item = item, buffer[j]
+        yield item
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+class PartitionedStream(IterableDataset, Generic[Raw]):
+    """Base class: stream raw records from ``parts``, partitioned and optionally shuffled.
+
+    Subclasses implement :meth:`read_part` (cheap, yields raw records such as encoded bytes) and
+    :meth:`decode` (the expensive step, run only on records this consumer keeps, after the
+    shuffle buffer so the buffer holds compact raw records).
+
+    Args:
+        parts: Ordered part identifiers (paths).
+        shuffle: Shuffle part order and samples (train split); ``False`` streams in order.
+        buffer_size: Shuffle buffer capacity when ``shuffle`` is true.
+        seed: Base seed of the shuffling.
+    """
+
+    def __init__(self, parts: list[str], *, shuffle: bool, buffer_size: int, seed: int) -> None:
+        super().__init__()
+        self.parts = list(parts)
+        self.shuffle = shuffle
+        self.buffer_size = buffer_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose shuffled order the next iteration produces."""
+        self.epoch = int(epoch)
+
+    def read_part(self, part: str) -> Iterator[Raw]:
+        """Yield the raw records of one part, in file order."""
+        raise NotImplementedError
+
+    def decode(self, raw: Raw) -> dict[str, Any]:
+        """Turn one raw record into a sample dict."""
+        raise NotImplementedError
+
+    def _records(self, consumer: int, consumers: int) -> Iterator[Raw]:
+        order = list(self.parts)
+        if self.shuffle:
+            seeded_rng(self.seed, self.epoch).shuffle(order)
+        if len(order) >= consumers:
+            for part in order[consumer::consumers]:
+                yield from self.read_part(part)
+            return
+        index = 0
+        for part in order:
+            for raw in self.read_part(part):
+                if index % consumers == consumer:
+                    yield raw
+                index += 1
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        rank, world, worker, num_workers = consumer_index()
+        records = self._records(rank * num_workers + worker, world * num_workers)
+        if self.shuffle:
+            rng = seeded_rng(self.seed, self.epoch, rank, worker)
+            records = shuffle_buffer(records, self.buffer_size, rng)
+        for raw in records:
+            yield self.decode(raw)

@@ -1,0 +1,190 @@
+"""``text:PATH`` — plain-text corpora, streamed as raw ``str`` documents.
+
+PATH is a file, a directory (every ``*.txt`` below it, sorted), or a glob. How a file splits
+into documents is decided per file:
+
+- if the file has a blank (whitespace-only) line between two non-blank lines, documents are the
+  blocks separated by blank lines, their lines joined with ``"\\n"``;
+- otherwise every non-blank line is one document.
+
+Surrounding whitespace is stripped and empty documents are skipped. Files are read as UTF-8; an
+invalid byte becomes U+FFFD rather than stopping a long run.
+
+Test split: within each file, documents number 19, 39, 59, ... (every 20th, counting from 0) are
+held out; the train split is the rest. This depends only on the file's content, not on how the
+stream is split across workers.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from selfsup.data.registry import register_dataset, require_arg
+from selfsup.data.source import DataError, DataSource
+from selfsup.data.streaming import PartitionedStream
+
+__all__ = ["HOLDOUT_EVERY", "TextDataset", "find_text_files", "iter_documents", "uses_blank_lines"]
+
+HOLDOUT_EVERY = 20
+_COUNT_LIMIT_BYTES = 16 * 2**20  # count documents up front only for corpora this small
+_SPLITS = ("train", "test", "all")
+
+
+def uses_blank_lines(path: str, encoding: str = "utf-8") -> bool:
+    """True when the file separates documents by blank lines (see the module docstring)."""
+    seen_text = pending_blank = False
+    with open(path, encoding=encoding, errors="replace") as f:
+        for line in f:
+            if line.strip():
+                if pending_blank:
+                    return True
+                seen_text = True
+            elif seen_text:
+                pending_blank = True
+    return False
+
+
+def iter_documents(path: str, encoding: str = "utf-8") -> Iterator[str]:
+    """Yield the non-empty documents of one text file, in order.
+
+    Args:
+        path: Text file.
+        encoding: Its encoding; undecodable bytes become U+FFFD.
+
+    Yields:
+        Documents, stripped.
+    """
+    paragraphs = uses_blank_lines(path, encoding)
+    with open(path, encoding=encoding, errors="replace") as f:
+        if not paragraphs:
+            for line in f:
+                if line.strip():
+                    yield line.strip()
+            return
+        block: list[str] = []
+        for line in f:
+            if line.strip():
+                block.append(line.strip())
+            elif block:
+                yield "\n".join(block)
+                block = []
+        if block:
+            yield "\n".join(block)
+
+
+def _has_text(path: str) -> bool:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return any(line.strip() for line in f)
+
+
+def find_text_files(path: str) -> list[str]:
+    """Resolve a text PATH (file, directory of ``*.txt``, or glob) to sorted files.
+
+    Raises:
+        DataError: Nothing exists at ``path`` or it matches no files.
+    """
+    expanded = os.path.expanduser(path)
+    if glob.has_magic(expanded):
+        files = sorted(p for p in glob.glob(expanded, recursive=True) if os.path.isfile(p))
+        if not files:
+            raise DataError(f"no text files match {path!r}")
+        return files
+    if os.path.isdir(expanded):
+        files = sorted(
+            p
+            for p in glob.glob(os.path.join(expanded, "**", "*"), recursive=True)
+            if p.lower().endswith(".txt") and os.path.isfile(p)
+        )
+        if not files:
+            raise DataError(f"text directory {path!r} holds no *.txt files")
+        return files
+    if os.path.isfile(expanded):
+        return [expanded]
+    raise DataError(f"text path {path!r} does not exist")
+
+
+class TextDataset(PartitionedStream[str]):
+    """Streams documents of text files as ``{"text": str}``.
+
+    Args:
+        files: Text files, in order.
+        split: ``"train"`` (all but every 20th document of each file), ``"test"`` (every 20th)
+            or ``"all"``.
+        shuffle: Shuffle file order per epoch and documents through a buffer.
+        buffer_size: Shuffle buffer capacity.
+        seed: Base seed of the shuffling.
+        encoding: File encoding.
+    """
+
+    def __init__(
+        self,
+        files: list[str],
+        *,
+        split: str = "all",
+        shuffle: bool = False,
+        buffer_size: int = 1000,
+        seed: int = 0,
+        encoding: str = "utf-8",
+    ) -> None:
+        if split not in _SPLITS:
+            raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+        super().__init__(files, shuffle=shuffle, buffer_size=buffer_size, seed=seed)
+        self.split = split
+        self.encoding = encoding
+
+    def _in_split(self, index: int) -> bool:
+        if self.split == "all":
+            return True
+        held_out = index % HOLDOUT_EVERY == HOLDOUT_EVERY - 1
+        return held_out == (self.split == "test")
+
+    def read_part(self, part: str) -> Iterator[str]:
+        """Yield the documents of one file that belong to this split."""
+        try:
+            for index, document in enumerate(iter_documents(part, self.encoding)):
+                if self._in_split(index):
+                    yield document
+        except OSError as exc:
+            raise DataError(f"cannot read text file {part}: {exc.strerror or exc}") from exc
+
+    def decode(self, raw: str) -> dict[str, Any]:
+        """Wrap a document as a sample."""
+        return {"text": raw}
+
+    def count(self) -> int:
+        """Number of documents in this split (reads every file)."""
+        return sum(1 for part in self.parts for _ in self.read_part(part))
+
+
+@register_dataset(
+    "text",
+    usage="text:PATH",
+    description="plain-text corpus (file, directory of .txt, or glob); line or blank-line documents",
+)
+def build_text(arg: str | None, *, image_size: int, seed: int, shuffle_buffer: int) -> DataSource:
+    """Build ``text:PATH`` (see the module docstring)."""
+    path = require_arg("text", arg)
+    files = find_text_files(path)
+    if not any(_has_text(f) for f in files):
+        raise DataError(f"text source {path!r} holds no non-empty documents")
+    train = TextDataset(
+        files, split="train", shuffle=shuffle_buffer > 0, buffer_size=shuffle_buffer, seed=seed
+    )
+    test: TextDataset | None = TextDataset(files, split="test")
+    num_samples = None
+    if sum(os.path.getsize(f) for f in files) <= _COUNT_LIMIT_BYTES:
+        num_samples = train.count()
+        if test is not None and test.count() == 0:
+            test = None
+    return DataSource(
+        name=f"text:{path}",
+        kind="text",
+        train=train,
+        test=test,
+        classes=None,
+        num_samples=num_samples,
+        description=f"text corpus {path} ({len(files)} files)",
+    )

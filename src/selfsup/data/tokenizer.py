@@ -1,0 +1,180 @@
+"""Train a subword tokenizer on the user's corpus and wrap it for ``transformers``.
+
+Three kinds, each trained with the Rust ``tokenizers`` library (a few MB of text take seconds):
+
+* ``"wordpiece"``: BERT (Devlin et al. 2019). BERT normaliser (clean-up, CJK spacing, optional
+  lower-casing and accent stripping), BERT pre-tokeniser, ``##`` continuation prefix, special tokens
+  ``[PAD] [UNK] [CLS] [SEP] [MASK]`` (ids 0-4) and the templates ``[CLS] A [SEP]`` and
+  ``[CLS] A [SEP] B [SEP]`` (token type 1 for ``B``).
+* ``"bpe"``: byte-level BPE as in GPT-2 / RoBERTa (Liu et al. 2019): no unknown tokens, special
+  tokens ``<s> <pad> </s> <unk> <mask>`` (ids 0-4, RoBERTa's order) and the templates
+  ``<s> A </s>`` and ``<s> A </s> </s> B </s>``.
+* ``"unigram"``: the unigram language model of SentencePiece (Kudo 2018) with a ``▁`` word-boundary
+  marker, NFKC normalisation and BERT's special tokens and templates.
+
+The result is a ``transformers.PreTrainedTokenizerFast`` whose pad/unk/cls/sep/mask tokens are set,
+so ``save_pretrained(dir)`` followed by ``transformers.AutoTokenizer.from_pretrained(dir)`` gives
+the same tokenizer back, with no selfsup needed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from tokenizers import (
+    AddedToken,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    trainers,
+)
+from tokenizers.processors import TemplateProcessing
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+KINDS = ("wordpiece", "bpe", "unigram")
+
+# Role -> token. The order of each dict is the order of the ids (0, 1, ...).
+_BERT_SPECIALS = {
+    "pad_token": "[PAD]",
+    "unk_token": "[UNK]",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
+_ROBERTA_SPECIALS = {
+    "bos_token": "<s>",
+    "pad_token": "<pad>",
+    "eos_token": "</s>",
+    "unk_token": "<unk>",
+    "mask_token": "<mask>",
+}
+
+
+def _batches(texts: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
+    """Lists of ``size`` texts: the trainer's Python <-> Rust crossing is cheaper in batches."""
+    batch: list[str] = []
+    for text in texts:
+        batch.append(text)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _pipeline(
+    kind: str, vocab_size: int, lowercase: bool
+) -> tuple[Tokenizer, trainers.Trainer, dict[str, str]]:
+    """An untrained tokenizer, its trainer and its special tokens (role -> token)."""
+    if kind == "wordpiece":
+        specials = _BERT_SPECIALS
+        tok = Tokenizer(models.WordPiece(unk_token=specials["unk_token"]))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece(prefix="##")
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size,
+            show_progress=False,  # library code never prints
+            special_tokens=list(specials.values()),
+            continuing_subword_prefix="##",
+        )
+    elif kind == "bpe":
+        specials = _ROBERTA_SPECIALS
+        tok = Tokenizer(models.BPE())
+        if lowercase:
+            tok.normalizer = normalizers.Lowercase()
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            show_progress=False,  # library code never prints
+            special_tokens=list(specials.values()),
+            # every byte is in the vocabulary, so no text is ever unknown
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
+    elif kind == "unigram":
+        specials = _BERT_SPECIALS
+        tok = Tokenizer(models.Unigram())
+        norms = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
+        tok.normalizer = normalizers.Sequence(norms)
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        trainer = trainers.UnigramTrainer(
+            vocab_size=vocab_size,
+            show_progress=False,  # library code never prints
+            special_tokens=list(specials.values()),
+            unk_token=specials["unk_token"],
+        )
+    else:
+        raise ValueError(f"unknown tokenizer kind {kind!r}; valid: {', '.join(KINDS)}")
+    return tok, trainer, specials
+
+
+def _post_processor(kind: str, tok: Tokenizer, specials: dict[str, str]) -> TemplateProcessing:
+    if kind == "bpe":
+        cls, sep = specials["bos_token"], specials["eos_token"]
+        pair = f"{cls} $A:0 {sep} {sep} $B:0 {sep}"  # RoBERTa: no token types
+    else:
+        cls, sep = specials["cls_token"], specials["sep_token"]
+        pair = f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1"
+    return TemplateProcessing(
+        single=f"{cls} $A {sep}",
+        pair=pair,
+        special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
+    )
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    kind: str = "wordpiece",
+    vocab_size: int = 8000,
+    lowercase: bool = True,
+) -> PreTrainedTokenizerFast:
+    """Train a subword tokenizer on ``texts``.
+
+    Args:
+        texts: the training corpus, one document (or line) per item; read once, as a stream.
+        kind: ``"wordpiece"`` (BERT), ``"bpe"`` (byte-level, GPT-2 / RoBERTa) or ``"unigram"``.
+        vocab_size: target vocabulary size, special tokens included. A small corpus may yield fewer.
+        lowercase: lower-case the text before tokenising (BERT "uncased").
+
+    Returns:
+        A fast tokenizer with ``pad/unk/mask`` tokens and ``cls/sep`` (WordPiece, unigram) or
+        ``bos/eos`` with ``cls = bos`` and ``sep = eos`` (BPE) set; calling it adds the template's
+        special tokens.
+    """
+    tok, trainer, specials = _pipeline(kind, vocab_size, lowercase)
+    tok.train_from_iterator(_batches(texts), trainer=trainer)
+    tok.post_processor = _post_processor(kind, tok, specials)
+    roles = dict(specials)
+    if kind == "bpe":
+        roles["cls_token"], roles["sep_token"] = specials["bos_token"], specials["eos_token"]
+        # RoBERTa's "<mask>" absorbs the space before it, so in "a <mask> c" it stands for the
+        # word " b" of "a b c" (the byte-level pre-tokeniser attaches spaces to the next word)
+        mask = AddedToken(specials["mask_token"], lstrip=True, special=True, normalized=False)
+        tok.add_special_tokens([mask])  # updates the trained token in place: same id
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **roles)
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerFast, path: str | Path) -> None:
+    """``tokenizer.save_pretrained(path)``, readable by transformers 4.x and 5.x alike.
+
+    transformers 5 names the class of a plain fast tokenizer ``TokenizersBackend`` in
+    ``tokenizer_config.json``, a name transformers 4 does not know; both versions load the
+    ``tokenizer.json`` of a ``PreTrainedTokenizerFast``, so that name is written instead.
+    """
+    tokenizer.save_pretrained(str(path))
+    config_file = Path(path) / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", "utf-8")
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
+    """Load a tokenizer written by ``save_pretrained`` (a directory) without network access."""
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)

@@ -1,0 +1,1 @@
+"""The engine: loop, optimizers and schedule, checkpoints, logging. It knows no method."""

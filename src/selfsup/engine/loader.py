@@ -1,0 +1,94 @@
+"""Deterministic, resumable epochs over map-style and iterable datasets.
+
+The order of an epoch depends only on (seed, epoch), so a run resumed at (epoch, batch) sees
+exactly the batches the interrupted run would have seen. Map-style datasets skip ahead by slicing
+the epoch's permutation (free); iterable datasets (streamed shards, text) are told the epoch with
+``set_epoch`` and replay-and-skip the consumed batches (costs decoding time, never correctness).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+
+class EpochLoader:
+    """Batches of one epoch at a time, from a given position.
+
+    Args:
+        dataset: map-style or iterable dataset of dict samples.
+        batch_size: samples per batch on this process.
+        seed: base seed of the shuffling.
+        rank, world_size: this process's share of each epoch (map-style datasets; iterable ones
+            split themselves by rank).
+        num_workers: decoding workers.
+        collate_fn: batch builder (default: torch's default collate).
+        shuffle: shuffle map-style datasets each epoch.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        shuffle: bool = True,
+    ) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.num_workers = num_workers
+        self.collate_fn = collate_fn
+        self.shuffle = shuffle
+        self.iterable = isinstance(dataset, IterableDataset)
+        if not self.iterable and len(dataset) < batch_size * world_size:  # type: ignore[arg-type]
+            raise ValueError(
+                f"the dataset has {len(dataset)} samples, fewer than one global batch "  # type: ignore[arg-type]
+                f"({batch_size} x {world_size} processes); lower batch_size"
+            )
+
+    @property
+    def steps_per_epoch(self) -> int | None:
+        """Batches per epoch on this process (None for streams of unknown length)."""
+        if self.iterable:
+            return None
+        return len(self.dataset) // (self.batch_size * self.world_size)  # type: ignore[arg-type]
+
+    def _indices(self, epoch: int) -> list[int]:
+        n = len(self.dataset)  # type: ignore[arg-type]
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(n, generator=g).tolist()
+        else:
+            order = list(range(n))
+        per_rank = n // self.world_size
+        return order[self.rank * per_rank : (self.rank + 1) * per_rank]
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Any]:
+        """Yield the batches of ``epoch`` starting at batch ``start_batch``."""
+        common = {
+            "batch_size": self.batch_size,
+            "num_workers": self.num_workers,
+            "collate_fn": self.collate_fn,
+            "drop_last": True,
+            "persistent_workers": False,
+        }
+        if self.iterable:
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(epoch)
+            loader = DataLoader(self.dataset, **common)
+            yield from itertools.islice(loader, start_batch, None)
+            return
+        indices = self._indices(epoch)[start_batch * self.batch_size :]
+        if len(indices) < self.batch_size:
+            return
+        yield from DataLoader(self.dataset, sampler=indices, **common)

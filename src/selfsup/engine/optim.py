@@ -1,0 +1,126 @@
+"""Optimizers and the learning-rate schedule.
+
+LARS (You, Gitman, Ginsburg 2017, "Large Batch Training of Convolutional Networks") as SimCLR uses
+it: SGD with momentum where each weight tensor's step is scaled by a trust ratio
+``eta * ||w|| / ||g + wd * w||``. Parameter groups flagged ``lars_exclude`` (biases and
+normalisation parameters) get neither weight decay nor adaptation (SimCLR appendix B.1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+
+class LARS(Optimizer):
+    """Layer-wise adaptive rate scaling on top of SGD with momentum.
+
+    Args:
+        params: parameters or groups; a group may set ``lars_exclude=True``.
+        lr: learning rate.
+        momentum: heavy-ball momentum.
+        weight_decay: L2 penalty added to the gradient before the trust ratio.
+        eta: trust coefficient (0.001 in SimCLR's implementation).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        eta: float = 0.001,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "eta": eta,
+            "lars_exclude": False,
+        }
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # noqa: ANN401 - the Optimizer signature
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad: Tensor = p.grad
+                if not group["lars_exclude"]:
+                    if group["weight_decay"]:
+                        grad = grad.add(p, alpha=group["weight_decay"])
+                    w_norm = torch.linalg.vector_norm(p)
+                    g_norm = torch.linalg.vector_norm(grad)
+                    trust = torch.where(
+                        (w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm, 1.0
+                    )
+                    grad = grad * trust
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.clone(grad).detach()
+                else:
+                    state["momentum_buffer"].mul_(group["momentum"]).add_(grad)
+                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+        return loss
+
+
+def build_optimizer(
+    groups: list[dict[str, Any]],
+    name: str,
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> Optimizer:
+    """Create the optimizer; every group's ``base_lr`` is recorded for the schedule.
+
+    Groups may carry ``weight_decay`` (overrides the default), ``lars_exclude`` and ``fixed_lr``;
+    keys an optimizer does not know are kept in the group and ignored by it.
+    """
+    for group in groups:
+        group.setdefault("weight_decay", weight_decay)
+        group.setdefault("lr", lr)
+        group.setdefault("fixed_lr", False)
+        group["base_lr"] = group["lr"]
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, betas=betas)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, weight_decay=weight_decay, momentum=momentum)
+    if name == "lars":
+        return LARS(groups, lr=lr, weight_decay=weight_decay, momentum=momentum)
+    raise ValueError(f"unknown optimizer {name!r}. Valid: adamw, lars, sgd")
+
+
+def lr_factor(progress: float, warmup: float, final: float = 0.0) -> float:
+    """Linear warm-up then cosine decay, as a function of training progress in [0, 1].
+
+    Args:
+        progress: fraction of the budget done (steps, epochs or wall clock).
+        warmup: fraction of the budget spent warming up linearly from 0.
+        final: factor reached at the end of the cosine decay.
+
+    Returns:
+        Multiplier of the peak learning rate.
+    """
+    progress = min(max(progress, 0.0), 1.0)
+    if warmup > 0 and progress < warmup:
+        return progress / warmup
+    t = (progress - warmup) / max(1e-12, 1 - warmup)
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def set_lr(optimizer: Optimizer, factor: float) -> float:
+    """Scale every scheduled group's ``base_lr`` by ``factor``; return the first group's lr."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] if group.get("fixed_lr") else group["base_lr"] * factor
+    return optimizer.param_groups[0]["lr"]

@@ -1,0 +1,152 @@
+"""``evaluate(run_dir, protocol)`` and ``embed(run_dir, data)``: frozen-encoder protocols.
+
+Every result is appended to the run's ``results.jsonl`` with its protocol, data, parameters,
+seed and time, so runs can be compared later.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from selfsup.config import ConfigError
+from selfsup.data import DataSource, build_source
+from selfsup.evaluate.features import collate_for, extract
+from selfsup.evaluate.knn import knn_accuracy
+from selfsup.evaluate.zeroshot import TEMPLATES, class_embeddings, retrieval_recall, zeroshot_accuracy
+from selfsup.runs import Run, load_run
+
+PROTOCOLS = ("knn", "zeroshot", "retrieval", "mlm")
+
+
+def _source(run: Run, data: str | None) -> DataSource:
+    # shuffle_buffer=0: evaluation reads streams in file order, so "the first N" is well defined.
+    return build_source(data or run.config.data, image_size=run.config.image_size, seed=0, shuffle_buffer=0)
+
+
+def _record(run: Run, result: dict[str, Any]) -> dict[str, Any]:
+    result = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "step": run.step, **result}
+    with open(run.path / "results.jsonl", "a") as f:
+        f.write(json.dumps(result) + "\n")
+    return result
+
+
+def evaluate(
+    run_dir: str | Path,
+    protocol: str = "knn",
+    data: str | None = None,
+    k: int = 200,
+    temperature: float = 0.1,
+    bank_size: int | None = None,
+    query_size: int | None = None,
+    batch_size: int = 256,
+    device: str = "cpu",
+    seed: int = 0,
+    random_init: bool = False,
+) -> dict[str, Any]:
+    """Evaluate the run's encoder and append the result to ``results.jsonl``.
+
+    Args:
+        run_dir: a run directory.
+        protocol: "knn" (labelled data), "zeroshot" and "retrieval" (CLIP runs), "mlm" (masked-token
+            accuracy of MLM runs on the held-out split, fixed masking seed).
+        data: evaluation data spec (default: the run's data); needs train and test splits.
+        k: kNN neighbours.
+        temperature: kNN vote temperature.
+        bank_size: use only the first N training samples as the kNN memory bank.
+        query_size: use only the first N test samples as queries.
+        batch_size: feature extraction batch size.
+        device: where to run the encoder.
+        seed: masking seed of the "mlm" protocol.
+        random_init: evaluate the run's encoder at its random initialisation (the baseline).
+
+    Returns:
+        The result record (also appended to ``run_dir/results.jsonl``).
+    """
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"unknown protocol {protocol!r}. Valid: {', '.join(PROTOCOLS)}")
+    run = load_run(run_dir, device, random_init)
+    source = _source(run, data)
+    if source.test is None:
+        raise ConfigError(f"data {source.name!r} has no test split to evaluate on")
+    method = run.method
+    base = {"protocol": protocol, "data": source.name, "seed": seed, "random_init": random_init}
+    if protocol == "mlm":
+        if method.kind != "text":
+            raise ConfigError(f"protocol mlm needs a text run, {run.path} is a {method.kind} run")
+        from selfsup.data.packing import PackedBlocks
+        from selfsup.methods.mlm import masked_token_accuracy
+
+        blocks = PackedBlocks(source.test, run.tokenizer, run.config.seq_len)
+        loader = torch.utils.data.DataLoader(blocks, batch_size=batch_size)
+        acc = masked_token_accuracy(method, loader, seed=seed)
+        return _record(run, {**base, "masked_token_acc": 100.0 * acc})
+
+    collate = collate_for(method, run.tokenizer, run.config.seq_len)
+    if protocol == "knn":
+        if not source.classes:
+            raise ConfigError(f"protocol knn needs labelled data; {source.name!r} has no labels")
+        bank, bank_y, _ = extract(method.embed, source.train, batch_size, bank_size, collate, device)
+        query, query_y, _ = extract(method.embed, source.test, batch_size, query_size, collate, device)
+        if (bank_y < 0).any() or (query_y < 0).any():
+            raise ConfigError(f"protocol knn needs every sample of {source.name!r} labelled")
+        acc = knn_accuracy(bank, bank_y, query, query_y, len(source.classes), k, temperature)
+        params = {"k": k, "temperature": temperature, "bank": len(bank), "queries": len(query)}
+        return _record(run, {**base, **params, **acc})
+
+    if method.kind != "pair" or not hasattr(method, "encode_text"):
+        raise ConfigError(f"protocol {protocol} needs an image-text run (clip); {run.path} is {run.config.method}")
+
+    def encode_text(texts: list[str]) -> torch.Tensor:
+        return method.encode_text(**method.tokenize(texts, device))
+
+    if protocol == "zeroshot":
+        if not source.classes:
+            raise ConfigError(f"protocol zeroshot needs class names; {source.name!r} has none")
+        images, labels, _ = extract(method.encode_image_batch, source.test, batch_size, query_size, collate, device)
+        classes = class_embeddings(encode_text, source.classes)
+        result = zeroshot_accuracy(images, classes, labels)
+        held_out = getattr(source.test, "heldout_classes", None)
+        if held_out:
+            idx = [source.classes.index(c) for c in held_out]
+            mask = torch.isin(labels, torch.tensor(idx))
+            if mask.any():
+                result["heldout_top1"] = zeroshot_accuracy(images[mask], classes, labels[mask])["top1"]
+        return _record(run, {**base, "templates": len(TEMPLATES), "images": len(images), **result})
+
+    images, _, captions = extract(method.encode_image_batch, source.test, batch_size, query_size, collate, device)
+    texts, _, _ = extract(method.encode_text_batch, source.test, batch_size, query_size, collate, device)
+    return _record(run, {**base, "pairs": len(images), **retrieval_recall(images, texts, captions)})
+
+
+def embed(
+    run_dir: str | Path,
+    out: str | Path,
+    data: str | None = None,
+    split: str = "test",
+    batch_size: int = 256,
+    limit: int | None = None,
+    device: str = "cpu",
+) -> Path:
+    """Write the encoder's (N, D) features of ``data``'s ``split`` to ``out`` (.npy).
+
+    Labels, when the data has them, go to ``out`` with ``.labels.npy`` in place of ``.npy``.
+    """
+    run = load_run(run_dir, device)
+    source = _source(run, data)
+    dataset = source.train if split == "train" else source.test
+    if dataset is None:
+        raise ConfigError(f"data {source.name!r} has no {split} split")
+    collate = collate_for(run.method, run.tokenizer, run.config.seq_len)
+    feats, labels, _ = extract(run.method.embed, dataset, batch_size, limit, collate, device)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, feats.numpy())
+    if (labels >= 0).any():
+        np.save(out.with_suffix("").as_posix() + ".labels.npy", labels.numpy())
+    return out

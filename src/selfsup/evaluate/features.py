@@ -1,0 +1,98 @@
+"""Frozen features of a method over a dataset, in the dataset's order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
+
+from selfsup.methods import Method
+
+
+class TextCollate:
+    """Tokenise ``{"text": str}`` samples into padded ``(B, L)`` batches for text encoders."""
+
+    def __init__(self, tokenizer: Any, max_len: int) -> None:  # noqa: ANN401
+        self.tokenizer = tokenizer
+        self.max_len = max_len
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        enc = self.tokenizer(
+            [s["text"] for s in samples],
+            padding=True,
+            truncation=True,
+            max_length=self.max_len,
+            return_tensors="pt",
+            return_special_tokens_mask=True,
+        )
+        batch = {
+            "input_ids": enc["input_ids"],
+            "attention_mask": enc["attention_mask"],
+            "special_tokens_mask": enc["special_tokens_mask"].bool(),
+            "text": [s["text"] for s in samples],
+        }
+        if "label" in samples[0]:
+            batch["label"] = torch.tensor([s["label"] for s in samples])
+        return batch
+
+
+def first(dataset: Dataset, limit: int | None) -> Dataset:
+    """The first ``limit`` samples of a map-style dataset (streams are cut while iterating)."""
+    if limit is None or isinstance(dataset, IterableDataset) or limit >= len(dataset):  # type: ignore[arg-type]
+        return dataset
+    return Subset(dataset, range(limit))
+
+
+@torch.no_grad()
+def extract(
+    fn: Callable[[dict[str, Any]], Tensor],
+    dataset: Dataset,
+    batch_size: int = 256,
+    limit: int | None = None,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+) -> tuple[Tensor, Tensor, list[str]]:
+    """Apply ``fn`` to every batch of ``dataset`` in order.
+
+    Returns:
+        features (N, D) float32 on CPU, labels (N,) int64 (-1 where unlabelled) and the texts of
+        the samples (empty when samples carry none).
+    """
+    loader = DataLoader(
+        first(dataset, limit), batch_size=batch_size, shuffle=False, collate_fn=collate_fn, num_workers=num_workers
+    )
+    feats, labels, texts = [], [], []
+    seen = 0
+    for batch in loader:
+        if limit is not None and seen >= limit:
+            break
+        n = len(batch["label"]) if "label" in batch else len(next(iter(batch.values())))
+        take = n if limit is None else min(n, limit - seen)
+        on_device = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        feats.append(fn(on_device)[:take].float().cpu())
+        if "label" in batch:
+            labels.append(torch.as_tensor(batch["label"])[:take])
+        else:
+            labels.append(torch.full((take,), -1))
+        texts.extend(list(batch.get("text", []))[:take])
+        seen += take
+    if not feats:
+        raise ValueError("the dataset yielded no samples")
+    return torch.cat(feats), torch.cat(labels).long(), texts
+
+
+
+
+def collate_for(method: Method, tokenizer: Any, seq_len: int) -> Callable[[list[Any]], Any] | None:  # noqa: ANN401
+    """The collate function a method's ``embed`` needs for raw samples."""
+    if method.kind == "text":
+        return TextCollate(tokenizer, seq_len)
+    if method.kind == "pair":
+        from selfsup.data.packing import CaptionCollate
+
+        return CaptionCollate(tokenizer, seq_len)
+    return None

@@ -1,0 +1,76 @@
+"""Zero-shot classification and cross-modal retrieval for image-text models (CLIP, section 3.1).
+
+Zero-shot: each class name is put into several prompt templates; the normalised text embeddings
+of a class are averaged and renormalised ("prompt ensembling", CLIP section 3.1.4); an image is
+assigned the class whose embedding is most similar.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+TEMPLATES = (
+    "a {}.",
+    "a photo of a {}.",
+    "an image of a {}.",
+    "a picture of a {}.",
+    "a rendering of a {}.",
+    "a drawing of a {}.",
+)
+
+
+@torch.no_grad()
+def class_embeddings(encode_text: object, classes: list[str], templates: tuple[str, ...] = TEMPLATES) -> Tensor:
+    """(C, D) normalised class embeddings averaged over templates.
+
+    Args:
+        encode_text: callable ``list[str] -> (n, D)`` text embeddings.
+        classes: class names.
+        templates: prompt templates with one ``{}``.
+    """
+    rows = []
+    for name in classes:
+        emb = F.normalize(encode_text([t.format(name) for t in templates]).float(), dim=1)  # (T, D)
+        rows.append(F.normalize(emb.mean(dim=0), dim=0))
+    return torch.stack(rows)
+
+
+def zeroshot_accuracy(image_emb: Tensor, class_emb: Tensor, labels: Tensor) -> dict[str, float]:
+    """Top-1/top-5 accuracy (percent) of images against class embeddings, and chance level."""
+    from selfsup.evaluate.knn import topk_accuracy
+
+    scores = F.normalize(image_emb.float(), dim=1) @ class_emb.T  # (N, C)
+    result = topk_accuracy(scores, labels)
+    result["chance"] = 100.0 / class_emb.shape[0]
+    return result
+
+
+def retrieval_recall(
+    image_emb: Tensor, text_emb: Tensor, captions: list[str], ks: tuple[int, ...] = (1, 5, 10)
+) -> dict[str, float]:
+    """Image->text and text->image recall@K (percent) over paired embeddings.
+
+    Row i of both matrices is one pair. A retrieved item counts as correct when it is the paired
+    item or carries the identical caption: generated and web caption sets repeat captions, and an
+    exact duplicate is not a mistake.
+
+    Args:
+        image_emb: (N, D) image embeddings.
+        text_emb: (N, D) text embeddings.
+        captions: the N captions (to detect duplicates).
+        ks: recall cut-offs.
+    """
+    image_emb = F.normalize(image_emb.float(), dim=1)
+    text_emb = F.normalize(text_emb.float(), dim=1)
+    ids = {c: i for i, c in enumerate(dict.fromkeys(captions))}
+    caption_id = torch.tensor([ids[c] for c in captions])  # (N,) same id = same caption
+    sim = image_emb @ text_emb.T  # (N images, N texts)
+    result = {}
+    for name, s in (("i2t", sim), ("t2i", sim.T)):
+        top = s.topk(min(max(ks), s.shape[1]), dim=1).indices  # (N, K)
+        correct = caption_id[top] == caption_id[:, None]  # (N, K)
+        for k in ks:
+            result[f"{name}_R@{k}"] = 100.0 * correct[:, :k].any(dim=1).float().mean().item()
+    return result

@@ -1,0 +1,116 @@
+"""The contract between a method and the engine.
+
+A method is a ``torch.nn.Module`` that owns its whole objective: encoders, heads, views (random
+augmentation or masking applied to the device batch), loss, and any state such as momentum
+encoders, queues or prototypes (kept as parameters or buffers so that they are checkpointed).
+
+The engine calls only what is defined here:
+
+* ``forward(batch) -> {"loss": scalar, **named scalars to log}``
+* ``after_step(step, total_steps)`` once per optimizer step (EMA, clamping, normalisation)
+* ``param_groups()`` to build the optimizer
+* ``embed(batch) -> (B, D)`` features for evaluation and ``export(path)`` for downstream use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from selfsup.registry import Registry
+
+METHODS: Registry = Registry("method")
+register_method = METHODS.register
+
+
+@dataclass(frozen=True)
+class OptimDefaults:
+    """A method's recommended optimisation recipe, used where the run config leaves a value unset.
+
+    ``lr`` is the base learning rate for a batch of 256 samples; the engine scales it linearly with
+    the global batch size when ``scale_lr`` is set (Goyal et al. 2017), as SimCLR, MoCo and BYOL do.
+    """
+
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    scale_lr: bool = False
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass
+class BuildContext:
+    """What the pipeline knows when it builds a method, besides the method's own arguments.
+
+    Args:
+        backbone: backbone name from the run config (None lets the method pick its default).
+        image_size: side of the square uint8 images the data source yields.
+        tokenizer: a ``transformers.PreTrainedTokenizerFast`` for text and pair methods.
+        seq_len: token block / caption length.
+        extra: anything else a method may read (for forward compatibility).
+    """
+
+    backbone: str | None = None
+    image_size: int = 32
+    tokenizer: Any = None
+    seq_len: int = 128
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Method(nn.Module):
+    """Base class of every self-supervised method.
+
+    Subclasses set ``kind`` ("image", "text" or "pair": the data they consume) and ``defaults``,
+    implement ``build``, ``forward``, ``embed`` and ``export``, and may override ``after_step`` and
+    ``param_groups``.
+    """
+
+    kind: ClassVar[str] = "image"
+    defaults: ClassVar[OptimDefaults] = OptimDefaults()
+
+    @classmethod
+    def build(cls, ctx: BuildContext, **kwargs: Any) -> Method:
+        """Construct the method from the pipeline's context and the user's method arguments."""
+        raise NotImplementedError
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        """Called once after every optimizer step (not per micro-batch)."""
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Parameter groups for the optimizer.
+
+        Default: weights in one group, biases and normalisation parameters (any parameter with
+        fewer than two dimensions) in another with ``weight_decay=0`` and ``lars_exclude=True``,
+        which LARS reads to skip trust-ratio adaptation (You et al. 2017; SimCLR appendix B.1).
+        A group may set ``fixed_lr=True`` to keep its learning rate off the schedule.
+        """
+        decay, no_decay = [], []
+        for p in self.parameters():
+            if p.requires_grad:
+                (decay if p.ndim > 1 else no_decay).append(p)
+        groups = [{"params": decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0, "lars_exclude": True})
+        return groups
+
+    @torch.no_grad()
+    def embed(self, batch: dict[str, Tensor]) -> Tensor:  # pragma: no cover
+        """Representation used for evaluation: ``(B, D)`` features of the encoder (no heads)."""
+        raise NotImplementedError
+
+    def export(self, path: Path) -> None:  # pragma: no cover
+        """Write the encoder so that it loads without selfsup (safetensors + JSON config)."""
+        raise NotImplementedError
+
+
+def create_method(name: str, ctx: BuildContext, **kwargs: Any) -> Method:
+    """Build the method registered as ``name``; unknown names list the valid ones."""
+    return METHODS.get(name).build(ctx, **kwargs)

@@ -1,0 +1,54 @@
+"""Open a finished (or interrupted) run directory: its config, tokenizer and trained method."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from selfsup.config import ConfigError, RunConfig, load_config
+from selfsup.engine.checkpoint import latest_checkpoint, load_checkpoint
+from selfsup.methods import METHODS, BuildContext, Method
+
+
+@dataclass
+class Run:
+    """A loaded run: its directory, resolved config, tokenizer (text/pair) and trained method."""
+
+    path: Path
+    config: RunConfig
+    method: Method
+    tokenizer: Any
+    step: int
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu", random_init: bool = False) -> Run:
+    """Rebuild the method of run directory ``path`` from its latest checkpoint, in eval mode.
+
+    With ``random_init`` the method is built with the run's seed and left untrained: the baseline
+    that a pretrained encoder has to beat.
+    """
+    path = Path(path)
+    if not (path / "config.yaml").is_file():
+        raise ConfigError(f"{path} is not a run directory (no config.yaml)")
+    config = load_config(path / "config.yaml")
+    ckpt = None if random_init else latest_checkpoint(path / "checkpoints")
+    if ckpt is None and not random_init:
+        raise ConfigError(f"{path} has no complete checkpoint yet")
+    cls = METHODS.get(config.method)
+    tokenizer = None
+    if (path / "tokenizer").exists():
+        from selfsup.data.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(path / "tokenizer")
+    ctx = BuildContext(config.backbone, config.image_size, tokenizer, config.seq_len)
+    torch.manual_seed(config.seed)
+    method = cls.build(ctx, **config.method_args)
+    step = 0
+    if ckpt is not None:
+        state, meta = load_checkpoint(ckpt)
+        method.load_state_dict(state["method"], strict=True)
+        step = meta["state"]["step"]
+    return Run(path, config, method.to(device).eval(), tokenizer, step)

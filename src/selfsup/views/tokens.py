@@ -1,0 +1,104 @@
+"""Token masking for masked language modelling, batched on the device.
+
+BERT (Devlin et al. 2019, section 3.1 and appendix C.2): a fraction ``mlm_probability`` (15 %) of
+the maskable positions is selected for prediction; of the selected tokens 80 % are replaced by
+[MASK], 10 % by a random token and 10 % are left unchanged, so that the encoder cannot rely on
+[MASK] marking the positions it is asked about (a token it never sees at fine-tuning time).
+
+Selection is an independent Bernoulli draw per position, as in RoBERTa's dynamic masking and
+``transformers.DataCollatorForLanguageModeling``: the rate is 15 % in expectation, not exactly 15 %
+of every sequence as in BERT's static preprocessing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+IGNORE_INDEX = -100  # label of unselected positions; ``F.cross_entropy``'s default ignore_index
+
+
+def _random_regular_tokens(
+    shape: torch.Size,
+    vocab_size: int,
+    special_token_ids: Sequence[int],
+    device: torch.device,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Ids drawn uniformly from ``[0, vocab_size)`` minus ``special_token_ids``, shape ``shape``.
+
+    A draw ``r`` in ``[0, vocab_size - k)`` maps to the ``r``-th regular id by adding the number
+    of special ids ``s_j`` (sorted, ``j = 0..k-1``) with ``s_j - j <= r``; no host sync, unlike
+    indexing a ``nonzero()`` list of allowed ids.
+    """
+    specials = sorted({int(i) for i in special_token_ids if 0 <= int(i) < vocab_size})
+    regular = vocab_size - len(specials)
+    if regular <= 0:
+        raise ValueError("every token id of the vocabulary is special; nothing to sample")
+    r = torch.randint(regular, shape, generator=generator, device=device)
+    if not specials:
+        return r
+    shifted = torch.tensor(specials, device=device) - torch.arange(len(specials), device=device)
+    return r + torch.searchsorted(shifted, r, right=True)
+
+
+def mask_tokens(
+    input_ids: Tensor,
+    special_tokens_mask: Tensor,
+    *,
+    mask_token_id: int,
+    vocab_size: int,
+    mlm_probability: float = 0.15,
+    mask_replace: float = 0.8,
+    random_replace: float = 0.1,
+    attention_mask: Tensor | None = None,
+    special_token_ids: Sequence[int] | None = None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """BERT's masking of a batch of token ids (Devlin et al. 2019).
+
+    Args:
+        input_ids: ``(B, L)`` int64 token ids; not modified.
+        special_tokens_mask: ``(B, L)`` bool, True = special token ([CLS], [SEP], [PAD], ...),
+            never selected.
+        mask_token_id: id of [MASK].
+        vocab_size: number of token ids of the tokenizer (``len(tokenizer)``); random
+            replacements are drawn from ``[0, vocab_size)``.
+        mlm_probability: probability that a maskable position is selected for prediction.
+        mask_replace: fraction of selected positions replaced by [MASK].
+        random_replace: fraction of selected positions replaced by a random regular token; the
+            rest (``1 - mask_replace - random_replace``) keep their token.
+        attention_mask: optional ``(B, L)``, 1 = real token, 0 = padding (never selected).
+        special_token_ids: ids never used as random replacements (``tokenizer.all_special_ids``);
+            default ``[mask_token_id]``.
+        generator: RNG on ``input_ids.device``; None uses torch's global RNG. A fixed generator
+            gives a reproducible mask (evaluation).
+
+    Returns:
+        ``(masked_ids, labels)``, both ``(B, L)`` int64 on ``input_ids.device``: the corrupted
+        input, and the original id at selected positions (True = masked, predicted) with
+        ``IGNORE_INDEX`` (-100) everywhere else.
+    """
+    if not 0.0 <= mlm_probability <= 1.0:
+        raise ValueError(f"mlm_probability must be in [0, 1], got {mlm_probability}")
+    if mask_replace < 0 or random_replace < 0 or mask_replace + random_replace > 1:
+        raise ValueError("need mask_replace, random_replace >= 0 with a sum of at most 1")
+    device, shape = input_ids.device, input_ids.shape
+    maskable = ~special_tokens_mask.bool()  # (B, L) True = may be selected
+    if attention_mask is not None:
+        maskable &= attention_mask.bool()
+    selected = maskable & (torch.rand(shape, generator=generator, device=device) < mlm_probability)
+    # one uniform draw per position splits the selected ones into [MASK] / random / unchanged
+    action = torch.rand(shape, generator=generator, device=device)
+    to_mask = selected & (action < mask_replace)
+    to_random = selected & (action >= mask_replace) & (action < mask_replace + random_replace)
+    if special_token_ids is None:
+        special_token_ids = [mask_token_id]
+    random_ids = _random_regular_tokens(shape, vocab_size, special_token_ids, device, generator)
+
+    masked = torch.where(to_mask, torch.full_like(input_ids, mask_token_id), input_ids)
+    masked = torch.where(to_random, random_ids, masked)  # (B, L)
+    labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE_INDEX))  # (B, L)
+    return masked, labels
