@@ -126,14 +126,21 @@ def main(argv: list[str] | None = None) -> None:
     for name, r in rate.items():
         print(f"| {name} | {r:,.0f} | {r / ref_tensor:.1f}x | {r / ref_pil:.1f}x |")
     dev = torch.cuda.get_device_name() if dev_images.is_cuda else "-"
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(
-        f"\n- machine: {cpu_model()}, {os.cpu_count()} logical cores visible "
-        f"(shared with other work), GPU: {dev}\n"
+        f"\n- machine: {cpu_model()}, {os.cpu_count()} logical cores visible, load average "
+        f"{load} (1/5/15 min) at the end of the run, GPU: {dev}\n"
         f"- torch threads: {torch.get_num_threads()} (torchvision per-image runs in this process, "
         f"like one DataLoader worker)\n"
         f"- python {platform.python_version()}, torch {torch.__version__}, "
         f"torchvision {torchvision.__version__}\n"
         f"- command: `python {' '.join([os.path.relpath(sys.argv[0])] + (argv or sys.argv[1:]))}`"
+    )
+    print(
+        "\nBoth sides draw per-sample random parameters (crop box, flip, jitter factors and order, "
+        "grayscale). The batched crop resizes bilinearly without antialiasing; torchvision "
+        "antialiases when a crop is downscaled. Absolute numbers move with machine load; the "
+        "ratios come from interleaved runs in one process."
     )
 
 

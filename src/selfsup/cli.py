@@ -1,11 +1,11 @@
 """Command line: a thin layer over the Python API.
 
-    selfsup pretrain --method simclr --data digits --budget 2m --out runs/demo
-    selfsup pretrain --config run.yaml optim.lr=0.1 method_args.temperature=0.2
-    selfsup pretrain --resume runs/demo
-    selfsup evaluate runs/demo --protocol knn --k 200 --temperature 0.1
-    selfsup embed runs/demo --out emb.npy
-    selfsup list
+selfsup pretrain --method simclr --data digits --budget 2m --out runs/demo
+selfsup pretrain --config run.yaml optim.lr=0.1 method_args.temperature=0.2
+selfsup pretrain --resume runs/demo
+selfsup evaluate runs/demo --protocol knn --k 200 --temperature 0.1
+selfsup embed runs/demo --out emb.npy
+selfsup list
 """
 
 from __future__ import annotations
@@ -21,11 +21,24 @@ from selfsup.config import ConfigError, load_config
 log = logging.getLogger("selfsup")
 
 # Flags of `pretrain` that map directly onto RunConfig keys.
-PRETRAIN_FLAGS = ("method", "data", "backbone", "budget", "batch_size", "image_size", "precision", "devices", "out", "seed")
+PRETRAIN_FLAGS = (
+    "method",
+    "data",
+    "backbone",
+    "budget",
+    "batch_size",
+    "image_size",
+    "precision",
+    "devices",
+    "out",
+    "seed",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="selfsup", description="Self-supervised pretraining, evaluation and export.")
+    parser = argparse.ArgumentParser(
+        prog="selfsup", description="Self-supervised pretraining, evaluation and export."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("pretrain", help="pretrain an encoder")
@@ -42,19 +55,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=0.1")
+    p.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=0.1"
+    )
 
     e = sub.add_parser("evaluate", help="evaluate a run's encoder")
     e.add_argument("run_dir")
     e.add_argument("--protocol", default="knn", help="knn, zeroshot, retrieval or mlm")
     e.add_argument("--data", help="evaluation data (default: the run's)")
     e.add_argument("--k", type=int, default=200, help="kNN neighbours (default 200)")
-    e.add_argument("--temperature", type=float, default=0.1, help="kNN vote temperature (default 0.1)")
-    e.add_argument("--bank-size", dest="bank_size", type=int, help="first N training samples as memory bank")
-    e.add_argument("--query-size", dest="query_size", type=int, help="first N test samples as queries")
+    e.add_argument(
+        "--temperature", type=float, default=0.1, help="kNN vote temperature (default 0.1)"
+    )
+    e.add_argument(
+        "--bank-size", dest="bank_size", type=int, help="first N training samples as memory bank"
+    )
+    e.add_argument(
+        "--query-size", dest="query_size", type=int, help="first N test samples as queries"
+    )
     e.add_argument("--batch-size", dest="batch_size", type=int, default=256)
     e.add_argument("--device", default="cpu")
-    e.add_argument("--random-init", dest="random_init", action="store_true", help="evaluate the untrained encoder (baseline)")
+    e.add_argument(
+        "--random-init",
+        dest="random_init",
+        action="store_true",
+        help="evaluate the untrained encoder (baseline)",
+    )
 
     m = sub.add_parser("embed", help="write a run's embeddings of a dataset to .npy")
     m.add_argument("run_dir")
@@ -118,7 +144,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "embed":
             from selfsup.evaluate import embed
 
-            out = embed(args.run_dir, args.out, args.data, args.split, args.batch_size, args.limit, args.device)
+            out = embed(
+                args.run_dir,
+                args.out,
+                args.data,
+                args.split,
+                args.batch_size,
+                args.limit,
+                args.device,
+            )
             print(f"wrote {out}")
     except (ConfigError, DataError, UnknownNameError, FileExistsError) as err:
         print(f"selfsup: error: {err}", file=sys.stderr)

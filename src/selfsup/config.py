@@ -52,9 +52,13 @@ class OptimConfig:
 
     def validate(self) -> None:
         if self.name is not None and self.name not in ("adamw", "sgd", "lars"):
-            raise ConfigError(f"optim.name: unknown optimizer {self.name!r}. Valid: adamw, lars, sgd")
+            raise ConfigError(
+                f"optim.name: unknown optimizer {self.name!r}. Valid: adamw, lars, sgd"
+            )
         if not 0 <= self.warmup < 1:
-            raise ConfigError(f"optim.warmup is a fraction of the budget in [0, 1), got {self.warmup}")
+            raise ConfigError(
+                f"optim.warmup is a fraction of the budget in [0, 1), got {self.warmup}"
+            )
         if self.accumulate < 1:
             raise ConfigError(f"optim.accumulate must be >= 1, got {self.accumulate}")
         if self.lr is not None and self.lr <= 0:

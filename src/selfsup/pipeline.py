@@ -102,7 +102,9 @@ def prepare_tokenizer(config: RunConfig, source: DataSource, run_dir: Path, fabr
     return load_tokenizer(path)
 
 
-def build_dataset(kind: str, source: DataSource, split: str, tokenizer: Any, seq_len: int) -> tuple[Any, Any]:  # noqa: ANN401
+def build_dataset(
+    kind: str, source: DataSource, split: str, tokenizer: Any, seq_len: int
+) -> tuple[Any, Any]:  # noqa: ANN401
     """(dataset, collate_fn) for a method of ``kind`` reading ``source``'s ``split``."""
     from selfsup.data.packing import CaptionCollate, PackedBlocks
 
@@ -145,7 +147,9 @@ def pretrain(
         run_dir = Path(resume)
         saved = run_dir / "config.yaml"
         if not saved.is_file():
-            raise ConfigError(f"--resume {run_dir}: no config.yaml there, so it is not a run directory")
+            raise ConfigError(
+                f"--resume {run_dir}: no config.yaml there, so it is not a run directory"
+            )
         budget = config.budget
         config = load_config(saved)
         config.budget = budget
@@ -210,8 +214,16 @@ def pretrain(
             save_checkpoint(
                 ckpt_root,
                 current.step,
-                {"method": method.state_dict(), "optimizer": optimizer.state_dict(), "rng": rng_state()},
-                {"state": current.__dict__.copy(), "method": config.method, "config": config.to_dict()},
+                {
+                    "method": method.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": rng_state(),
+                },
+                {
+                    "state": current.__dict__.copy(),
+                    "method": config.method,
+                    "config": config.to_dict(),
+                },
                 keep=config.keep_checkpoints,
             )
         fabric.barrier()

@@ -24,7 +24,9 @@ class Run:
     step: int
 
 
-def load_run(path: str | Path, device: str | torch.device = "cpu", random_init: bool = False) -> Run:
+def load_run(
+    path: str | Path, device: str | torch.device = "cpu", random_init: bool = False
+) -> Run:
     """Rebuild the method of run directory ``path`` from its latest checkpoint, in eval mode.
 
     With ``random_init`` the method is built with the run's seed and left untrained: the baseline

@@ -1,9 +1,7 @@
-import tarfile
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import add_member, png_bytes, write_shard
 from torch.utils.data import DataLoader
 
 from selfsup.data import DataError, build_source
@@ -36,7 +34,7 @@ def test_single_file_and_glob(shard_dir):
     assert find_shards(str(shard_dir))[1] == [str(shard_dir / "test-0000.tar")]
 
 
-def test_pair_shards_and_classes_file(tmp_path):
+def test_pair_shards_and_classes_file(tmp_path, write_shard):
     write_shard(tmp_path / "a.tar", range(3), with_txt=True)
     (tmp_path / "classes.txt").write_text("zero\none\ntwo\n")
     source = build_source(f"shards:{tmp_path}", shuffle_buffer=0, image_size=4)
@@ -48,7 +46,7 @@ def test_pair_shards_and_classes_file(tmp_path):
     assert int(samples[2]["image"][0, 0, 0]) == 2
 
 
-def test_unlabelled_samples_get_minus_one(tmp_path):
+def test_unlabelled_samples_get_minus_one(tmp_path, write_shard):
     write_shard(tmp_path / "u.tar", range(2), with_cls=False)
     assert labels_of(build_source(f"shards:{tmp_path / 'u.tar'}").train) == [-1, -1]
 
@@ -60,7 +58,7 @@ def test_two_dataloader_workers_cover_every_sample_once(shard_dir):
     assert sorted(labels) == list(range(24))
 
 
-def test_two_workers_share_a_single_shard(tmp_path):
+def test_two_workers_share_a_single_shard(tmp_path, write_shard):
     write_shard(tmp_path / "one.tar", range(9))
     source = build_source(f"shards:{tmp_path / 'one.tar'}", shuffle_buffer=0)
     loader = DataLoader(source.train, batch_size=None, num_workers=2)
@@ -106,23 +104,17 @@ def test_glob_matching_nothing_named(tmp_path):
         build_source(f"shards:{tmp_path}/zzz-*.tar")
 
 
-def test_corrupt_image_in_shard_names_shard_and_key(tmp_path):
-    path = tmp_path / "bad.tar"
-    with tarfile.open(path, "w") as archive:
-        add_member(archive, "good.png", png_bytes())
-        add_member(archive, "broken.jpg", b"not a jpeg")
+def test_corrupt_image_in_shard_names_shard_and_key(tmp_path, make_tar, png_bytes):
+    path = make_tar(tmp_path / "bad.tar", [("good.png", png_bytes()), ("broken.jpg", b"nope")])
     samples = iter(ShardDataset([str(path)], image_size=8))
     next(samples)
     with pytest.raises(DataError, match="bad.tar:broken.jpg"):
         next(samples)
 
 
-def test_bad_label_and_missing_image_named(tmp_path):
-    path = tmp_path / "s.tar"
-    with tarfile.open(path, "w") as archive:
-        add_member(archive, "k1.png", png_bytes())
-        add_member(archive, "k1.cls", b"cat")
-        add_member(archive, "k2.json", b"{}")
+def test_bad_label_and_missing_image_named(tmp_path, make_tar, png_bytes):
+    members = [("k1.png", png_bytes()), ("k1.cls", b"cat"), ("k2.json", b"{}")]
+    path = make_tar(tmp_path / "s.tar", members)
     dataset = ShardDataset([str(path)], image_size=8)
     first, second = dataset.read_part(str(path))
     with pytest.raises(DataError, match="s.tar: sample 'k1'.*integer.*'cat'"):
@@ -131,7 +123,7 @@ def test_bad_label_and_missing_image_named(tmp_path):
         dataset.decode(second)
 
 
-def test_truncated_tar_names_shard(tmp_path):
+def test_truncated_tar_names_shard(tmp_path, write_shard):
     good = write_shard(tmp_path / "good.tar", range(20))
     cut = tmp_path / "cut.tar"
     cut.write_bytes(good.read_bytes()[:600])  # inside the first member's data
@@ -155,3 +147,28 @@ def test_cifar10_shards():
     records.close()
     test_sample = next(iter(source.test))
     assert 0 <= test_sample["label"] < 10
+
+
+def _rank_labels(rank, world, shard_dir, init_file, out_dir):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        source = build_source(f"shards:{shard_dir}", shuffle_buffer=3, seed=5)
+        source.train.set_epoch(2)
+        labels = labels_of(source.train)
+        (Path(out_dir) / f"rank{rank}.txt").write_text(" ".join(map(str, labels)))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_read_disjoint_shards(shard_dir, tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(
+        _rank_labels, args=(2, str(shard_dir), str(tmp_path / "init"), str(tmp_path)), nprocs=2
+    )
+    per_rank = [list(map(int, (tmp_path / f"rank{r}.txt").read_text().split())) for r in range(2)]
+    assert all(len(labels) == 12 for labels in per_rank)  # 2 of the 4 shards each
+    assert sorted(per_rank[0] + per_rank[1]) == list(range(24))

@@ -49,7 +49,9 @@ def test_ranks_and_workers_partition_exactly(monkeypatch, parts, shuffle):
 
 
 def test_order_is_deterministic_per_epoch(monkeypatch):
-    dataset = Numbers([f"{i}:{i + 10}" for i in range(0, 100, 10)], shuffle=True, buffer_size=8, seed=0)
+    dataset = Numbers(
+        [f"{i}:{i + 10}" for i in range(0, 100, 10)], shuffle=True, buffer_size=8, seed=0
+    )
     dataset.set_epoch(0)
     first = run_as(monkeypatch, dataset, 0, 1, 0, 1)
     again = run_as(monkeypatch, dataset, 0, 1, 0, 1)

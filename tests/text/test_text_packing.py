@@ -35,7 +35,6 @@ def test_blocks_are_full_framed_and_hold_the_corpus_in_order(request, tok_name, 
     blocks = list(PackedBlocks(text_corpus, tok, seq_len=SEQ_LEN, batch_size=16))
     docs_ids = document_ids(tok, text_corpus)
     assert max(len(ids) for ids in docs_ids) > SEQ_LEN  # documents do span blocks here
-    assert len(blocks) == sum(len(ids) + 1 for ids in docs_ids) // (SEQ_LEN - 2) or len(blocks) > 0
     cls, sep = tok.cls_token_id, tok.sep_token_id
     if tok_name == "bpe_tok":
         assert sep == tok.eos_token_id  # documents are separated by </s>
@@ -57,7 +56,9 @@ def test_deterministic(wordpiece_tok, text_corpus):
     first = list(PackedBlocks(text_corpus, wordpiece_tok, seq_len=SEQ_LEN))
     second = list(PackedBlocks(text_corpus, wordpiece_tok, seq_len=SEQ_LEN, batch_size=7))
     assert len(first) == len(second) > 10
-    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(first, second, strict=True))
+    assert all(
+        torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(first, second, strict=True)
+    )
 
 
 class Stream(IterableDataset):
@@ -78,7 +79,9 @@ def test_iterable_source_and_set_epoch(wordpiece_tok, text_corpus):
     assert source.epoch == 3
     from_list = list(PackedBlocks(text_corpus, wordpiece_tok, seq_len=SEQ_LEN))
     from_stream = list(packed)
-    assert [b["input_ids"].tolist() for b in from_stream] == [b["input_ids"].tolist() for b in from_list]
+    assert [b["input_ids"].tolist() for b in from_stream] == [
+        b["input_ids"].tolist() for b in from_list
+    ]
 
 
 def as_keys(blocks):
@@ -100,7 +103,10 @@ def test_map_style_is_split_across_workers_and_ranks(wordpiece_tok, text_corpus)
 
 def test_default_collate_stacks_blocks(wordpiece_tok, text_corpus):
     batch = next(iter(DataLoader(PackedBlocks(text_corpus, wordpiece_tok, SEQ_LEN), batch_size=4)))
-    assert batch["input_ids"].shape == (4, SEQ_LEN) and batch["special_tokens_mask"].dtype == torch.bool
+    assert (
+        batch["input_ids"].shape == (4, SEQ_LEN)
+        and batch["special_tokens_mask"].dtype == torch.bool
+    )
 
 
 def test_caption_collate_pads_to_longest_and_truncates(wordpiece_tok):

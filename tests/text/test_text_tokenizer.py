@@ -29,7 +29,13 @@ def test_special_tokens_are_set_and_distinct(trained, kind):
         mask,
     )
     ids = [tok.convert_tokens_to_ids(t) for t in SPECIALS[kind]]
-    assert ids == [tok.pad_token_id, tok.unk_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id]
+    assert ids == [
+        tok.pad_token_id,
+        tok.unk_token_id,
+        tok.cls_token_id,
+        tok.sep_token_id,
+        tok.mask_token_id,
+    ]
     assert len(set(ids)) == 5 and max(ids) < 5  # reserved at the start of the vocabulary
     assert 5 < len(tok) <= 500
 
@@ -58,7 +64,10 @@ def test_round_trip_through_auto_tokenizer(trained, kind, tmp_path, text_corpus)
     assert loaded.all_special_ids == tok.all_special_ids
     for role in ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"):
         assert getattr(loaded, role) == getattr(tok, role)
-    assert loaded.decode(tok("anan elpo")["input_ids"], skip_special_tokens=True).strip() == "anan elpo"
+    assert (
+        loaded.decode(tok("anan elpo")["input_ids"], skip_special_tokens=True).strip()
+        == "anan elpo"
+    )
 
 
 def test_save_tokenizer_writes_a_class_name_both_major_versions_know(trained, tmp_path):

@@ -161,6 +161,14 @@ def test_crop_boxes_follow_torchvision_distribution():
     assert abs((top / free)[h < height].mean().item() - 0.5) < 0.03
 
 
+def test_fixed_scale_and_ratio_give_fixed_box_size():
+    g = torch.Generator().manual_seed(0)
+    img = torch.zeros(1, 3, 32, 32)
+    boxes = views._crop_boxes(200, 32, 32, (0.25, 0.25), (1.0, 1.0), img, g)
+    assert torch.all(boxes[:, 2:] == 16.0)
+    assert boxes[:, :2].min() == 0 and boxes[:, :2].max() == 16  # whole offset range is reached
+
+
 def test_crop_falls_back_to_centre_when_no_candidate_fits():
     # Wide images with a square-only ratio and full area never fit: fallback is a central crop.
     g = torch.Generator().manual_seed(0)

@@ -13,6 +13,7 @@ gensim's ``head500.noblanks.cor`` is not offered: it is stemmed, stop-word-free 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from typing import Any
@@ -56,11 +57,13 @@ class DigitsDataset(Dataset):
         return {"image": grey.expand(3, -1, -1).contiguous(), "label": self.labels[index]}
 
 
+@functools.lru_cache(maxsize=1)
 def load_digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The fixed stratified split of scikit-learn's digits.
 
     Returns:
         ``(train_images, train_labels, test_images, test_labels)``; images (N, 8, 8) in 0..16.
+        Cached: treat the arrays as read-only.
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split

@@ -18,6 +18,7 @@ benchmark for every run.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -250,6 +251,11 @@ class ShapesDataset(Dataset):
         box_a, box_b = _two_object_boxes(relation)
         objects = (_object(rng, first, box_a), _object(rng, second, box_b))
         return Scene(objects, relation, background)
+
+    @functools.cached_property
+    def captions(self) -> list[str]:
+        """Every sample's caption, without rendering (e.g. to train a tokenizer)."""
+        return [self.scene(i).caption for i in range(self.length)]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         scene = self.scene(index)

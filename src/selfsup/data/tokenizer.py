@@ -114,6 +114,33 @@ def _pipeline(
     return tok, trainer, specials
 
 
+def _canonical_ids(tok: Tokenizer, kind: str, n_special: int) -> Tokenizer:
+    """Renumber the trained vocabulary in a fixed order, so the same corpus gives the same ids.
+
+    The WordPiece and Unigram trainers number some tokens in hash-map order, which changes from
+    one process to the next (WordPiece: the ``##`` alphabet; Unigram: pieces of equal score).
+    Ids do not affect how either model splits text, so the regular tokens are renumbered: sorted
+    by string (WordPiece) or by descending score, then string (Unigram). The special tokens keep
+    ids ``0 .. n_special - 1``. Byte-level BPE's trainer is already deterministic.
+    (Unigram's pruning could still differ between processes on an exact tie of float scores.)
+    """
+    if kind not in ("wordpiece", "unigram"):
+        return tok
+    state = json.loads(tok.to_str())
+    model = state["model"]
+    if kind == "wordpiece":
+        tokens = sorted(model["vocab"], key=model["vocab"].get)
+        tokens = tokens[:n_special] + sorted(tokens[n_special:])
+        model["vocab"] = {token: i for i, token in enumerate(tokens)}
+    else:  # a list of [piece, log-probability]; unk_id points into the unchanged special head
+        # multi-threaded EM leaves the last bits of a score to summation order: round them off
+        pieces = [[piece, round(score, 9)] for piece, score in model["vocab"]]
+        model["vocab"] = pieces[:n_special] + sorted(
+            pieces[n_special:], key=lambda p: (-p[1], p[0])
+        )
+    return Tokenizer.from_str(json.dumps(state))
+
+
 def _post_processor(kind: str, tok: Tokenizer, specials: dict[str, str]) -> TemplateProcessing:
     if kind == "bpe":
         cls, sep = specials["bos_token"], specials["eos_token"]
@@ -149,6 +176,7 @@ def train_tokenizer(
     """
     tok, trainer, specials = _pipeline(kind, vocab_size, lowercase)
     tok.train_from_iterator(_batches(texts), trainer=trainer)
+    tok = _canonical_ids(tok, kind, len(specials))
     tok.post_processor = _post_processor(kind, tok, specials)
     roles = dict(specials)
     if kind == "bpe":

@@ -89,7 +89,9 @@ def latest_checkpoint(root: Path) -> Path | None:
             return candidate
     # Pointer missing or stale (killed between rename and pointer update): scan.
     complete = [
-        p for p in sorted(root.glob("step-*")) if (p / "meta.json").is_file() and (p / "state.pt").is_file()
+        p
+        for p in sorted(root.glob("step-*"))
+        if (p / "meta.json").is_file() and (p / "state.pt").is_file()
     ]
     return complete[-1] if complete else None
 

@@ -81,6 +81,10 @@ class EpochLoader:
             "collate_fn": self.collate_fn,
             "drop_last": True,
             "persistent_workers": False,
+            # A DataLoader iterator draws its workers' base seed from this generator; without one
+            # it would draw from the global RNG, which the views use, and a resumed run (which
+            # opens its iterator mid-epoch) would see different augmentations.
+            "generator": torch.Generator().manual_seed(self.seed * 1_000_003 + epoch),
         }
         if self.iterable:
             if hasattr(self.dataset, "set_epoch"):

@@ -21,7 +21,9 @@ class MetricLogger:
         enabled: False on non-zero ranks, which log nothing.
     """
 
-    def __init__(self, run_dir: Path, wandb_config: dict[str, Any] | None = None, enabled: bool = True) -> None:
+    def __init__(
+        self, run_dir: Path, wandb_config: dict[str, Any] | None = None, enabled: bool = True
+    ) -> None:
         self.enabled = enabled
         self._tb = None
         self._wandb = None

@@ -68,7 +68,9 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    np.random.set_state(
+        ("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0)
+    )
     random.setstate(_as_tuple(state["python"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -155,10 +157,13 @@ class Loop:
         start = time.perf_counter() - state.elapsed
         window_start, window_samples = time.perf_counter(), 0
         sums: dict[str, float] = {}
+        info = "(first figures after log_every steps)"
         batches = self._batches(state)
         try:
             while self.progress(state, time.perf_counter() - start) < 1:
-                lr = set_lr(self.optimizer, lr_factor(self._lr_progress(state, start), s.warmup, s.final_lr))
+                lr = set_lr(
+                    self.optimizer, lr_factor(self._lr_progress(state, start), s.warmup, s.final_lr)
+                )
                 for micro in range(s.accumulate):
                     batch = self.fabric.to_device(next(batches))
                     last = micro == s.accumulate - 1
@@ -187,9 +192,9 @@ class Loop:
                     metrics = {k: v / s.log_every for k, v in sums.items()}
                     metrics.update(lr=lr, samples_per_s=rate, epoch=state.epoch)
                     self.logger.log(state.step, metrics)
-                    info = f"loss {metrics['loss']:.4f}  lr {lr:.3g}  {rate:.0f} samples/s  step {state.step}"
-                    bar.update(self._done(state, elapsed), info)
+                    info = f"loss {metrics['loss']:.4f}  lr {lr:.3g}  {rate:.0f} samples/s"
                     sums, window_start, window_samples = {}, time.perf_counter(), 0
+                bar.update(self._done(state, elapsed), f"step {state.step}  {info}")
                 if state.step % s.checkpoint_every == 0:
                     state.elapsed = time.perf_counter() - start
                     self.save(state)

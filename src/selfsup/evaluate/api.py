@@ -18,7 +18,12 @@ from selfsup.config import ConfigError
 from selfsup.data import DataSource, build_source
 from selfsup.evaluate.features import collate_for, extract
 from selfsup.evaluate.knn import knn_accuracy
-from selfsup.evaluate.zeroshot import TEMPLATES, class_embeddings, retrieval_recall, zeroshot_accuracy
+from selfsup.evaluate.zeroshot import (
+    TEMPLATES,
+    class_embeddings,
+    retrieval_recall,
+    zeroshot_accuracy,
+)
 from selfsup.runs import Run, load_run
 
 PROTOCOLS = ("knn", "zeroshot", "retrieval", "mlm")
@@ -26,7 +31,9 @@ PROTOCOLS = ("knn", "zeroshot", "retrieval", "mlm")
 
 def _source(run: Run, data: str | None) -> DataSource:
     # shuffle_buffer=0: evaluation reads streams in file order, so "the first N" is well defined.
-    return build_source(data or run.config.data, image_size=run.config.image_size, seed=0, shuffle_buffer=0)
+    return build_source(
+        data or run.config.data, image_size=run.config.image_size, seed=0, shuffle_buffer=0
+    )
 
 
 def _record(run: Run, result: dict[str, Any]) -> dict[str, Any]:
@@ -91,8 +98,12 @@ def evaluate(
     if protocol == "knn":
         if not source.classes:
             raise ConfigError(f"protocol knn needs labelled data; {source.name!r} has no labels")
-        bank, bank_y, _ = extract(method.embed, source.train, batch_size, bank_size, collate, device)
-        query, query_y, _ = extract(method.embed, source.test, batch_size, query_size, collate, device)
+        bank, bank_y, _ = extract(
+            method.embed, source.train, batch_size, bank_size, collate, device
+        )
+        query, query_y, _ = extract(
+            method.embed, source.test, batch_size, query_size, collate, device
+        )
         if (bank_y < 0).any() or (query_y < 0).any():
             raise ConfigError(f"protocol knn needs every sample of {source.name!r} labelled")
         acc = knn_accuracy(bank, bank_y, query, query_y, len(source.classes), k, temperature)
@@ -100,7 +111,9 @@ def evaluate(
         return _record(run, {**base, **params, **acc})
 
     if method.kind != "pair" or not hasattr(method, "encode_text"):
-        raise ConfigError(f"protocol {protocol} needs an image-text run (clip); {run.path} is {run.config.method}")
+        raise ConfigError(
+            f"protocol {protocol} needs an image-text run (clip); {run.path} is {run.config.method}"
+        )
 
     def encode_text(texts: list[str]) -> torch.Tensor:
         return method.encode_text(**method.tokenize(texts, device))
@@ -108,7 +121,9 @@ def evaluate(
     if protocol == "zeroshot":
         if not source.classes:
             raise ConfigError(f"protocol zeroshot needs class names; {source.name!r} has none")
-        images, labels, _ = extract(method.encode_image_batch, source.test, batch_size, query_size, collate, device)
+        images, labels, _ = extract(
+            method.encode_image_batch, source.test, batch_size, query_size, collate, device
+        )
         classes = class_embeddings(encode_text, source.classes)
         result = zeroshot_accuracy(images, classes, labels)
         held_out = getattr(source.test, "heldout_classes", None)
@@ -116,11 +131,17 @@ def evaluate(
             idx = [source.classes.index(c) for c in held_out]
             mask = torch.isin(labels, torch.tensor(idx))
             if mask.any():
-                result["heldout_top1"] = zeroshot_accuracy(images[mask], classes, labels[mask])["top1"]
+                result["heldout_top1"] = zeroshot_accuracy(images[mask], classes, labels[mask])[
+                    "top1"
+                ]
         return _record(run, {**base, "templates": len(TEMPLATES), "images": len(images), **result})
 
-    images, _, captions = extract(method.encode_image_batch, source.test, batch_size, query_size, collate, device)
-    texts, _, _ = extract(method.encode_text_batch, source.test, batch_size, query_size, collate, device)
+    images, _, captions = extract(
+        method.encode_image_batch, source.test, batch_size, query_size, collate, device
+    )
+    texts, _, _ = extract(
+        method.encode_text_batch, source.test, batch_size, query_size, collate, device
+    )
     return _record(run, {**base, "pairs": len(images), **retrieval_recall(images, texts, captions)})
 
 

@@ -63,7 +63,11 @@ def extract(
         the samples (empty when samples carry none).
     """
     loader = DataLoader(
-        first(dataset, limit), batch_size=batch_size, shuffle=False, collate_fn=collate_fn, num_workers=num_workers
+        first(dataset, limit),
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=collate_fn,
+        num_workers=num_workers,
     )
     feats, labels, texts = [], [], []
     seen = 0
@@ -83,8 +87,6 @@ def extract(
     if not feats:
         raise ValueError("the dataset yielded no samples")
     return torch.cat(feats), torch.cat(labels).long(), texts
-
-
 
 
 def collate_for(method: Method, tokenizer: Any, seq_len: int) -> Callable[[list[Any]], Any] | None:  # noqa: ANN401

@@ -22,7 +22,9 @@ TEMPLATES = (
 
 
 @torch.no_grad()
-def class_embeddings(encode_text: object, classes: list[str], templates: tuple[str, ...] = TEMPLATES) -> Tensor:
+def class_embeddings(
+    encode_text: object, classes: list[str], templates: tuple[str, ...] = TEMPLATES
+) -> Tensor:
     """(C, D) normalised class embeddings averaged over templates.
 
     Args:

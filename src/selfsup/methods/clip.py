@@ -63,7 +63,9 @@ class CLIP(Method):
         super().__init__()
         self.tokenizer = tokenizer
         self.image_encoder = create_vision_backbone(backbone, image_size=image_size)
-        config = build_text_config(text_backbone, vocab_size=len(tokenizer), max_position_embeddings=max_len)
+        config = build_text_config(
+            text_backbone, vocab_size=len(tokenizer), max_position_embeddings=max_len
+        )
         self.text_encoder = TextEncoder(config)
         self.image_proj = nn.Linear(self.image_encoder.dim, embed_dim, bias=False)
         self.text_proj = nn.Linear(self.text_encoder.dim, embed_dim, bias=False)
@@ -76,7 +78,9 @@ class CLIP(Method):
         if ctx.tokenizer is None:
             raise ValueError("clip needs a tokenizer; the pipeline trains one on the captions")
         kwargs.setdefault("max_len", ctx.seq_len)
-        return cls(ctx.tokenizer, backbone=ctx.backbone or "resnet18", image_size=ctx.image_size, **kwargs)
+        return cls(
+            ctx.tokenizer, backbone=ctx.backbone or "resnet18", image_size=ctx.image_size, **kwargs
+        )
 
     def encode_image(self, images: Tensor) -> Tensor:
         """images: uint8 (B, 3, S, S) -> unnormalised embeddings (B, embed_dim)."""
@@ -96,7 +100,10 @@ class CLIP(Method):
         enc = self.tokenizer(
             texts, padding=True, truncation=True, max_length=self.max_len, return_tensors="pt"
         )
-        return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
+        return {
+            "input_ids": enc["input_ids"].to(device),
+            "attention_mask": enc["attention_mask"].to(device),
+        }
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         image = self.encode_image(batch["image"])
@@ -121,5 +128,10 @@ class CLIP(Method):
             "log_scale": self.criterion.log_scale.detach().cpu().reshape(1),
         }
         save_file(heads, str(path / "projections.safetensors"))
-        info = {"format": "clip", "image": "image/", "text": "text/", "text_pooling": self.text_encoder.pooling}
+        info = {
+            "format": "clip",
+            "image": "image/",
+            "text": "text/",
+            "text_pooling": self.text_encoder.pooling,
+        }
         (path / "config.json").write_text(json.dumps(info, indent=2))

@@ -32,6 +32,7 @@ __all__ = [
     "EvalTransform",
     "ViewAugment",
     "ViewConfig",
+    "blur_kernel_size",
     "color_jitter",
     "gaussian_blur",
     "random_grayscale",
@@ -79,8 +80,8 @@ def _uniform(lo: float, hi: float, u: Tensor) -> Tensor:
 
 def _gray(x: Tensor) -> Tensor:
     """x: (B, 3, H, W) -> luma (B, 1, H, W)."""
-    r, g, b = x.unbind(dim=1)
-    return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b).unsqueeze(1)
+    luma = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * luma).sum(dim=1, keepdim=True)  # faster on CPU than summing unbound channels
 
 
 def to_float(
@@ -135,7 +136,9 @@ def _crop_boxes(
     w = torch.round(torch.sqrt(target_area * aspect))  # (n, A)
     h = torch.round(torch.sqrt(target_area / aspect))  # (n, A)
     valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)  # (n, A)
-    first = valid.to(torch.uint8).argmax(dim=1, keepdim=True)  # (n, 1) first valid (or 0)
+    idx = torch.arange(attempts, device=w.device).expand(n, attempts)  # (n, A)
+    # index of the first valid candidate, (n, 1); rows without one are replaced by the fallback
+    first = torch.where(valid, idx, attempts).amin(dim=1, keepdim=True).clamp_max_(attempts - 1)
     w = w.gather(1, first).squeeze(1)  # (n,)
     h = h.gather(1, first).squeeze(1)  # (n,)
 
@@ -291,17 +294,21 @@ def _hue_shift(x: Tensor, shift: Tensor) -> Tensor:
         (B, 3, H, W) float32 in [0, 1].
     """
     r, g, b = x.unbind(dim=1)  # (B, H, W) each
-    maxc, minc = x.amax(dim=1), x.amin(dim=1)  # (B, H, W); amax + amin beat aminmax on CPU
+    maxc, minc = x.amax(dim=1), x.amin(dim=1)  # (B, H, W); faster than aminmax / max on CPU
     chroma = maxc - minc
-    divisor = torch.where(chroma == 0, 1.0, chroma)  # gray pixels: hue 0, output = max
-    max_r = maxc == r
-    max_g = (maxc == g) & ~max_r
-    num = torch.where(max_r, g - b, torch.where(max_g, b - r, r - g))
-    sector = torch.where(max_r, 0.0, torch.where(max_g, 2.0, 4.0))
-    hue6 = num / divisor + sector + 6.0 * shift.view(-1, 1, 1)  # (B, H, W), 6 * hue + turns
-    hue6 = torch.remainder(hue6, 6.0)
+    # Which channel is the max, first one winning ties; float masks because arithmetic on them is
+    # several times faster than torch.where with a full-size condition on CPU.
+    is_r = maxc == r
+    is_g = (maxc == g) & ~is_r
+    is_b = (~(is_r | is_g)).float()
+    is_r, is_g = is_r.float(), is_g.float()
+    num = (g - b) * is_r + (b - r) * is_g + (r - g) * is_b  # (B, H, W)
+    sector = 2.0 * is_g + 4.0 * is_b
+    divisor = chroma + (chroma == 0).float()  # gray pixels: num = 0, hue 0, output = max
+    hue6 = num / divisor + sector + 6.0 * shift.view(-1, 1, 1)  # 6 * hue, plus the shift
+    hue6 = torch.remainder(hue6, 6.0).unsqueeze(1)  # (B, 1, H, W) in [0, 6)
     centres = torch.tensor(_HUE_CENTRES, device=x.device).view(1, 3, 1, 1)
-    dist = (hue6.unsqueeze(1) - centres).abs_()  # (B, 3, H, W)
+    dist = (hue6 - centres).abs_()  # (B, 3, H, W)
     dist = torch.minimum(dist, 6.0 - dist)  # circular distance on the wheel
     weight = (2.0 - dist).clamp_(0.0, 1.0)
     return torch.addcmul(maxc.unsqueeze(1), chroma.unsqueeze(1), weight, value=-1.0)

@@ -1,0 +1,104 @@
+import json
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from selfsup.data import DataError, build_source
+
+
+def make_images(save_image, folder, n):
+    for i in range(n):
+        save_image(folder / "imgs" / f"{i}.png", (i * 10, 0, 0))
+
+
+def test_csv_pairs_with_relative_paths_and_holdout(tmp_path, save_image):
+    make_images(save_image, tmp_path, 12)
+    rows = "".join(f'imgs/{i}.png,"caption, number {i}"\n' for i in range(12))
+    (tmp_path / "caps.csv").write_text("filepath,caption\n" + rows)
+    source = build_source(f"captions:{tmp_path / 'caps.csv'}", image_size=8)
+    assert source.kind == "pair" and source.num_samples == 11
+    assert len(source.test) == 1 and source.test[0]["text"] == "caption, number 9"
+    sample = source.train[3]
+    assert set(sample) == {"image", "text", "label"}
+    assert sample["image"].shape == (3, 8, 8) and sample["image"].dtype == torch.uint8
+    assert sample["text"] == "caption, number 3" and sample["label"] == -1
+    assert int(sample["image"][0, 0, 0]) == 30  # the right image file for the row
+    batch = next(iter(DataLoader(source.train, batch_size=4)))
+    assert batch["text"] == [f"caption, number {i}" for i in range(4)]
+
+
+def test_jsonl_with_absolute_paths_and_labels(tmp_path, save_image):
+    make_images(save_image, tmp_path, 3)
+    lines = [
+        json.dumps({"image": str(tmp_path / "imgs" / f"{i}.png"), "text": f"t{i}", "label": i})
+        for i in range(3)
+    ]
+    path = tmp_path / "sub" / "caps.jsonl"
+    path.parent.mkdir()
+    path.write_text("\n".join(lines[:2]) + "\n\n" + lines[2] + "\n")
+    source = build_source(f"captions:{path}")
+    assert [source.train[i]["text"] for i in range(3)] == ["t0", "t1", "t2"]
+    assert [source.train[i]["label"] for i in range(3)] == [0, 1, 2]
+    assert source.test is None
+
+
+def test_csv_missing_columns_named(tmp_path):
+    (tmp_path / "c.csv").write_text("file,description\na.png,x\n")
+    with pytest.raises(DataError, match="c.csv.*image/filepath/path.*caption/text.*'file'"):
+        build_source(f"captions:{tmp_path / 'c.csv'}")
+
+
+def test_jsonl_missing_key_named_with_line(tmp_path, save_image):
+    make_images(save_image, tmp_path, 1)
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"image": "imgs/0.png", "caption": "ok"}\n{"image": "imgs/0.png"}\n')
+    with pytest.raises(DataError, match="c.jsonl, line 2.*caption key"):
+        build_source(f"captions:{path}")
+
+
+def test_invalid_json_named(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text("{not json\n")
+    with pytest.raises(DataError, match="c.jsonl, line 1: invalid JSON"):
+        build_source(f"captions:{path}")
+
+
+def test_missing_image_named(tmp_path, save_image):
+    make_images(save_image, tmp_path, 1)
+    (tmp_path / "c.csv").write_text("image,text\nimgs/0.png,a\nimgs/404.png,b\n")
+    with pytest.raises(DataError, match="line 3: image .*404.png does not exist"):
+        build_source(f"captions:{tmp_path / 'c.csv'}")
+
+
+def test_empty_caption_named(tmp_path, save_image):
+    make_images(save_image, tmp_path, 1)
+    (tmp_path / "c.csv").write_text("image,text\nimgs/0.png,\n")
+    with pytest.raises(DataError, match="c.csv, line 2: empty caption"):
+        build_source(f"captions:{tmp_path / 'c.csv'}")
+
+
+def test_zero_byte_image_named_at_build(tmp_path):
+    (tmp_path / "z.png").write_bytes(b"")
+    (tmp_path / "c.csv").write_text("path,caption\nz.png,zero\n")
+    with pytest.raises(DataError, match="z.png is empty"):
+        build_source(f"captions:{tmp_path / 'c.csv'}")
+
+
+def test_undecodable_image_named_on_access(tmp_path):
+    (tmp_path / "bad.jpg").write_bytes(b"garbage")
+    (tmp_path / "c.csv").write_text("path,caption\nbad.jpg,broken\n")
+    source = build_source(f"captions:{tmp_path / 'c.csv'}")
+    with pytest.raises(DataError, match="bad.jpg"):
+        source.train[0]
+
+
+def test_missing_file_named(tmp_path):
+    with pytest.raises(DataError, match="nothing.csv.*does not exist"):
+        build_source(f"captions:{tmp_path / 'nothing.csv'}")
+
+
+def test_header_only_named(tmp_path):
+    (tmp_path / "c.csv").write_text("image,caption\n")
+    with pytest.raises(DataError, match="c.csv has no data rows"):
+        build_source(f"captions:{tmp_path / 'c.csv'}")

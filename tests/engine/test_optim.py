@@ -1,0 +1,47 @@
+import math
+
+import pytest
+import torch
+
+from selfsup.engine.optim import LARS, build_optimizer, lr_factor, set_lr
+
+
+def test_lr_factor_warmup_then_cosine():
+    assert lr_factor(0.0, 0.1) == 0.0
+    assert math.isclose(lr_factor(0.05, 0.1), 0.5)
+    assert math.isclose(lr_factor(0.1, 0.1), 1.0)
+    assert math.isclose(lr_factor(0.55, 0.1), 0.5, abs_tol=1e-9)  # half-way through the cosine
+    assert math.isclose(lr_factor(1.0, 0.1, final=0.01), 0.01)
+    values = [lr_factor(p / 100, 0.1) for p in range(10, 101)]
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+
+
+def test_lars_trust_ratio_and_exclusion():
+    w = torch.nn.Parameter(torch.full((4, 4), 2.0))
+    b = torch.nn.Parameter(torch.ones(4))
+    opt = LARS(
+        [{"params": [w]}, {"params": [b], "lars_exclude": True}],
+        lr=1.0,
+        momentum=0.0,
+        weight_decay=0.1,
+        eta=0.001,
+    )
+    w.grad = torch.full((4, 4), 0.5)
+    b.grad = torch.full((4,), 0.5)
+    opt.step()
+    g = 0.5 + 0.1 * 2.0  # gradient plus weight decay
+    trust = 0.001 * 8.0 / (g * 4.0)  # eta * ||w|| / ||g + wd w||, both norms over 16 entries
+    assert torch.allclose(w, torch.full((4, 4), 2.0 - trust * g))
+    assert torch.allclose(b, torch.full((4,), 0.5))  # plain SGD step, no decay, no adaptation
+
+
+def test_build_optimizer_groups_and_fixed_lr():
+    a, b = torch.nn.Parameter(torch.randn(3, 3)), torch.nn.Parameter(torch.randn(3))
+    opt = build_optimizer(
+        [{"params": [a]}, {"params": [b], "fixed_lr": True}], "sgd", lr=0.5, weight_decay=0.1
+    )
+    set_lr(opt, 0.1)
+    assert math.isclose(opt.param_groups[0]["lr"], 0.05)
+    assert opt.param_groups[1]["lr"] == 0.5
+    with pytest.raises(ValueError, match="adamw, lars, sgd"):
+        build_optimizer([{"params": [a]}], "adam", lr=1.0, weight_decay=0.0)

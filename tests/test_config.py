@@ -1,0 +1,42 @@
+import pytest
+
+from selfsup.config import ConfigError, load_config, parse_budget
+
+
+def test_budget_units():
+    assert (parse_budget("2000").amount, parse_budget("2000").unit) == (2000, "steps")
+    assert parse_budget("5epochs").unit == "epochs"
+    assert parse_budget("10m").amount == 600 and parse_budget("10m").unit == "seconds"
+    assert parse_budget("2h").amount == 7200
+    for bad in ("ten", "10 parsecs", "0", "-5"):
+        with pytest.raises(ConfigError, match="budget"):
+            parse_budget(bad)
+
+
+def test_yaml_then_values_then_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("method: simclr\nbatch_size: 64\noptim:\n  lr: 0.1\n")
+    config = load_config(path, ["optim.lr=0.2", "method_args.temperature=0.5"], {"batch_size": 32})
+    assert config.batch_size == 32 and config.optim.lr == 0.2
+    assert config.method_args == {"temperature": 0.5}
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("optim.lrr=1", "optim.lrr"),
+        ("bach_size=3", "batch_size"),
+        ("batch_size=abc", "batch_size"),
+        ("precision=fp8", "precision"),
+        ("optim.name=adam", "optim.name"),
+        ("noequals", "key=value"),
+    ],
+)
+def test_bad_keys_and_values_are_named(override, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_config(overrides=[override])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
