@@ -103,8 +103,14 @@ def prepare_tokenizer(config: RunConfig, source: DataSource, run_dir: Path, fabr
 
 
 def build_dataset(
-    kind: str, source: DataSource, split: str, tokenizer: Any, seq_len: int
-) -> tuple[Any, Any]:  # noqa: ANN401
+    kind: str,
+    source: DataSource,
+    split: str,
+    tokenizer: Any,  # noqa: ANN401
+    seq_len: int,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[Any, Any]:
     """(dataset, collate_fn) for a method of ``kind`` reading ``source``'s ``split``."""
     from selfsup.data.packing import CaptionCollate, PackedBlocks
 
@@ -112,7 +118,7 @@ def build_dataset(
     if dataset is None:
         raise ConfigError(f"data {source.name!r} has no {split} split")
     if kind == "text":
-        return PackedBlocks(dataset, tokenizer, seq_len), None
+        return PackedBlocks(dataset, tokenizer, seq_len, rank=rank, world_size=world_size), None
     if kind == "pair":
         return dataset, CaptionCollate(tokenizer, seq_len)
     return dataset, None
@@ -182,7 +188,9 @@ def pretrain(
     if config.sync_batchnorm and fabric.world_size > 1:
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
 
-    dataset, collate = build_dataset(cls.kind, source, "train", tokenizer, config.seq_len)
+    dataset, collate = build_dataset(
+        cls.kind, source, "train", tokenizer, config.seq_len, fabric.global_rank, fabric.world_size
+    )
     loader = EpochLoader(
         dataset,
         config.batch_size,

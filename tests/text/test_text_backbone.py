@@ -38,6 +38,10 @@ def test_overrides_and_errors():
     )
     assert (config.hidden_size, config.intermediate_size, config.pad_token_id) == (64, 256, 1)
     assert config.num_hidden_layers == 4
+    assert (
+        build_text_config("bert-tiny", 500, attn_implementation="eager")._attn_implementation
+        == "eager"
+    )
     with pytest.raises(TypeError, match="hiden_size"):
         build_text_config("bert-mini", 500, hiden_size=64)
     with pytest.raises(UnknownNameError, match="bert-mini"):

@@ -80,6 +80,16 @@ def test_save_tokenizer_writes_a_class_name_both_major_versions_know(trained, tm
     assert loaded.mask_token_id == tok.mask_token_id
 
 
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
+def test_training_is_deterministic(text_corpus, kind):
+    # the raw WordPiece trainer numbers its "##" alphabet in hash-map order, different every time
+    runs = {
+        train_tokenizer(text_corpus, kind=kind, vocab_size=500).backend_tokenizer.to_str()
+        for _ in range(3)
+    }
+    assert len(runs) == 1
+
+
 def test_lowercase_switch(text_corpus):
     lower = train_tokenizer(text_corpus, kind="wordpiece", vocab_size=500)
     assert lower.tokenize("ANAN Elpo") == lower.tokenize("anan elpo")

@@ -62,7 +62,7 @@ def build_text_config(
             silently, hiding a typo).
     """
     builder = TEXT_BACKBONES.get(name)
-    known = BertConfig().to_dict()
+    known = {*BertConfig().to_dict(), "attn_implementation"}  # the latter is kept private
     unknown = sorted(k for k in overrides if k not in known)
     if unknown:
         raise TypeError(f"not BertConfig fields: {', '.join(unknown)}")

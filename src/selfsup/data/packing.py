@@ -154,7 +154,7 @@ class CaptionCollate:
 
     Samples are ``{"image": uint8 (3, S, S), "text": str, "label": int}``; the batch is
     ``{"image": uint8 (B, 3, S, S), "input_ids": int64 (B, T), "attention_mask": int64 (B, T),
-    "label": int64 (B,)}`` where ``T`` is the longest tokenised caption of the batch, capped at
+    "label": int64 (B,), "text": list[str]}`` where ``T`` is the longest tokenised caption of the batch, capped at
     ``max_len`` (longer captions are truncated, keeping their final [SEP]). ``attention_mask`` is
     1 at real tokens and 0 at padding. ``label`` is present only when the samples carry one.
 
@@ -186,4 +186,5 @@ class CaptionCollate:
         }
         if "label" in samples[0]:
             batch["label"] = torch.tensor([int(s["label"]) for s in samples], dtype=torch.long)
+        batch["text"] = [s["text"] for s in samples]  # kept for retrieval and reports
         return batch

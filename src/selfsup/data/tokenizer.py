@@ -118,11 +118,12 @@ def _canonical_ids(tok: Tokenizer, kind: str, n_special: int) -> Tokenizer:
     """Renumber the trained vocabulary in a fixed order, so the same corpus gives the same ids.
 
     The WordPiece and Unigram trainers number some tokens in hash-map order, which changes from
-    one process to the next (WordPiece: the ``##`` alphabet; Unigram: pieces of equal score).
+    one training to the next (WordPiece: the ``##`` alphabet; Unigram: pieces of equal score).
     Ids do not affect how either model splits text, so the regular tokens are renumbered: sorted
     by string (WordPiece) or by descending score, then string (Unigram). The special tokens keep
     ids ``0 .. n_special - 1``. Byte-level BPE's trainer is already deterministic.
-    (Unigram's pruning could still differ between processes on an exact tie of float scores.)
+    Unigram is only nearly deterministic: the scores of the few characters the trainer adds back
+    at the end (rare characters pruned from the pieces) are still handed out in hash-map order.
     """
     if kind not in ("wordpiece", "unigram"):
         return tok

@@ -120,7 +120,7 @@ class CLIP(Method):
     def export(self, path: Path) -> None:
         """Writes ``image/`` (timm), ``text/`` (transformers + tokenizer) and the projections."""
         self.image_encoder.export(path / "image", self.preprocess.mean, self.preprocess.std)
-        self.text_encoder.model.save_pretrained(path / "text")
+        self.text_encoder.bert.save_pretrained(path / "text")
         self.tokenizer.save_pretrained(path / "text")
         heads = {
             "image_proj.weight": self.image_proj.weight.detach().cpu().contiguous(),

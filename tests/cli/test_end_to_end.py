@@ -1,0 +1,151 @@
+"""One end-to-end run through the command line per data kind, on tiny data."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from selfsup.cli import main
+
+COMMON = ["--budget", "3steps", "--seed", "0", "num_workers=0", "progress=false", "log_every=1"]
+
+
+def image_folder(root, per_class=6, size=20):
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c, colour in enumerate(((200, 30, 30), (30, 30, 200))):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = np.clip(np.array(colour) + rng.integers(-20, 20, (size, size, 3)), 0, 255)
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def test_image_folder_pretrain_evaluate_embed_export(tmp_path, capsys):
+    data = image_folder(tmp_path / "imgs")
+    run = tmp_path / "run"
+    args = ["pretrain", "--method", "simclr", "--data", f"folder:{data}", "--batch-size", "4",
+            "--image-size", "16", "--out", str(run), *COMMON,
+            "method_args.proj_hidden_dim=32", "method_args.proj_dim=8"]  # fmt: skip
+    assert main(args) == 0
+    assert {"config.yaml", "metrics.jsonl", "checkpoints", "export", "tensorboard"} <= {
+        p.name for p in run.iterdir()
+    }
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3] and all("loss" in r and "lr" in r for r in lines)
+
+    capsys.readouterr()
+    assert (
+        main(["evaluate", str(run), "--protocol", "knn", "--k", "3", "--temperature", "0.5"]) == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert result["k"] == 3 and result["temperature"] == 0.5 and 0 <= result["top1"] <= 100
+    assert (run / "results.jsonl").read_text().count("\n") == 1
+
+    out = tmp_path / "emb.npy"
+    assert main(["embed", str(run), "--out", str(out), "--split", "test"]) == 0
+    emb = np.load(out)
+    assert (
+        emb.shape == (12, 512)
+        and np.load(tmp_path / "emb.labels.npy").tolist() == [0] * 6 + [1] * 6
+    )
+
+    # The exported encoder rebuilds with timm + safetensors alone, following its config.json.
+    import timm
+    from safetensors.torch import load_file
+
+    config = json.loads((run / "export" / "config.json").read_text())
+    model = timm.create_model(config["model_name"], pretrained=False, **config["model_kwargs"])
+    if config["cifar_stem"]:
+        model.conv1 = torch.nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = torch.nn.Identity()
+    model.load_state_dict(load_file(run / "export" / "model.safetensors"))
+    model.eval()
+    from selfsup.runs import load_run
+
+    method = load_run(run).method
+    x = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    mean = torch.tensor(config["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(config["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.allclose(model((x / 255 - mean) / std), method.embed({"image": x}), atol=1e-5)
+
+
+def test_text_pretrain_mlm_evaluate_and_export(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    lines = [
+        f"document {i} talks about cats and dogs and the weather in town number {i % 7}"
+        for i in range(200)
+    ]
+    corpus.write_text("\n".join(lines))
+    run = tmp_path / "run"
+    args = ["pretrain", "--method", "mlm", "--data", f"text:{corpus}", "--backbone", "bert-tiny",
+            "--batch-size", "4", "--out", str(run), *COMMON, "seq_len=16", "tokenizer.vocab_size=300"]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--protocol", "mlm"]) == 0
+    assert 0 <= json.loads(capsys.readouterr().out)["masked_token_acc"] <= 100
+
+    from transformers import AutoModel, AutoTokenizer
+
+    model = AutoModel.from_pretrained(run / "export")
+    tokenizer = AutoTokenizer.from_pretrained(run / "export")
+    enc = tokenizer(["cats and dogs"], return_tensors="pt")
+    assert model(**enc).last_hidden_state.shape[-1] == 128
+
+
+def test_pairs_clip_zeroshot_and_retrieval(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["pretrain", "--method", "clip", "--data", "shapes:64", "--batch-size", "8",
+            "--image-size", "16", "--out", str(run), *COMMON, "seq_len=24",
+            "method_args.text_backbone=bert-tiny", "method_args.embed_dim=16"]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--protocol", "zeroshot", "--query-size", "60"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["chance"] == pytest.approx(100 / 30) and "heldout_top1" in result
+    assert main(["evaluate", str(run), "--protocol", "retrieval", "--query-size", "40"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@10"} <= set(result)
+    assert {"image", "text", "projections.safetensors"} <= {
+        p.name for p in (run / "export").iterdir()
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--method", "simclrr", "--data", "digits"], "simclr"),
+        (["--method", "simclr", "--data", "digitz"], "digits"),
+        (["--method", "simclr", "--data", "folder:/no/such/path"], "/no/such/path"),
+        (["--method", "simclr", "--data", "digits", "--backbone", "resnet17"], "resnet18"),
+        (["--method", "clip", "--data", "digits"], "pair"),
+        (["--method", "simclr", "--data", "digits", "method_args.temprature=0.2"], "temperature"),
+        (["--method", "simclr", "--data", "digits", "optim.lrr=0.2"], "optim.lr"),
+    ],
+)
+def test_bad_input_is_one_clear_message(tmp_path, capsys, args, needle):
+    code = main(["pretrain", *args, "--out", str(tmp_path / "run"), "--budget", "1steps"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("selfsup: error:") and needle in err
+    assert "Traceback" not in err
+
+
+def test_list_shows_every_kind(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in (
+        "simclr",
+        "mlm",
+        "clip",
+        "resnet18",
+        "bert-mini",
+        "digits",
+        "shapes",
+        "lee",
+        "shards",
+    ):
+        assert name in out
