@@ -126,10 +126,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "list":
             print(_list())
         elif args.command == "pretrain":
-            from selfsup.pipeline import pretrain
+            from selfsup.pipeline import pretrain, resume_config
 
             values = {k: getattr(args, k) for k in PRETRAIN_FLAGS if getattr(args, k) is not None}
-            config = load_config(args.config, args.overrides, values)
+            if args.resume:
+                if args.config:
+                    raise ConfigError("--resume uses the run's saved config; drop --config")
+                config = resume_config(args.resume, args.overrides, values)
+            else:
+                config = load_config(args.config, args.overrides, values)
             run_dir = pretrain(config, resume=args.resume, overwrite=args.overwrite)
             print(f"run directory: {run_dir}")
         elif args.command == "evaluate":
@@ -155,9 +160,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(f"wrote {out}")
     except (ConfigError, DataError, UnknownNameError, FileExistsError) as err:
-        print(f"selfsup: error: {err}", file=sys.stderr)
+        print(f"selfsup: error: {_one_line(err)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _one_line(err: Exception) -> str:
+    """The message of ``err``; for an error re-raised from a DataLoader worker (whose message holds
+    the worker's whole traceback), the original message only."""
+    text = str(err)
+    if "Original Traceback" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ pair methods), then the method is built and the engine runs. The run directory h
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import re
@@ -45,10 +44,8 @@ def method_class(name: str) -> type[Method]:
 
 
 def check_method_args(cls: type[Method], args: dict[str, Any]) -> None:
-    """Raise ConfigError for a method argument the method's constructor does not take."""
-    params = inspect.signature(cls.__init__).parameters
-    reserved = {"self", "tokenizer", "backbone", "image_size"}
-    valid = [p for p in params if p not in reserved]
+    """Raise ConfigError for a method argument the method does not take."""
+    valid = cls.argument_names()
     for key in args:
         if key not in valid:
             raise ConfigError(
@@ -136,6 +133,43 @@ def make_fabric(config: RunConfig) -> Fabric:
     )
 
 
+# What a resumed run may change: how long it trains and how it reports and saves, not what it
+# computes (changing those would make "resume" a different experiment).
+RESUMABLE_CHANGES = frozenset(
+    {
+        "budget",
+        "out",
+        "num_workers",
+        "log_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "wandb",
+        "progress",
+    }
+)
+
+
+def resume_config(
+    run_dir: str | Path, overrides: list[str] | None = None, values: dict[str, Any] | None = None
+) -> RunConfig:
+    """The saved config of ``run_dir`` with allowed changes (budget, logging, checkpointing)."""
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"--resume {run_dir}: no config.yaml there, so it is not a run directory")
+    before = load_config(saved).to_dict()
+    config = load_config(saved, overrides, values)
+    changed = [
+        k for k, v in config.to_dict().items() if v != before[k] and k not in RESUMABLE_CHANGES
+    ]
+    if changed:
+        raise ConfigError(
+            f"--resume cannot change {', '.join(changed)}; only "
+            + ", ".join(sorted(RESUMABLE_CHANGES))
+            + ". Start a new run (another --out) to change them"
+        )
+    return config
+
+
 def pretrain(
     config: RunConfig,
     resume: str | Path | None = None,
@@ -144,21 +178,13 @@ def pretrain(
     """Pretrain ``config.method`` on ``config.data`` and return the run directory.
 
     Args:
-        config: a validated run config (see :func:`selfsup.config.load_config`).
-        resume: a run directory to continue from its latest checkpoint (its saved config is used;
-            ``config`` may only change the budget).
+        config: a validated run config (see :func:`selfsup.config.load_config`); to resume,
+            the run's saved config, e.g. from :func:`resume_config`.
+        resume: a run directory to continue from its latest checkpoint.
         overwrite: replace an existing run directory at ``config.out``.
     """
     if resume is not None:
         run_dir = Path(resume)
-        saved = run_dir / "config.yaml"
-        if not saved.is_file():
-            raise ConfigError(
-                f"--resume {run_dir}: no config.yaml there, so it is not a run directory"
-            )
-        budget = config.budget
-        config = load_config(saved)
-        config.budget = budget
     else:
         run_dir = Path(config.out) if config.out else default_run_dir(config)
         if (run_dir / "config.yaml").exists() and not overwrite:

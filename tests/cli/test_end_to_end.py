@@ -36,6 +36,7 @@ def test_image_folder_pretrain_evaluate_embed_export(tmp_path, capsys):
     }
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3] and all("loss" in r and "lr" in r for r in lines)
+    assert json.loads((run / "summary.json").read_text())["steps"] == 3
 
     capsys.readouterr()
     assert (
@@ -149,3 +150,14 @@ def test_list_shows_every_kind(capsys):
         "shards",
     ):
         assert name in out
+
+
+def test_corrupt_image_in_a_worker_is_named(tmp_path, capsys):
+    data = image_folder(tmp_path / "imgs")
+    bad = data / "train" / "class0" / "3.png"
+    bad.write_bytes(b"this is not a png")
+    code = main(["pretrain", "--method", "simclr", "--data", f"folder:{data}", "--batch-size", "4",
+                 "--image-size", "16", "--out", str(tmp_path / "run"), "--budget", "3steps",
+                 "num_workers=1", "progress=false", "method_args.proj_hidden_dim=16"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and str(bad) in err and "Traceback" not in err

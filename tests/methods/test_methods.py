@@ -65,3 +65,14 @@ def test_method_step(name, tiny_tokenizer):
 def test_unknown_method_lists_valid_names():
     with pytest.raises(KeyError, match="simclr"):
         METHODS.get("simclrr")
+
+
+def test_method_args_are_checked_against_what_the_method_takes():
+    from selfsup.config import ConfigError
+    from selfsup.pipeline import check_method_args
+
+    check_method_args(METHODS.get("simclr"), {"temperature": 0.5, "proj_dim": 64})
+    check_method_args(METHODS.get("mlm"), {"hidden_size": 64, "mlm_probability": 0.2})
+    for name, bad in (("simclr", "temprature"), ("mlm", "hidden_sise"), ("clip", "backbone")):
+        with pytest.raises(ConfigError, match=bad):
+            check_method_args(METHODS.get(name), {bad: 1})

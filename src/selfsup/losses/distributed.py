@@ -1,8 +1,8 @@
 """Gradient-preserving collectives for losses that need every process's embeddings.
 
 A plain ``torch.distributed.all_gather`` returns tensors detached from the graph, so the gradient
-of a contrastive loss would never reach the other processes' samples. ``torch.distributed.nn``'s
-all_gather is differentiable: the backward pass sums the gradients back to their owners.
+of a contrastive loss would never reach the other processes' samples. :func:`gather_with_grad` is
+differentiable: its backward pass sums the gradients back to their owners.
 """
 
 from __future__ import annotations
@@ -19,14 +19,31 @@ def world_info() -> tuple[int, int]:
     return 0, 1
 
 
+class _AllGather(torch.autograd.Function):
+    """all_gather whose backward sums every process's gradient of the gathered tensor and hands
+    each process the slice of its own input (written here rather than taken from
+    ``torch.distributed.nn``, which newer torch releases deprecate)."""
+
+    @staticmethod
+    def forward(ctx: object, x: Tensor) -> tuple[Tensor, ...]:  # noqa: D102
+        out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, x.contiguous())
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx: object, *grads: Tensor) -> Tensor:  # noqa: D102
+        grad = torch.stack(grads).contiguous()  # (W, B, ...)
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[dist.get_rank()]
+
+
 def gather_with_grad(x: Tensor) -> Tensor:
     """Concatenate ``x`` (B, ...) from every process along dim 0 -> (world * B, ...), with grads.
 
-    On a single process this returns ``x`` itself.
+    Every process must pass the same shape (the loader drops the last incomplete batch). On a
+    single process this returns ``x`` itself.
     """
     _, world = world_info()
     if world == 1:
         return x
-    import torch.distributed.nn.functional as dist_fn
-
-    return torch.cat(dist_fn.all_gather(x), dim=0)
+    return torch.cat(_AllGather.apply(x), dim=0)

@@ -14,6 +14,7 @@ The engine calls only what is defined here:
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -77,6 +78,22 @@ class Method(nn.Module):
     def build(cls, ctx: BuildContext, **kwargs: Any) -> Method:
         """Construct the method from the pipeline's context and the user's method arguments."""
         raise NotImplementedError
+
+    @classmethod
+    def argument_names(cls) -> list[str]:
+        """Names the user may set in ``method_args``: the keyword parameters of ``build`` and,
+        when ``build`` forwards ``**kwargs`` to the constructor, those of ``__init__``. Values the
+        pipeline provides (tokenizer, backbone, image size) are excluded."""
+        reserved = {"self", "cls", "ctx", "tokenizer", "backbone", "image_size", "config"}
+        build = inspect.signature(cls.build).parameters
+        names = [
+            n
+            for n, p in build.items()
+            if p.kind == p.KEYWORD_ONLY or p.kind == p.POSITIONAL_OR_KEYWORD
+        ]
+        if any(p.kind == p.VAR_KEYWORD for p in build.values()):
+            names += list(inspect.signature(cls.__init__).parameters)
+        return sorted({n for n in names if n not in reserved} - {"kwargs"})
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:  # pragma: no cover
         raise NotImplementedError

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from transformers import BertConfig, BertForMaskedLM
+from transformers import BertConfig, BertForMaskedLM, PretrainedConfig
 
 from selfsup.backbones.text import build_text_config, mean_pool
 from selfsup.data.tokenizer import save_tokenizer
@@ -130,6 +130,12 @@ class MaskedLM(Method):
             mask_replace=mask_replace,
             random_replace=random_replace,
         )
+
+    @classmethod
+    def argument_names(cls) -> list[str]:
+        """The masking rates, ``max_position_embeddings`` and any ``BertConfig`` field."""
+        bert = set(BertConfig().to_dict()) - set(PretrainedConfig().to_dict()) - {"vocab_size"}
+        return sorted({*super().argument_names(), *bert})
 
     def predict_masked(
         self, batch: dict[str, Tensor], generator: torch.Generator | None = None

@@ -1,0 +1,103 @@
+"""The loop with a toy method: accumulation, clipping, NaN handling, after_step and budgets."""
+
+import pytest
+import torch
+from lightning_fabric import Fabric
+from torch import nn
+
+from selfsup.config import parse_budget
+from selfsup.engine.loader import EpochLoader
+from selfsup.engine.logging import MetricLogger
+from selfsup.engine.loop import Loop, LoopSettings, NonFiniteLossError, TrainState
+
+
+class Toy(nn.Module):
+    """Least squares on a linear map: no batch statistics, so batches can be split exactly."""
+
+    def __init__(self, poison_at=None):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(3, 1)
+        self.calls = []
+        self.poison_at = poison_at
+        self.forwards = 0
+
+    def forward(self, batch):
+        self.forwards += 1
+        loss = ((self.linear(batch["x"]).squeeze(1) - batch["y"]) ** 2).mean()
+        if self.poison_at == self.forwards:
+            loss = loss * float("nan")
+        return {"loss": loss}
+
+    def after_step(self, step, total):
+        self.calls.append((step, total))
+
+
+def data(n=32):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 3, generator=g)
+    return [{"x": x[i], "y": x[i].sum()} for i in range(n)]
+
+
+def train(tmp_path, batch, accumulate=1, steps=4, clip=None, method=None, budget=None):
+    fabric = Fabric(accelerator="cpu", devices=1)
+    method = method or Toy()
+    opt = torch.optim.SGD(method.parameters(), lr=0.1)
+    for group in opt.param_groups:
+        group["base_lr"] = 0.1
+    model, opt = fabric.setup(method, opt)
+    loader = EpochLoader(data(), batch, shuffle=False)
+    settings = LoopSettings(
+        budget=parse_budget(budget or f"{steps}steps"),
+        accumulate=accumulate,
+        warmup=0.0,
+        clip_grad=clip,
+        progress=False,
+        log_every=1,
+    )
+    loop = Loop(
+        fabric,
+        model,
+        method,
+        opt,
+        loader,
+        settings,
+        MetricLogger(tmp_path, enabled=False),
+        lambda s: None,
+        batch * accumulate,
+    )
+    return method, loop.run(TrainState())
+
+
+def test_accumulation_equals_the_large_batch(tmp_path):
+    small, _ = train(tmp_path, batch=4, accumulate=2)
+    large, _ = train(tmp_path, batch=8, accumulate=1)
+    for a, b in zip(small.parameters(), large.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_after_step_once_per_optimizer_step_and_data_position(tmp_path):
+    method, state = train(tmp_path, batch=4, accumulate=2, steps=3)
+    assert method.calls == [(1, 3), (2, 3), (3, 3)]
+    assert (state.epoch, state.batch_in_epoch) == (0, 6) and state.samples == 24
+    method, state = train(tmp_path, batch=8, steps=5)  # 4 batches per epoch
+    assert (state.epoch, state.batch_in_epoch) == (1, 1)
+
+
+def test_epoch_budget(tmp_path):
+    method, state = train(tmp_path, batch=8, budget="2epochs")
+    assert state.step == 8 and method.calls[-1] == (8, 8)
+
+
+def test_gradient_clipping_bounds_the_update(tmp_path):
+    before = [p.detach().clone() for p in Toy().parameters()]
+    method, _ = train(tmp_path, batch=8, steps=1, clip=1e-3)
+    change = torch.cat(
+        [(p.detach() - b).flatten() for p, b in zip(method.parameters(), before, strict=True)]
+    )
+    assert change.norm() <= 0.1 * 1e-3 + 1e-7  # lr * max_norm
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path):
+    with pytest.raises(NonFiniteLossError, match="step 2"):
+        train(tmp_path, batch=8, steps=4, method=Toy(poison_at=2))
