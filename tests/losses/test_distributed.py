@@ -27,7 +27,11 @@ def _worker(rank, world, init_file, z1, z2, queue):
             total = loss.detach().clone()
             dist.all_reduce(total)
             # plain lists: tensors sent through a queue die with the process that sent them
-            results[name] = (float(total) / world, (a.grad / world).tolist(), (c.grad / world).tolist())
+            results[name] = (
+                float(total) / world,
+                (a.grad / world).tolist(),
+                (c.grad / world).tolist(),
+            )
         queue.put((rank, results))
     finally:
         dist.destroy_process_group()
