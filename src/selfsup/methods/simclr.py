@@ -23,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from selfsup.backbones import create_vision_backbone
@@ -77,9 +78,10 @@ class SimCLR(Method):
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         images = batch["image"]  # (B, 3, S, S) uint8
-        x1, x2 = self.augment(images), self.augment(images)  # (B, 3, S, S) each
-        z1 = self.projector(self.backbone(x1))  # (B, proj_dim)
-        z2 = self.projector(self.backbone(x2))
+        views = torch.cat([self.augment(images), self.augment(images)])  # (2B, 3, S, S)
+        # One pass over both views, as in the authors' implementation: batch-norm statistics
+        # cover all 2B views, and one large batch runs faster than two halves.
+        z1, z2 = self.projector(self.backbone(views)).chunk(2)  # (B, proj_dim) each
         return {"loss": self.criterion(z1, z2)}
 
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
