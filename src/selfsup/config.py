@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import re
 import types
 import typing
@@ -78,6 +79,16 @@ class TokenizerConfig:
     kind: str = "wordpiece"
     vocab_size: int = 8000
     path: str | None = None
+
+    def validate(self) -> None:
+        if self.kind not in ("wordpiece", "bpe", "unigram"):
+            raise ConfigError(
+                f"tokenizer.kind: unknown {self.kind!r}. Valid: bpe, unigram, wordpiece"
+            )
+        if self.vocab_size < 100:
+            raise ConfigError(f"tokenizer.vocab_size must be >= 100, got {self.vocab_size}")
+        if self.path is not None and not Path(self.path).is_dir():
+            raise ConfigError(f"tokenizer.path {self.path} is not a saved tokenizer folder")
 
 
 @dataclass
@@ -151,6 +162,11 @@ class RunConfig:
                 "16-mixed (GPU), bf16-true"
             )
         self.optim.validate()
+        self.tokenizer.validate()
+        if self.wandb and importlib.util.find_spec("wandb") is None:
+            raise ConfigError(
+                "wandb=true but the wandb package is not installed (pip install wandb)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

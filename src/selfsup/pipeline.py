@@ -14,18 +14,26 @@ import logging
 import re
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning_fabric import Fabric
 
+from selfsup.backbones import VISION_BACKBONES
 from selfsup.config import ConfigError, RunConfig, load_config, parse_budget, save_config
 from selfsup.data import DataSource, build_source
-from selfsup.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from selfsup.engine.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from selfsup.engine.loader import EpochLoader
 from selfsup.engine.logging import MetricLogger
-from selfsup.engine.loop import Loop, LoopSettings, TrainState, rng_state, set_rng_state
+from selfsup.engine.loop import Loop, LoopSettings, TrainState
 from selfsup.engine.optim import build_optimizer
 from selfsup.methods import METHODS, BuildContext, Method
 
@@ -82,21 +90,20 @@ def texts_of(source: DataSource, limit: int = 200_000) -> list[str]:
 
 
 def prepare_tokenizer(config: RunConfig, source: DataSource, run_dir: Path, fabric: Fabric) -> Any:  # noqa: ANN401
-    """Load the run's tokenizer, or train and save one on rank 0."""
-    from selfsup.data.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+    """The run's tokenizer: saved with the run (resume), given by ``tokenizer.path``, or trained on
+    the training texts by rank 0 and broadcast to the other processes."""
+    from selfsup.data.tokenizer import load_tokenizer, train_tokenizer
 
-    path = run_dir / "tokenizer"
-    if not path.exists():
-        if config.tokenizer.path is not None:
-            tokenizer = load_tokenizer(config.tokenizer.path)
-        elif fabric.is_global_zero:
-            tokenizer = train_tokenizer(
-                texts_of(source), kind=config.tokenizer.kind, vocab_size=config.tokenizer.vocab_size
-            )
-        if fabric.is_global_zero:
-            save_tokenizer(tokenizer, path)
-        fabric.barrier()
-    return load_tokenizer(path)
+    if (run_dir / "tokenizer").exists():
+        return load_tokenizer(run_dir / "tokenizer")
+    if config.tokenizer.path is not None:
+        return load_tokenizer(config.tokenizer.path)
+    tokenizer = None
+    if fabric.is_global_zero:
+        tokenizer = train_tokenizer(
+            texts_of(source), kind=config.tokenizer.kind, vocab_size=config.tokenizer.vocab_size
+        )
+    return fabric.broadcast(tokenizer, src=0) if fabric.world_size > 1 else tokenizer
 
 
 def build_dataset(
@@ -122,6 +129,7 @@ def build_dataset(
 
 
 def make_fabric(config: RunConfig) -> Fabric:
+    """Lightning Fabric for the config's accelerator, devices, nodes, strategy and precision."""
     if config.precision == "16-mixed" and not torch.cuda.is_available():
         raise ConfigError("precision=16-mixed needs a GPU; use bf16-mixed on CPU")
     return Fabric(
@@ -170,12 +178,32 @@ def resume_config(
     return config
 
 
+def check_backbone(cls: type[Method], name: str | None) -> None:
+    """Raise (listing the valid names) for a backbone the method's kind cannot build."""
+    if name is None:
+        return
+    if cls.kind == "text":
+        from selfsup.backbones.text import TEXT_BACKBONES
+
+        TEXT_BACKBONES.get(name)
+    elif name.startswith("timm:"):
+        import timm
+
+        if not timm.is_model(name.removeprefix("timm:")):
+            raise ConfigError(f"backbone {name!r}: timm has no model of that name")
+    else:
+        VISION_BACKBONES.get(name)
+
+
 def pretrain(
     config: RunConfig,
     resume: str | Path | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Pretrain ``config.method`` on ``config.data`` and return the run directory.
+
+    Everything that can be wrong with the config, names, data and sizes is checked before the run
+    directory is written or training starts.
 
     Args:
         config: a validated run config (see :func:`selfsup.config.load_config`); to resume,
@@ -185,6 +213,11 @@ def pretrain(
     """
     if resume is not None:
         run_dir = Path(resume)
+        ckpt = latest_checkpoint(run_dir / "checkpoints")
+        if ckpt is None:
+            raise ConfigError(
+                f"--resume {run_dir}: no complete checkpoint in {run_dir / 'checkpoints'}"
+            )
     else:
         run_dir = Path(config.out) if config.out else default_run_dir(config)
         if (run_dir / "config.yaml").exists() and not overwrite:
@@ -195,75 +228,83 @@ def pretrain(
     config.validate()
     cls = method_class(config.method)
     check_method_args(cls, config.method_args)
+    check_backbone(cls, config.backbone)
     source = build_source(config.data, image_size=config.image_size, seed=config.seed)
     check_compatible(config.method, cls, source)
 
     fabric = make_fabric(config)
     fabric.launch()
-    if fabric.is_global_zero:
-        if resume is None and run_dir.exists() and overwrite:
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
-    fabric.barrier()
-    fabric.seed_everything(config.seed)
+    if config.sync_batchnorm and fabric.world_size > 1 and fabric.device.type == "cpu":
+        raise ConfigError("sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel)")
+    fabric.seed_everything(config.seed)  # same initial weights on every process
 
     tokenizer = prepare_tokenizer(config, source, run_dir, fabric) if cls.kind != "image" else None
     ctx = BuildContext(config.backbone, config.image_size, tokenizer, config.seq_len)
     method = cls.build(ctx, **config.method_args)
     if config.sync_batchnorm and fabric.world_size > 1:
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
-
-    dataset, collate = build_dataset(
-        cls.kind, source, "train", tokenizer, config.seq_len, fabric.global_rank, fabric.world_size
-    )
-    loader = EpochLoader(
-        dataset,
-        config.batch_size,
-        seed=config.seed,
-        rank=fabric.global_rank,
-        world_size=fabric.world_size,
-        num_workers=config.num_workers,
-        collate_fn=collate,
-    )
+    loader = make_loader(cls.kind, source, tokenizer, config, fabric)
     global_batch = config.batch_size * fabric.world_size * config.optim.accumulate
     optimizer = make_optimizer(method, config, global_batch)
-
     model, optimizer = fabric.setup(method, optimizer)
+
+    # Checks passed and the model is built: now the run directory may be written.
+    if fabric.is_global_zero:
+        if resume is None and run_dir.exists() and overwrite:
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+        if tokenizer is not None and not (run_dir / "tokenizer").exists():
+            from selfsup.data.tokenizer import save_tokenizer
+
+            save_tokenizer(tokenizer, run_dir / "tokenizer")
+    fabric.barrier()
+
     state = TrainState()
-    ckpt_root = run_dir / "checkpoints"
+    # Each process draws its own views and masks (a different stream per rank).
+    fabric.seed_everything(config.seed + fabric.global_rank, verbose=False)
     if resume is not None:
-        ckpt = latest_checkpoint(ckpt_root)
-        if ckpt is None:
-            raise ConfigError(f"--resume {run_dir}: no complete checkpoint in {ckpt_root}")
-        saved_state, meta = load_checkpoint(ckpt)
-        method.load_state_dict(saved_state["method"], strict=True)
-        optimizer.load_state_dict(saved_state["optimizer"])
-        set_rng_state(saved_state["rng"])
-        state = TrainState(**meta["state"])
+        saved, meta = load_checkpoint(ckpt)
+        method.load_state_dict(saved["method"], strict=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        if len(saved["ranks"]) != fabric.world_size:
+            raise ConfigError(
+                f"{ckpt} was written by {len(saved['ranks'])} processes; resume with the same number"
+            )
+        mine = saved["ranks"][fabric.global_rank]
+        set_rng_state(mine["rng"])
+        state = TrainState(
+            **{**meta["state"], "epoch": mine["epoch"], "batch_in_epoch": mine["batch_in_epoch"]}
+        )
         log.info("resumed %s at step %d", ckpt, state.step)
 
     def save(current: TrainState) -> None:
+        # Every process's RNG and data position, so that each resumes its own stream.
+        mine = {
+            "rng": rng_state(),
+            "epoch": current.epoch,
+            "batch_in_epoch": current.batch_in_epoch,
+        }
+        ranks = gather_objects(mine, fabric.world_size)
         if fabric.is_global_zero:
             save_checkpoint(
-                ckpt_root,
+                run_dir / "checkpoints",
                 current.step,
                 {
                     "method": method.state_dict(),
                     "optimizer": optimizer.state_dict(),
-                    "rng": rng_state(),
+                    "ranks": ranks,
                 },
-                {
-                    "state": current.__dict__.copy(),
-                    "method": config.method,
-                    "config": config.to_dict(),
-                },
+                {"state": asdict(current), "method": config.method, "config": config.to_dict()},
                 keep=config.keep_checkpoints,
             )
         fabric.barrier()
 
     logger = MetricLogger(
-        run_dir, config.to_dict() if config.wandb else None, enabled=fabric.is_global_zero
+        run_dir,
+        config.to_dict() if config.wandb else None,
+        enabled=fabric.is_global_zero,
+        resume_step=state.step if resume is not None else None,
     )
     settings = LoopSettings(
         budget=parse_budget(config.budget),
@@ -276,19 +317,69 @@ def pretrain(
         progress=config.progress,
     )
     loop = Loop(fabric, model, method, optimizer, loader, settings, logger, save, global_batch)
+    saved_step = state.step if resume is not None else -1
     try:
         state = loop.run(state)
     finally:
         logger.close()
-    save(state)
+    if state.step != saved_step and state.step % config.checkpoint_every != 0:
+        save(state)  # the final checkpoint, unless the loop just wrote it
     if fabric.is_global_zero:
         method.eval()
         method.export(run_dir / "export")
+        rate = state.samples / max(state.elapsed, 1e-9)
         summary = {"steps": state.step, "epochs": state.epoch, "seconds": round(state.elapsed, 1),
-                   "samples": state.samples, "samples_per_s": round(state.samples / max(state.elapsed, 1e-9), 1)}  # fmt: skip
+                   "samples": state.samples, "samples_per_s": round(rate, 1)}  # fmt: skip
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     fabric.barrier()
     return run_dir
+
+
+def gather_objects(obj: Any, world_size: int) -> list[Any]:  # noqa: ANN401
+    """``[obj of rank 0, obj of rank 1, ...]`` on every process (``[obj]`` on one process)."""
+    if world_size == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def make_loader(
+    kind: str, source: DataSource, tokenizer: Any, config: RunConfig, fabric: Fabric
+) -> EpochLoader:  # noqa: ANN401
+    """The training loader; under an epoch budget, its epoch length is known to every process."""
+    rank, world = fabric.global_rank, fabric.world_size
+    dataset, collate = build_dataset(kind, source, "train", tokenizer, config.seq_len, rank, world)
+    try:
+        loader = EpochLoader(
+            dataset,
+            config.batch_size,
+            seed=config.seed,
+            rank=rank,
+            world_size=world,
+            num_workers=config.num_workers,
+            collate_fn=collate,
+            num_samples=source.num_samples
+            if kind != "text"
+            else None,  # text: blocks, not documents
+        )
+    except ValueError as err:
+        raise ConfigError(f"batch_size: {err}") from None
+    if parse_budget(config.budget).unit == "epochs" and loader.steps_per_epoch is None:
+        log.info("counting the batches of one epoch of %s", source.name)
+        steps = loader.count_steps()
+        if world > 1:  # all processes take the same number of steps: the shortest share
+            steps = int(
+                fabric.all_reduce(torch.tensor(steps, device=fabric.device), reduce_op="min")
+            )
+        loader.set_steps_per_epoch(steps)
+    if loader.steps_per_epoch == 0:
+        raise ConfigError(
+            f"batch_size {config.batch_size}: {source.name!r} has fewer samples than one batch"
+        )
+    return loader
 
 
 def make_optimizer(method: Method, config: RunConfig, global_batch: int) -> torch.optim.Optimizer:
@@ -305,4 +396,5 @@ def make_optimizer(method: Method, config: RunConfig, global_batch: int) -> torc
         weight_decay=o.weight_decay if o.weight_decay is not None else d.weight_decay,
         momentum=o.momentum if o.momentum is not None else d.momentum,
         betas=o.betas or d.betas,
+        eps=d.eps,
     )

@@ -43,5 +43,5 @@ def test_retrieval_recall_counts_duplicates_as_correct():
     txt = torch.eye(4)[[1, 0, 2, 3]] + 0.3 * torch.eye(4)  # pairs 0 and 1 swapped, own text second
     r = retrieval_recall(img, txt, ["a", "b", "c", "d"], ks=(1, 2))
     assert r["i2t_R@1"] == 50.0 and r["i2t_R@2"] == 100.0 and r["t2i_R@1"] == 50.0
-    r = retrieval_recall(img, txt, ["a", "a", "c", "d"], ks=(1,))  # same caption: not an error
-    assert r["i2t_R@1"] == 100.0
+    r = retrieval_recall(img, txt, ["a", "a", "c", "d"], ks=(1,))  # same caption
+    assert r["i2t_R@1"] == 50.0 and r["i2t_R@1_same_caption"] == 100.0

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -65,9 +67,14 @@ def save_checkpoint(
             os.fsync(f.fileno())
         _write_file(tmp / "meta.json", json.dumps(meta, indent=2).encode())
         _fsync_dir(tmp)
-        if final.exists():  # same step saved twice (e.g. final save right after a periodic one)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        if final.exists():  # the same step saved again: move the old one aside, never delete first
+            old = root / f".old-{final.name}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -104,3 +111,33 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     except (OSError, json.JSONDecodeError, RuntimeError) as err:
         raise CheckpointError(f"checkpoint {path} cannot be read: {err}") from None
     return state, meta
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG a run touches (torch, CUDA, numpy, python), as tensors and plain containers that
+    ``torch.load(weights_only=True)`` accepts."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the RNGs saved by :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(
+        ("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0)
+    )
+    random.setstate(_as_tuple(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x: Any) -> Any:  # noqa: ANN401 - mirrors random.getstate()'s nested tuples
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x

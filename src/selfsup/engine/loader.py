@@ -28,6 +28,8 @@ class EpochLoader:
         num_workers: decoding workers.
         collate_fn: batch builder (default: torch's default collate).
         shuffle: shuffle map-style datasets each epoch.
+        num_samples: samples per epoch of an iterable dataset when known (all processes together);
+            otherwise :meth:`count_steps` finds the number of batches by reading one epoch.
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class EpochLoader:
         num_workers: int = 0,
         collate_fn: Callable[[list[Any]], Any] | None = None,
         shuffle: bool = True,
+        num_samples: int | None = None,
     ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
@@ -50,6 +53,9 @@ class EpochLoader:
         self.collate_fn = collate_fn
         self.shuffle = shuffle
         self.iterable = isinstance(dataset, IterableDataset)
+        self._steps: int | None = None
+        if self.iterable and num_samples is not None:
+            self._steps = num_samples // (batch_size * world_size)
         if not self.iterable and len(dataset) < batch_size * world_size:  # type: ignore[arg-type]
             raise ValueError(
                 f"the dataset has {len(dataset)} samples, fewer than one global batch "  # type: ignore[arg-type]
@@ -60,8 +66,18 @@ class EpochLoader:
     def steps_per_epoch(self) -> int | None:
         """Batches per epoch on this process (None for streams of unknown length)."""
         if self.iterable:
-            return None
+            return self._steps
         return len(self.dataset) // (self.batch_size * self.world_size)  # type: ignore[arg-type]
+
+    def count_steps(self) -> int:
+        """Read one epoch to count its batches (streams of unknown length, e.g. packed text)."""
+        if self.steps_per_epoch is None:
+            self._steps = sum(1 for _ in self.epoch(0))
+        return self.steps_per_epoch  # type: ignore[return-value]
+
+    def set_steps_per_epoch(self, steps: int) -> None:
+        """Agree on one epoch length across processes (the shortest share)."""
+        self._steps = steps
 
     def _indices(self, epoch: int) -> list[int]:
         n = len(self.dataset)  # type: ignore[arg-type]

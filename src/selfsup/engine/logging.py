@@ -19,21 +19,33 @@ class MetricLogger:
         run_dir: the run directory.
         wandb_config: when not None, also log to Weights & Biases with this config.
         enabled: False on non-zero ranks, which log nothing.
+        resume_step: when resuming, records after this step (logged by the interrupted run
+            after its last checkpoint) are dropped, so no step appears twice.
     """
 
     def __init__(
-        self, run_dir: Path, wandb_config: dict[str, Any] | None = None, enabled: bool = True
+        self,
+        run_dir: Path,
+        wandb_config: dict[str, Any] | None = None,
+        enabled: bool = True,
+        resume_step: int | None = None,
     ) -> None:
         self.enabled = enabled
         self._tb = None
         self._wandb = None
         if not enabled:
             return
-        self._file = open(run_dir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
+        path = run_dir / "metrics.jsonl"
+        if resume_step is not None and path.exists():
+            lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+            kept = [ln for ln in lines if json.loads(ln)["step"] <= resume_step]
+            path.write_text("".join(ln + "\n" for ln in kept))
+        self._file = open(path, "a", buffering=1)  # noqa: SIM115
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(run_dir / "tensorboard"))
+            purge = None if resume_step is None else resume_step + 1
+            self._tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
         except ImportError:  # tensorboard is a dependency, but degrade rather than crash
             log.warning("tensorboard is not installed; logging to metrics.jsonl only")
         if wandb_config is not None:

@@ -3,21 +3,21 @@
 Per optimizer step: ``accumulate`` micro-batches (forward, backward), optional gradient clipping,
 ``optimizer.step()``, the method's ``after_step`` hook, logging, and a checkpoint every
 ``checkpoint_every`` steps. Stops when the budget (steps, epochs or wall clock) is spent.
+
+Under data parallelism every process takes the same decisions: the wall clock that drives a time
+budget is rank 0's, broadcast each step, and a non-finite loss on any process stops all of them.
 """
 
 from __future__ import annotations
 
-import math
-import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from lightning_fabric import Fabric
-from torch import nn
+from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from selfsup.config import Budget
@@ -35,14 +35,27 @@ class TrainState:
     """Where a run is; saved in every checkpoint's metadata."""
 
     step: int = 0  # optimizer steps done
-    epoch: int = 0  # current epoch
+    epoch: int = 0  # current epoch (of this process's data)
     batch_in_epoch: int = 0  # micro-batches of the current epoch already consumed
-    elapsed: float = 0.0  # seconds of training before this process started
+    elapsed: float = 0.0  # seconds of training so far
     samples: int = 0  # samples seen (global)
 
 
 @dataclass
 class LoopSettings:
+    """What the loop needs from the run config.
+
+    Attributes:
+        budget: when to stop.
+        accumulate: micro-batches per optimizer step.
+        warmup: linear warm-up, as a fraction of the budget.
+        final_lr: end of the cosine decay, as a fraction of the peak learning rate.
+        clip_grad: maximum global gradient norm (None: no clipping).
+        log_every: optimizer steps per metrics record.
+        checkpoint_every: optimizer steps per checkpoint.
+        progress: show a progress bar (rank 0).
+    """
+
     budget: Budget
     accumulate: int = 1
     warmup: float = 0.1
@@ -53,33 +66,6 @@ class LoopSettings:
     progress: bool = True
 
 
-def rng_state() -> dict[str, Any]:
-    """Every RNG a run touches, as tensors and plain containers (safe to load)."""
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-        "numpy_pos": int(np.random.get_state()[2]),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(
-        ("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0)
-    )
-    random.setstate(_as_tuple(state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _as_tuple(x: Any) -> Any:  # noqa: ANN401 - mirrors random.getstate()'s nested tuples
-    return tuple(_as_tuple(v) for v in x) if isinstance(x, list | tuple) else x
-
-
 class Loop:
     """Runs optimizer steps until the budget is spent.
 
@@ -88,7 +74,8 @@ class Loop:
         model: the method as returned by ``fabric.setup`` (forward goes through it).
         method: the unwrapped method (for ``after_step``).
         optimizer: optimizer as returned by ``fabric.setup``.
-        loader: resumable epochs of batches.
+        loader: resumable epochs of batches; its ``steps_per_epoch`` must be known for an epoch
+            budget.
         settings: budget, schedule and logging settings.
         logger: metric sinks (rank 0 only).
         save: callback writing a checkpoint for a given state.
@@ -117,22 +104,28 @@ class Loop:
         self.save = save
         self.global_batch = global_batch
         budget = settings.budget
-        spe = loader.steps_per_epoch
         if budget.unit == "steps":
             self.total_steps: int | None = int(budget.amount)
-        elif budget.unit == "epochs" and spe is not None:
+        elif budget.unit == "epochs":
+            spe = loader.steps_per_epoch
+            if spe is None:
+                raise ValueError("an epoch budget needs the loader's steps_per_epoch")
             self.total_steps = max(1, int(budget.amount * spe) // settings.accumulate)
         else:
-            self.total_steps = None  # wall clock, or epochs of a stream of unknown length
+            self.total_steps = None  # wall clock
 
-    def progress(self, state: TrainState, now: float) -> float:
+    def progress(self, state: TrainState, elapsed: float) -> float:
         """Fraction of the budget spent, in [0, 1]."""
-        budget = self.settings.budget
         if self.total_steps is not None:
             return state.step / self.total_steps
-        if budget.unit == "seconds":
-            return now / budget.amount
-        return state.epoch / budget.amount  # epochs of a stream: known only at epoch ends
+        return elapsed / self.settings.budget.amount
+
+    def _elapsed(self, start: float) -> float:
+        """Seconds since the (possibly resumed) start; rank 0's clock on every process."""
+        elapsed = time.perf_counter() - start
+        if self.fabric.world_size > 1 and self.total_steps is None:
+            elapsed = float(self.fabric.broadcast(elapsed, src=0))
+        return elapsed
 
     def _batches(self, state: TrainState) -> Iterator[Any]:
         """Micro-batches forever, keeping ``state.epoch`` / ``state.batch_in_epoch`` current."""
@@ -147,37 +140,52 @@ class Loop:
             state.epoch += 1
             state.batch_in_epoch = 0
 
+    def _check_finite(self, loss: Tensor, step: int) -> None:
+        finite = torch.isfinite(loss).float()
+        if self.fabric.world_size > 1:  # every process must stop, or the others hang
+            finite = self.fabric.all_reduce(finite, reduce_op="min")
+        if finite.item() < 1:
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at step {step} (on this or another process); stopping "
+                "without saving. The last checkpoint is intact: lower optim.lr, set "
+                "optim.clip_grad, or use precision=32-true, then resume"
+            )
+
     def run(self, state: TrainState) -> TrainState:
+        """Train from ``state`` until the budget is spent; returns the final state."""
         s = self.settings
         bar = Progress(
             self.total_steps or s.budget.amount,
-            "steps" if self.total_steps else s.budget.unit,
+            "steps" if self.total_steps else "seconds",
             enabled=s.progress and self.fabric.is_global_zero,
         )
         start = time.perf_counter() - state.elapsed
         window_start, window_samples = time.perf_counter(), 0
-        sums: dict[str, float] = {}
+        sums: dict[str, Tensor] = {}  # on the device: read only when logging
         info = "(first figures after log_every steps)"
         batches = self._batches(state)
+        elapsed = self._elapsed(start)
         try:
-            while self.progress(state, time.perf_counter() - start) < 1:
-                lr = set_lr(
-                    self.optimizer, lr_factor(self._lr_progress(state, start), s.warmup, s.final_lr)
+            while self.progress(state, elapsed) < 1:
+                # The step about to be taken is step + 1: its lr is not 0 at the start of warm-up.
+                upcoming = (
+                    (state.step + 1) / self.total_steps
+                    if self.total_steps
+                    else self.progress(state, elapsed)
                 )
+                lr = set_lr(self.optimizer, lr_factor(upcoming, s.warmup, s.final_lr))
+                step_loss = torch.zeros((), device=self.fabric.device)
                 for micro in range(s.accumulate):
                     batch = self.fabric.to_device(next(batches))
                     last = micro == s.accumulate - 1
                     with self.fabric.no_backward_sync(self.model, enabled=not last):
                         out = self.model(batch)
                         self.fabric.backward(out["loss"] / s.accumulate)
+                    step_loss += out["loss"].detach().float() / s.accumulate
                     for key, value in out.items():
-                        sums[key] = sums.get(key, 0.0) + float(value.detach()) / s.accumulate
-                if not math.isfinite(sums["loss"]):
-                    raise NonFiniteLossError(
-                        f"loss is {sums['loss']} at step {state.step + 1}; stopping without saving. "
-                        "The last checkpoint is intact: lower optim.lr, set optim.clip_grad, or "
-                        "use precision=32-true, then resume"
-                    )
+                        value = value.detach().float() / s.accumulate
+                        sums[key] = sums[key] + value if key in sums else value
+                self._check_finite(step_loss, state.step + 1)
                 if s.clip_grad is not None:
                     self.fabric.clip_gradients(self.model, self.optimizer, max_norm=s.clip_grad)
                 self.optimizer.step()
@@ -185,41 +193,27 @@ class Loop:
                 state.step += 1
                 state.samples += self.global_batch
                 window_samples += self.global_batch
-                elapsed = time.perf_counter() - start
+                elapsed = self._elapsed(start)
                 self.method.after_step(state.step, self._total_steps_estimate(state, elapsed))
                 if state.step % s.log_every == 0:
                     rate = window_samples / max(1e-9, time.perf_counter() - window_start)
-                    metrics = {k: v / s.log_every for k, v in sums.items()}
+                    metrics = {k: float(v) / s.log_every for k, v in sums.items()}
                     metrics.update(lr=lr, samples_per_s=rate, epoch=state.epoch)
                     self.logger.log(state.step, metrics)
                     info = f"loss {metrics['loss']:.4f}  lr {lr:.3g}  {rate:.0f} samples/s"
                     sums, window_start, window_samples = {}, time.perf_counter(), 0
-                bar.update(self._done(state, elapsed), f"step {state.step}  {info}")
+                done = state.step if self.total_steps else elapsed
+                bar.update(done, f"step {state.step}  {info}")
                 if state.step % s.checkpoint_every == 0:
-                    state.elapsed = time.perf_counter() - start
+                    state.elapsed = elapsed
                     self.save(state)
         finally:
             bar.close()
-        state.elapsed = time.perf_counter() - start
+        state.elapsed = elapsed
         return state
-
-    def _lr_progress(self, state: TrainState, start: float) -> float:
-        # The step about to be taken is step + 1: its lr must not be 0 at the start of warm-up.
-        if self.total_steps is not None:
-            return (state.step + 1) / self.total_steps
-        return self.progress(state, time.perf_counter() - start)
-
-    def _done(self, state: TrainState, elapsed: float) -> float:
-        if self.total_steps:
-            return state.step
-        return elapsed if self.settings.budget.unit == "seconds" else state.epoch
 
     def _total_steps_estimate(self, state: TrainState, elapsed: float) -> int:
         if self.total_steps is not None:
             return self.total_steps
         done = self.progress(state, elapsed)
         return max(state.step, int(state.step / done)) if done > 0 else state.step * 1000
-
-
-def state_meta(state: TrainState) -> dict[str, Any]:
-    return asdict(state)

@@ -81,6 +81,7 @@ def build_optimizer(
     weight_decay: float,
     momentum: float = 0.9,
     betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
 ) -> Optimizer:
     """Create the optimizer; every group's ``base_lr`` is recorded for the schedule.
 
@@ -93,7 +94,7 @@ def build_optimizer(
         group.setdefault("fixed_lr", False)
         group["base_lr"] = group["lr"]
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, betas=betas)
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, betas=betas, eps=eps)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, weight_decay=weight_decay, momentum=momentum)
     if name == "lars":

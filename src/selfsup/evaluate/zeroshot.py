@@ -7,6 +7,8 @@ assigned the class whose embedding is most similar.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -23,7 +25,9 @@ TEMPLATES = (
 
 @torch.no_grad()
 def class_embeddings(
-    encode_text: object, classes: list[str], templates: tuple[str, ...] = TEMPLATES
+    encode_text: Callable[[list[str]], Tensor],
+    classes: list[str],
+    templates: tuple[str, ...] = TEMPLATES,
 ) -> Tensor:
     """(C, D) normalised class embeddings averaged over templates.
 
@@ -54,9 +58,9 @@ def retrieval_recall(
 ) -> dict[str, float]:
     """Image->text and text->image recall@K (percent) over paired embeddings.
 
-    Row i of both matrices is one pair. A retrieved item counts as correct when it is the paired
-    item or carries the identical caption: generated and web caption sets repeat captions, and an
-    exact duplicate is not a mistake.
+    Row i of both matrices is one pair. ``i2t_R@K`` counts a hit only for the paired item, as
+    published figures do. Caption sets repeat captions (the generated shapes do, often), so
+    ``i2t_R@K_same_caption`` also counts an item carrying the identical caption as correct.
 
     Args:
         image_emb: (N, D) image embeddings.
@@ -68,11 +72,16 @@ def retrieval_recall(
     text_emb = F.normalize(text_emb.float(), dim=1)
     ids = {c: i for i, c in enumerate(dict.fromkeys(captions))}
     caption_id = torch.tensor([ids[c] for c in captions])  # (N,) same id = same caption
+    own = torch.arange(len(captions))  # (N,) the paired item
     sim = image_emb @ text_emb.T  # (N images, N texts)
     result = {}
     for name, s in (("i2t", sim), ("t2i", sim.T)):
         top = s.topk(min(max(ks), s.shape[1]), dim=1).indices  # (N, K)
-        correct = caption_id[top] == caption_id[:, None]  # (N, K)
+        strict = top == own[:, None]  # (N, K)
+        lenient = caption_id[top] == caption_id[:, None]  # (N, K)
         for k in ks:
-            result[f"{name}_R@{k}"] = 100.0 * correct[:, :k].any(dim=1).float().mean().item()
+            result[f"{name}_R@{k}"] = 100.0 * strict[:, :k].any(dim=1).float().mean().item()
+        for k in ks:
+            hit = lenient[:, :k].any(dim=1).float().mean().item()
+            result[f"{name}_R@{k}_same_caption"] = 100.0 * hit
     return result

@@ -33,8 +33,13 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float, gather: bool = True) -> 
     Returns:
         Scalar loss.
     """
-    z1 = F.normalize(z1.float(), dim=1)
-    z2 = F.normalize(z2.float(), dim=1)
+    with torch.autocast(z1.device.type, enabled=False):  # logits / tau in fp32, even under bf16
+        return _nt_xent(
+            F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1), temperature, gather
+        )
+
+
+def _nt_xent(z1: Tensor, z2: Tensor, temperature: float, gather: bool) -> Tensor:
     b = z1.shape[0]
     rank, world = world_info() if gather else (0, 1)
     k1 = gather_with_grad(z1) if gather else z1  # (W*B, D)
@@ -65,8 +70,16 @@ def clip_loss(image: Tensor, text: Tensor, logit_scale: Tensor, gather: bool = T
     Returns:
         Scalar loss: mean of image->text and text->image cross entropies.
     """
-    image = F.normalize(image.float(), dim=1)
-    text = F.normalize(text.float(), dim=1)
+    with torch.autocast(image.device.type, enabled=False):  # a scale of 100 needs fp32 logits
+        return _clip_loss(
+            F.normalize(image.float(), dim=1),
+            F.normalize(text.float(), dim=1),
+            logit_scale.float(),
+            gather,
+        )
+
+
+def _clip_loss(image: Tensor, text: Tensor, logit_scale: Tensor, gather: bool) -> Tensor:
     rank, world = world_info() if gather else (0, 1)
     all_image = gather_with_grad(image) if gather else image  # (W*B, D)
     all_text = gather_with_grad(text) if gather else text  # (W*B, D)
@@ -87,6 +100,7 @@ class NTXentLoss(nn.Module):
         self.gather = gather
 
     def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
+        """z1, z2: (B, D) embeddings of two views -> scalar loss."""
         return nt_xent(z1, z2, self.temperature, self.gather)
 
 
@@ -108,4 +122,5 @@ class ClipLoss(nn.Module):
         self.log_scale.clamp_(max=self.max_log_scale)
 
     def forward(self, image: Tensor, text: Tensor) -> Tensor:
+        """image, text: (B, D) paired embeddings -> scalar loss."""
         return clip_loss(image, text, self.log_scale.exp())

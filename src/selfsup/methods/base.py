@@ -15,7 +15,7 @@ The engine calls only what is defined here:
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,6 +42,7 @@ class OptimDefaults:
     scale_lr: bool = False
     momentum: float = 0.9
     betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
 
 
 @dataclass
@@ -53,14 +54,12 @@ class BuildContext:
         image_size: side of the square uint8 images the data source yields.
         tokenizer: a ``transformers.PreTrainedTokenizerFast`` for text and pair methods.
         seq_len: token block / caption length.
-        extra: anything else a method may read (for forward compatibility).
     """
 
     backbone: str | None = None
     image_size: int = 32
     tokenizer: Any = None
     seq_len: int = 128
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Method(nn.Module):
@@ -73,6 +72,8 @@ class Method(nn.Module):
 
     kind: ClassVar[str] = "image"
     defaults: ClassVar[OptimDefaults] = OptimDefaults()
+    # Constructor arguments the pipeline sets from the run config (not user method_args).
+    provided_args: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def build(cls, ctx: BuildContext, **kwargs: Any) -> Method:
@@ -93,7 +94,7 @@ class Method(nn.Module):
         ]
         if any(p.kind == p.VAR_KEYWORD for p in build.values()):
             names += list(inspect.signature(cls.__init__).parameters)
-        return sorted({n for n in names if n not in reserved} - {"kwargs"})
+        return sorted({n for n in names if n not in reserved} - {"kwargs"} - cls.provided_args)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:  # pragma: no cover
         raise NotImplementedError

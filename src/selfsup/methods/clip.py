@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from selfsup.backbones import create_vision_backbone
 from selfsup.backbones.text import TextEncoder, build_text_config
+from selfsup.data.tokenizer import save_tokenizer
 from selfsup.losses import ClipLoss
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
 from selfsup.views import EvalTransform
@@ -42,13 +43,16 @@ class CLIP(Method):
         backbone: image tower name.
         text_backbone: text tower size (see ``selfsup list``).
         image_size: side S of the images.
-        max_len: longest caption in tokens.
+        max_len: longest caption in tokens (the run's ``seq_len``).
         embed_dim: shared embedding dimension.
         init_temperature: initial softmax temperature (scale 1 / 0.07).
     """
 
     kind = "pair"
-    defaults = OptimDefaults(optimizer="adamw", lr=5e-4, weight_decay=0.2, betas=(0.9, 0.98))
+    provided_args = frozenset({"max_len"})
+    defaults = OptimDefaults(
+        optimizer="adamw", lr=5e-4, weight_decay=0.2, betas=(0.9, 0.98), eps=1e-6
+    )
 
     def __init__(
         self,
@@ -64,7 +68,11 @@ class CLIP(Method):
         self.tokenizer = tokenizer
         self.image_encoder = create_vision_backbone(backbone, image_size=image_size)
         config = build_text_config(
-            text_backbone, vocab_size=len(tokenizer), max_position_embeddings=max_len
+            text_backbone,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=max_len,
+            # the pad row gets no gradient: it must be the tokenizer's pad, not BPE's <s> at 0
+            pad_token_id=tokenizer.pad_token_id,
         )
         self.text_encoder = TextEncoder(config)
         self.image_proj = nn.Linear(self.image_encoder.dim, embed_dim, bias=False)
@@ -77,7 +85,8 @@ class CLIP(Method):
     def build(cls, ctx: BuildContext, **kwargs: Any) -> CLIP:
         if ctx.tokenizer is None:
             raise ValueError("clip needs a tokenizer; the pipeline trains one on the captions")
-        kwargs.setdefault("max_len", ctx.seq_len)
+        # One caption length for the collate, the position embeddings and zero-shot prompts.
+        kwargs["max_len"] = ctx.seq_len
         return cls(
             ctx.tokenizer, backbone=ctx.backbone or "resnet18", image_size=ctx.image_size, **kwargs
         )
@@ -121,7 +130,7 @@ class CLIP(Method):
         """Writes ``image/`` (timm), ``text/`` (transformers + tokenizer) and the projections."""
         self.image_encoder.export(path / "image", self.preprocess.mean, self.preprocess.std)
         self.text_encoder.bert.save_pretrained(path / "text")
-        self.tokenizer.save_pretrained(path / "text")
+        save_tokenizer(self.tokenizer, path / "text")
         heads = {
             "image_proj.weight": self.image_proj.weight.detach().cpu().contiguous(),
             "text_proj.weight": self.text_proj.weight.detach().cpu().contiguous(),
