@@ -28,8 +28,10 @@ PRETRAIN_FLAGS = (
     "budget",
     "batch_size",
     "image_size",
+    "seq_len",
     "precision",
     "devices",
+    "num_workers",
     "out",
     "seed",
 )
@@ -49,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", help="steps (2000), epochs (5epochs) or wall clock (10m)")
     p.add_argument("--batch-size", dest="batch_size", type=int)
     p.add_argument("--image-size", dest="image_size", type=int)
+    p.add_argument("--seq-len", dest="seq_len", type=int, help="tokens per text block / caption")
+    p.add_argument("--num-workers", dest="num_workers", type=int, help="decoding workers")
     p.add_argument("--precision", help="32-true or bf16-mixed")
     p.add_argument("--devices", type=int)
     p.add_argument("--seed", type=int)
@@ -74,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         "--query-size", dest="query_size", type=int, help="first N test samples as queries"
     )
     e.add_argument("--batch-size", dest="batch_size", type=int, default=256)
-    e.add_argument("--device", default="cpu")
+    e.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, ...")
     e.add_argument(
         "--random-init",
         dest="random_init",
@@ -89,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--split", default="test", choices=("train", "test"))
     m.add_argument("--limit", type=int)
     m.add_argument("--batch-size", dest="batch_size", type=int, default=256)
-    m.add_argument("--device", default="cpu")
+    m.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, ...")
 
     sub.add_parser("list", help="list methods, backbones and datasets")
     return parser

@@ -9,8 +9,8 @@ class ProjectionHead(nn.Sequential):
     """MLP ``in_dim -> hidden_dim -> ... -> out_dim`` with BN and ReLU between layers.
 
     SimCLR (Chen et al. 2020) uses two layers with a ReLU in between; its released implementation
-    adds batch norm after each linear layer, which we follow (``batch_norm=True``). The last layer
-    has no activation; ``last_bn`` adds a BN after it (as in SimSiam's projector).
+    adds batch norm after each hidden linear layer, which we follow (``batch_norm=True``). The
+    last layer has no activation and no BN unless ``last_bn`` (as in SimSiam's projector).
 
     Args:
         in_dim: backbone feature dimension.

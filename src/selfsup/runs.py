@@ -46,8 +46,9 @@ def load_run(
 
         tokenizer = load_tokenizer(path / "tokenizer")
     ctx = BuildContext(config.backbone, config.image_size, tokenizer, config.seq_len)
-    torch.manual_seed(config.seed)
-    method = cls.build(ctx, **config.method_args)
+    with torch.random.fork_rng(devices=[]):  # the run's initialisation, without touching ours
+        torch.manual_seed(config.seed)
+        method = cls.build(ctx, **config.method_args)
     step = 0
     if ckpt is not None:
         state, meta = load_checkpoint(ckpt)

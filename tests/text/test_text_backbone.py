@@ -7,7 +7,6 @@ from selfsup.backbones.text import (
     TextEncoder,
     build_text_config,
     create_text_encoder,
-    describe,
     mean_pool,
 )
 from selfsup.registry import UnknownNameError
@@ -29,7 +28,9 @@ def test_registered_sizes(name):
     assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads) == TURC[name]
     assert config.intermediate_size == 4 * hidden
     assert (config.vocab_size, config.max_position_embeddings) == (500, 64)
-    assert name in describe() and f"{layers} layers" in describe()[name]
+    assert (
+        name in TEXT_BACKBONES.describe() and f"{layers} layers" in TEXT_BACKBONES.describe()[name]
+    )
 
 
 def test_overrides_and_errors():

@@ -125,8 +125,3 @@ def create_text_encoder(
     return TextEncoder(
         build_text_config(name, vocab_size, max_position_embeddings, **overrides), pooling
     )
-
-
-def describe() -> dict[str, str]:
-    """Text backbone name -> one-line description, for ``selfsup list``."""
-    return TEXT_BACKBONES.describe()

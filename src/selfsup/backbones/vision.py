@@ -42,6 +42,13 @@ _register_timm("vit_small_patch16_224", "ViT-S/16, 384-d CLS features")
 _register_timm("vit_base_patch16_224", "ViT-B/16, 768-d CLS features")
 
 
+def apply_cifar_stem(model: nn.Module) -> None:
+    """Replace a timm ResNet's 7x7 stride-2 stem convolution and max-pool for small images."""
+    width = model.conv1.out_channels
+    model.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+
+
 class VisionBackbone(nn.Module):
     """A timm model without its classifier, returning pooled features.
 
@@ -61,21 +68,22 @@ class VisionBackbone(nn.Module):
     ) -> None:
         super().__init__()
         kwargs = dict(model_kwargs or {})
-        if timm_name.startswith(("vit", "deit")):
-            kwargs.setdefault("img_size", image_size)
-        try:
+        if not timm.is_model(timm_name):
+            raise ValueError(f"timm has no model {timm_name!r}")
+        try:  # models with a fixed input size (ViT, DeiT, EVA, ...) take it as img_size
+            self.model = timm.create_model(
+                timm_name, pretrained=False, num_classes=0, img_size=image_size, **kwargs
+            )
+            kwargs["img_size"] = image_size
+        except TypeError:  # convolutional nets accept any size and reject the keyword
             self.model = timm.create_model(timm_name, pretrained=False, num_classes=0, **kwargs)
-        except RuntimeError as err:  # timm raises RuntimeError for unknown names
-            raise ValueError(f"timm does not know backbone {timm_name!r}: {err}") from None
         is_resnet = hasattr(self.model, "conv1") and hasattr(self.model, "maxpool")
         if cifar_stem is None:
             cifar_stem = is_resnet and image_size <= 64
         if cifar_stem:
             if not is_resnet:
                 raise ValueError(f"cifar_stem applies to ResNets only, not {timm_name!r}")
-            width = self.model.conv1.out_channels
-            self.model.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
-            self.model.maxpool = nn.Identity()
+            apply_cifar_stem(self.model)
         self.timm_name = timm_name
         self.image_size = image_size
         self.cifar_stem = bool(cifar_stem)
@@ -127,8 +135,6 @@ def load_exported_vision(path: str | Path) -> nn.Module:
     config = json.loads((path / "config.json").read_text())
     model = timm.create_model(config["model_name"], pretrained=False, **config["model_kwargs"])
     if config.get("cifar_stem"):
-        width = model.conv1.out_channels
-        model.conv1 = torch.nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
-        model.maxpool = torch.nn.Identity()
+        apply_cifar_stem(model)
     model.load_state_dict(load_file(str(path / "model.safetensors")))
     return model.eval()

@@ -29,6 +29,13 @@ from selfsup.runs import Run, load_run
 PROTOCOLS = ("knn", "zeroshot", "retrieval", "mlm")
 
 
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when a GPU is present, else ``"cpu"``; other names unchanged."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def _source(run: Run, data: str | None) -> DataSource:
     # shuffle_buffer=0: evaluation reads streams in file order, so "the first N" is well defined.
     return build_source(
@@ -52,7 +59,7 @@ def evaluate(
     bank_size: int | None = None,
     query_size: int | None = None,
     batch_size: int = 256,
-    device: str = "cpu",
+    device: str = "auto",
     seed: int = 0,
     random_init: bool = False,
 ) -> dict[str, Any]:
@@ -77,6 +84,7 @@ def evaluate(
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}. Valid: {', '.join(PROTOCOLS)}")
+    device = resolve_device(device)
     run = load_run(run_dir, device, random_init)
     source = _source(run, data)
     if source.test is None:
@@ -84,8 +92,10 @@ def evaluate(
     method = run.method
     base = {"protocol": protocol, "data": source.name, "seed": seed, "random_init": random_init}
     if protocol == "mlm":
-        if method.kind != "text":
-            raise ConfigError(f"protocol mlm needs a text run, {run.path} is a {method.kind} run")
+        if not hasattr(method, "predict_masked"):
+            raise ConfigError(
+                f"protocol mlm needs a masked-LM run; {run.path} is {run.config.method}"
+            )
         from selfsup.data.packing import PackedBlocks
         from selfsup.methods.mlm import masked_token_accuracy
 
@@ -152,12 +162,13 @@ def embed(
     split: str = "test",
     batch_size: int = 256,
     limit: int | None = None,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> Path:
     """Write the encoder's (N, D) features of ``data``'s ``split`` to ``out`` (.npy).
 
     Labels, when the data has them, go to ``out`` with ``.labels.npy`` in place of ``.npy``.
     """
+    device = resolve_device(device)
     run = load_run(run_dir, device)
     source = _source(run, data)
     dataset = source.train if split == "train" else source.test

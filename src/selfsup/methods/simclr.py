@@ -10,8 +10,9 @@ other 2N - 2 views.
 Paper defaults, used here:
     augmentation: random resized crop (scale 0.08-1) + flip, colour jitter of strength s=1
         (0.8, 0.8, 0.8, 0.2) with p=0.8, grayscale p=0.2, Gaussian blur p=0.5 (appendix A).
-        On CIFAR-10 the paper uses s=0.5 and no blur (appendix B.9): we switch to that recipe
-        automatically for images of 64 px or less (``cifar_recipe=None``).
+        On CIFAR-10 the paper uses s=0.5 and no blur (appendix B.9): we switch to that
+        augmentation automatically for images of 64 px or less (``jitter_strength=None``,
+        ``blur=None``); the temperature stays 0.1 unless set.
     projection head: 2-layer MLP, hidden 2048, output 128 (section 4.2, B.1).
     temperature 0.1 (the ImageNet setting of section 5.1; appendix B.9 reports 0.5 as best for
         CIFAR-10 at long schedules; pass ``temperature=0.5`` to follow it).
