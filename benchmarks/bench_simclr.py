@@ -49,7 +49,7 @@ def machine() -> str:
     )
 
 
-def train_and_knn(budget: str, out: Path, precision: str) -> dict:
+def train_and_knn(budget: str, out: Path, precision: str, compile: bool) -> dict:
     from selfsup.config import load_config
     from selfsup.evaluate import evaluate
     from selfsup.pipeline import pretrain
@@ -65,6 +65,7 @@ def train_and_knn(budget: str, out: Path, precision: str) -> dict:
             "num_workers": 2,
             "out": str(out),
             "checkpoint_every": 100,
+            "compile": compile,
         }
     )
     run = pretrain(config, overwrite=True)
@@ -163,6 +164,7 @@ def main() -> int:
     parser.add_argument("--precision", default="bf16-mixed")
     parser.add_argument("--out", default="runs/bench-simclr-cifar10")
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the method")
     parser.add_argument("--steps", type=int, default=3, help="steps per throughput measurement")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--md", default=str(Path(__file__).with_name("simclr.md")))
@@ -172,12 +174,13 @@ def main() -> int:
         return 1
     lines = ["# SimCLR on CIFAR-10 shards (CPU)", "", f"- machine: {machine()}", ""]
     if not args.skip_train:
-        r = train_and_knn(args.budget, Path(args.out), args.precision)
+        r = train_and_knn(args.budget, Path(args.out), args.precision, args.compile)
         s = r["summary"]
         lines += [
             "## kNN top-1 after a wall-clock budget",
             "",
-            f"Command: `python benchmarks/bench_simclr.py --budget {args.budget}` (SimCLR defaults: LARS, "
+            f"Command: `python benchmarks/bench_simclr.py --budget {args.budget}"
+            f"{' --compile' if args.compile else ''}` (SimCLR defaults: LARS, "
             f"lr 0.3 x B/256, wd 1e-6, T=0.1, 10 % warm-up, cosine; ResNet-18 CIFAR stem; batch 256; "
             f"{args.precision}; 2 decoding workers).",
             "",

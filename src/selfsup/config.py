@@ -111,7 +111,9 @@ class RunConfig:
         devices: devices per node (processes under DDP).
         num_nodes: machines.
         strategy: Lightning Fabric strategy ("auto", "ddp", ...).
-        sync_batchnorm: convert BatchNorm layers to SyncBatchNorm under DDP.
+        sync_batchnorm: convert BatchNorm layers to SyncBatchNorm under DDP (GPUs).
+        compile: ``torch.compile`` the method before training (costs about 30-60 s of
+            compilation; about 1.25x faster SimCLR steps on a 2-core CPU, see benchmarks).
         num_workers: DataLoader worker processes (decoding only).
         seed: global seed.
         out: run directory (default ``runs/METHOD-DATA-TIMESTAMP``).
@@ -138,6 +140,7 @@ class RunConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     sync_batchnorm: bool = False
+    compile: bool = False
     num_workers: int = 2
     seed: int = 0
     out: str | None = None

@@ -243,6 +243,8 @@ def pretrain(
     method = cls.build(ctx, **config.method_args)
     if config.sync_batchnorm and fabric.world_size > 1:
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    if config.compile:
+        method.compile()  # in place: parameter names and checkpoints stay those of the eager model
     loader = make_loader(cls.kind, source, tokenizer, config, fabric)
     global_batch = config.batch_size * fabric.world_size * config.optim.accumulate
     optimizer = make_optimizer(method, config, global_batch)
