@@ -130,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "list":
             print(_list())
         elif args.command == "pretrain":
-            from selfsup.pipeline import pretrain, resume_config
+            from selfsup.checks import resume_config
+            from selfsup.pipeline import pretrain
 
             values = {k: getattr(args, k) for k in PRETRAIN_FLAGS if getattr(args, k) is not None}
             if args.resume:

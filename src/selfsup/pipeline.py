@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from lightning_fabric import Fabric
 
-from selfsup.backbones import VISION_BACKBONES
-from selfsup.config import ConfigError, RunConfig, load_config, parse_budget, save_config
+from selfsup.checks import check_backbone, check_compatible, check_method_args
+from selfsup.config import ConfigError, RunConfig, parse_budget, save_config
 from selfsup.data import DataSource, build_source
 from selfsup.engine.checkpoint import (
     latest_checkpoint,
@@ -39,36 +39,9 @@ from selfsup.methods import METHODS, BuildContext, Method
 
 log = logging.getLogger("selfsup")
 
-# Which data kinds each method kind can consume (an image method reads the images of pairs).
-COMPATIBLE = {"image": ("image", "pair"), "text": ("text", "pair"), "pair": ("pair",)}
-
 
 class RunExistsError(FileExistsError):
     """The run directory already holds a run and neither resume nor overwrite was asked for."""
-
-
-def method_class(name: str) -> type[Method]:
-    return METHODS.get(name)
-
-
-def check_method_args(cls: type[Method], args: dict[str, Any]) -> None:
-    """Raise ConfigError for a method argument the method does not take."""
-    valid = cls.argument_names()
-    for key in args:
-        if key not in valid:
-            raise ConfigError(
-                f"unknown method_args key {key!r} for method {cls.__name__}. Valid: "
-                + (", ".join(valid) or "(none)")
-            )
-
-
-def check_compatible(method: str, cls: type[Method], source: DataSource) -> None:
-    if source.kind not in COMPATIBLE[cls.kind]:
-        need = " or ".join(COMPATIBLE[cls.kind])
-        raise ConfigError(
-            f"method {method!r} needs {need} data, but {source.name!r} is {source.kind} data"
-            + (" (no captions)" if cls.kind == "pair" else "")
-        )
 
 
 def default_run_dir(config: RunConfig) -> Path:
@@ -141,60 +114,6 @@ def make_fabric(config: RunConfig) -> Fabric:
     )
 
 
-# What a resumed run may change: how long it trains and how it reports and saves, not what it
-# computes (changing those would make "resume" a different experiment).
-RESUMABLE_CHANGES = frozenset(
-    {
-        "budget",
-        "out",
-        "num_workers",
-        "log_every",
-        "checkpoint_every",
-        "keep_checkpoints",
-        "wandb",
-        "progress",
-    }
-)
-
-
-def resume_config(
-    run_dir: str | Path, overrides: list[str] | None = None, values: dict[str, Any] | None = None
-) -> RunConfig:
-    """The saved config of ``run_dir`` with allowed changes (budget, logging, checkpointing)."""
-    saved = Path(run_dir) / "config.yaml"
-    if not saved.is_file():
-        raise ConfigError(f"--resume {run_dir}: no config.yaml there, so it is not a run directory")
-    before = load_config(saved).to_dict()
-    config = load_config(saved, overrides, values)
-    changed = [
-        k for k, v in config.to_dict().items() if v != before[k] and k not in RESUMABLE_CHANGES
-    ]
-    if changed:
-        raise ConfigError(
-            f"--resume cannot change {', '.join(changed)}; only "
-            + ", ".join(sorted(RESUMABLE_CHANGES))
-            + ". Start a new run (another --out) to change them"
-        )
-    return config
-
-
-def check_backbone(cls: type[Method], name: str | None) -> None:
-    """Raise (listing the valid names) for a backbone the method's kind cannot build."""
-    if name is None:
-        return
-    if cls.kind == "text":
-        from selfsup.backbones.text import TEXT_BACKBONES
-
-        TEXT_BACKBONES.get(name)
-    elif name.startswith("timm:"):
-        import timm
-
-        if not timm.is_model(name.removeprefix("timm:")):
-            raise ConfigError(f"backbone {name!r}: timm has no model of that name")
-    else:
-        VISION_BACKBONES.get(name)
-
-
 def pretrain(
     config: RunConfig,
     resume: str | Path | None = None,
@@ -226,7 +145,7 @@ def pretrain(
                 "--overwrite to replace it, or choose another --out"
             )
     config.validate()
-    cls = method_class(config.method)
+    cls = METHODS.get(config.method)
     check_method_args(cls, config.method_args)
     check_backbone(cls, config.backbone)
     source = build_source(config.data, image_size=config.image_size, seed=config.seed)

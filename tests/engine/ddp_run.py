@@ -6,9 +6,10 @@ Lightning Fabric starts the second process by re-running this script.
 
 import sys
 
+from selfsup.checks import resume_config
 from selfsup.config import load_config
 from selfsup.methods.base import Method
-from selfsup.pipeline import pretrain, resume_config
+from selfsup.pipeline import pretrain
 
 
 class Crash(Exception):

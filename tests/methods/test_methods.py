@@ -68,8 +68,8 @@ def test_unknown_method_lists_valid_names():
 
 
 def test_method_args_are_checked_against_what_the_method_takes():
+    from selfsup.checks import check_method_args
     from selfsup.config import ConfigError
-    from selfsup.pipeline import check_method_args
 
     check_method_args(METHODS.get("simclr"), {"temperature": 0.5, "proj_dim": 64})
     check_method_args(METHODS.get("mlm"), {"hidden_size": 64, "mlm_probability": 0.2})

@@ -15,14 +15,16 @@ from selfsup.views import (
     EvalTransform,
     ViewAugment,
     ViewConfig,
+    blur,
+    color,
     color_jitter,
+    crop,
     gaussian_blur,
     random_grayscale,
     random_resized_crop,
     solarize,
     to_float,
 )
-from selfsup.views import image as views
 
 
 def _images(b=4, h=16, w=16, seed=0):
@@ -125,7 +127,7 @@ def test_resized_crop_matches_torchvision_per_box():
     x = _unit(_images(3, 12, 16))
     boxes = torch.tensor([[0.0, 0.0, 12.0, 16.0], [2.0, 3.0, 5.0, 7.0], [5.0, 1.0, 7.0, 4.0]])
     flip = torch.tensor([False, True, False])
-    y = views._resized_crop(x, boxes, flip, 20)  # upscaling: torchvision needs no antialias
+    y = crop._resized_crop(x, boxes, flip, 20)  # upscaling: torchvision needs no antialias
     for i, (top, left, h, w) in enumerate(boxes.int().tolist()):
         ref = TF.resized_crop(x[i], top, left, h, w, [20, 20], antialias=False)
         ref = torch.flip(ref, dims=[2]) if flip[i] else ref
@@ -137,7 +139,7 @@ def test_crop_boxes_follow_torchvision_distribution():
     scale, ratio = (0.08, 1.0), (3 / 4, 4 / 3)
     g = torch.Generator().manual_seed(0)
     img = torch.zeros(1, 3, height, width)
-    boxes = views._crop_boxes(n, height, width, scale, ratio, img, g)  # (n, 4)
+    boxes = crop._crop_boxes(n, height, width, scale, ratio, img, g)  # (n, 4)
     top, left, h, w = boxes.unbind(1)
     assert torch.equal(boxes, boxes.round())
     assert (h >= 1).all() and (w >= 1).all()
@@ -164,7 +166,7 @@ def test_crop_boxes_follow_torchvision_distribution():
 def test_fixed_scale_and_ratio_give_fixed_box_size():
     g = torch.Generator().manual_seed(0)
     img = torch.zeros(1, 3, 32, 32)
-    boxes = views._crop_boxes(200, 32, 32, (0.25, 0.25), (1.0, 1.0), img, g)
+    boxes = crop._crop_boxes(200, 32, 32, (0.25, 0.25), (1.0, 1.0), img, g)
     assert torch.all(boxes[:, 2:] == 16.0)
     assert boxes[:, :2].min() == 0 and boxes[:, :2].max() == 16  # whole offset range is reached
 
@@ -173,7 +175,7 @@ def test_crop_falls_back_to_centre_when_no_candidate_fits():
     # Wide images with a square-only ratio and full area never fit: fallback is a central crop.
     g = torch.Generator().manual_seed(0)
     img = torch.zeros(1, 3, 10, 20)
-    boxes = views._crop_boxes(5, 10, 20, (1.0, 1.0), (1.0, 1.0), img, g)
+    boxes = crop._crop_boxes(5, 10, 20, (1.0, 1.0), (1.0, 1.0), img, g)
     expected = torch.tensor([[0.0, 5.0, 10.0, 10.0]]).expand(5, 4)
     torch.testing.assert_close(boxes, expected)
 
@@ -181,10 +183,10 @@ def test_crop_falls_back_to_centre_when_no_candidate_fits():
 # --------------------------------------------------------------------------- colour ops vs torchvision
 
 ADJUST = {
-    "brightness": (views._adjust_brightness, TF.adjust_brightness, (0.2, 1.8)),
-    "contrast": (views._adjust_contrast, TF.adjust_contrast, (0.2, 1.8)),
-    "saturation": (views._adjust_saturation, TF.adjust_saturation, (0.2, 1.8)),
-    "hue": (views._adjust_hue, TF.adjust_hue, (-0.5, 0.5)),
+    "brightness": (color._adjust_brightness, TF.adjust_brightness, (0.2, 1.8)),
+    "contrast": (color._adjust_contrast, TF.adjust_contrast, (0.2, 1.8)),
+    "saturation": (color._adjust_saturation, TF.adjust_saturation, (0.2, 1.8)),
+    "hue": (color._adjust_hue, TF.adjust_hue, (-0.5, 0.5)),
 }
 
 
@@ -211,7 +213,7 @@ def test_jitter_order_per_sample_matches_torchvision_sequence():
         (0.3 + 1.4 * u[:, 0], 0.3 + 1.4 * u[:, 1], 0.3 + 1.4 * u[:, 2], u[:, 3] - 0.5), 1
     )
     order = torch.tensor(perms)
-    y = views._jitter_with(x, factors, order)
+    y = color._jitter_with(x, factors, order)
     fns = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
     for i in range(n):
         ref = x[i]
@@ -224,7 +226,7 @@ def test_jitter_without_hue_applies_blends_in_order():
     x = _unit(_images(2, 6, 6))
     factors = torch.tensor([[1.5, 0.5, 1.7, 0.0], [0.4, 1.6, 0.2, 0.0]])
     order = torch.tensor([[3, 2, 1, 0], [0, 3, 1, 2]])
-    y = views._jitter_with(x, factors, order, with_hue=False)
+    y = color._jitter_with(x, factors, order, with_hue=False)
     fns = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation)
     for i in range(2):
         ref = x[i]
@@ -270,7 +272,7 @@ def test_blur_with_tiny_sigma_is_identity():
 def test_blur_matches_torchvision_per_sample_sigma():
     x = _unit(_images(3, 12, 10))
     sigma = torch.tensor([0.3, 1.0, 2.0])
-    y = views._gaussian_blur_sigma(x, sigma, 5)
+    y = blur._gaussian_blur_sigma(x, sigma, 5)
     for i in range(3):
         ref = TF.gaussian_blur(x[i], [5, 5], [sigma[i].item()] * 2)
         torch.testing.assert_close(y[i], ref, atol=1e-5, rtol=0)
@@ -278,9 +280,9 @@ def test_blur_matches_torchvision_per_sample_sigma():
 
 
 def test_blur_kernel_is_ten_percent_of_side_and_odd():
-    assert views.blur_kernel_size(224) == 23  # SimCLR's ImageNet kernel
-    assert views.blur_kernel_size(32) == 3
-    assert views.blur_kernel_size(96) == 9
+    assert blur.blur_kernel_size(224) == 23  # SimCLR's ImageNet kernel
+    assert blur.blur_kernel_size(32) == 3
+    assert blur.blur_kernel_size(96) == 9
 
 
 def test_solarize_matches_torchvision():
