@@ -158,7 +158,7 @@ def pretrain(
     fabric.seed_everything(config.seed)  # same initial weights on every process
 
     tokenizer = prepare_tokenizer(config, source, run_dir, fabric) if cls.kind != "image" else None
-    ctx = BuildContext(config.backbone, config.image_size, tokenizer, config.seq_len)
+    ctx = BuildContext.from_config(config, tokenizer)
     method = cls.build(ctx, **config.method_args)
     if config.sync_batchnorm and fabric.world_size > 1:
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)

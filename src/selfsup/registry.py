@@ -38,7 +38,7 @@ class Registry(Generic[T]):
 
         def wrap(builder: T) -> T:
             if name in self._builders:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+                raise ValueError(f"{self.kind} {name!r} is already registered")
             self._builders[name] = builder
             doc = (builder.__doc__ or "").strip().splitlines()
             self._descriptions[name] = description or (doc[0] if doc else "")

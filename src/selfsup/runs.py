@@ -45,7 +45,7 @@ def load_run(
         from selfsup.data.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(path / "tokenizer")
-    ctx = BuildContext(config.backbone, config.image_size, tokenizer, config.seq_len)
+    ctx = BuildContext.from_config(config, tokenizer)
     with torch.random.fork_rng(devices=[]):  # the run's initialisation, without touching ours
         torch.manual_seed(config.seed)
         method = cls.build(ctx, **config.method_args)

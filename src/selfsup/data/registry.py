@@ -8,10 +8,10 @@ may contain colons. ``folder:/data/pets`` calls the builder registered as ``"fol
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from selfsup.data.source import DataError, DataSource
+from selfsup.registry import Registry, UnknownNameError
 
 __all__ = ["build_source", "list_datasets", "register_dataset", "reject_arg", "require_arg"]
 
@@ -26,14 +26,8 @@ class SourceBuilder(Protocol):
     ) -> DataSource: ...
 
 
-@dataclass(frozen=True)
-class _Entry:
-    builder: SourceBuilder
-    description: str
-    usage: str
-
-
-_REGISTRY: dict[str, _Entry] = {}
+DATASETS: Registry = Registry("dataset")
+_USAGE: dict[str, str] = {}  # name -> how the spec is written, e.g. "folder:PATH"
 
 
 def register_dataset(
@@ -55,9 +49,8 @@ def register_dataset(
     """
 
     def decorator(builder: SourceBuilder) -> SourceBuilder:
-        if name in _REGISTRY:
-            raise ValueError(f"dataset {name!r} is already registered")
-        _REGISTRY[name] = _Entry(builder=builder, description=description, usage=usage or name)
+        DATASETS.register(name, description)(builder)
+        _USAGE[name] = usage or name
         return builder
 
     return decorator
@@ -77,7 +70,7 @@ def list_datasets() -> dict[str, str]:
         ``"folder:PATH"``.
     """
     _ensure_builtins_registered()
-    return {entry.usage: entry.description for _, entry in sorted(_REGISTRY.items())}
+    return {_USAGE[name]: description for name, description in DATASETS.describe().items()}
 
 
 def require_arg(name: str, arg: str | None, what: str = "PATH") -> str:
@@ -132,10 +125,10 @@ def build_source(
     if shuffle_buffer < 0:
         raise DataError(f"shuffle_buffer must be >= 0, got {shuffle_buffer}")
     name, sep, arg = spec.strip().partition(":")
-    entry = _REGISTRY.get(name)
-    if entry is None:
-        valid = ", ".join(sorted(_REGISTRY))
-        raise DataError(f"unknown dataset {name!r} in spec {spec!r}; valid: {valid}")
-    return entry.builder(
+    try:
+        builder = DATASETS.get(name)
+    except UnknownNameError as err:
+        raise DataError(f"{err} (in data spec {spec!r})") from None
+    return builder(
         arg if sep else None, image_size=image_size, seed=seed, shuffle_buffer=shuffle_buffer
     )

@@ -61,6 +61,11 @@ class BuildContext:
     tokenizer: Any = None
     seq_len: int = 128
 
+    @classmethod
+    def from_config(cls, config: Any, tokenizer: Any = None) -> BuildContext:  # noqa: ANN401
+        """The context of a :class:`selfsup.config.RunConfig` (and the run's tokenizer)."""
+        return cls(config.backbone, config.image_size, tokenizer, config.seq_len)
+
 
 class Method(nn.Module):
     """Base class of every self-supervised method.
