@@ -4,7 +4,7 @@ Order of work: everything that can be wrong with names, paths and arguments is c
 (config, method, backbone, data source, compatibility), then the tokenizer is trained (text and
 pair methods), then the method is built and the engine runs. The run directory holds::
 
-    config.yaml  tokenizer/  metrics.jsonl  tensorboard/  checkpoints/  export/  summary.json
+    config.yaml  context.json  tokenizer/  metrics.jsonl  tensorboard/  checkpoints/  export/  summary.json
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def pretrain(
     fabric.seed_everything(config.seed)  # same initial weights on every process
 
     tokenizer = prepare_tokenizer(config, source, run_dir, fabric) if cls.kind != "image" else None
-    ctx = BuildContext.from_config(config, tokenizer)
+    ctx = BuildContext.from_config(config, tokenizer, fabric.world_size, source.num_samples)
     method = cls.build(ctx, **config.method_args)
     if config.sync_batchnorm and fabric.world_size > 1:
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
@@ -175,6 +175,9 @@ def pretrain(
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
+        # What the method was built from besides the config (rebuilding it needs the same).
+        context = {"world_size": ctx.world_size, "num_samples": ctx.num_samples}
+        (run_dir / "context.json").write_text(json.dumps(context))
         if tokenizer is not None and not (run_dir / "tokenizer").exists():
             from selfsup.data.tokenizer import save_tokenizer
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,12 @@ def load_run(
         from selfsup.data.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(path / "tokenizer")
-    ctx = BuildContext.from_config(config, tokenizer)
+    context = {}
+    if (path / "context.json").is_file():
+        context = json.loads((path / "context.json").read_text())
+    ctx = BuildContext.from_config(
+        config, tokenizer, context.get("world_size", 1), context.get("num_samples")
+    )
     with torch.random.fork_rng(devices=[]):  # the run's initialisation, without touching ours
         torch.manual_seed(config.seed)
         method = cls.build(ctx, **config.method_args)

@@ -21,7 +21,8 @@ def test_directory_with_train_and_test_shards(shard_dir):
     assert labels_of(source.train) == list(range(24))  # unshuffled: shard then member order
     assert labels_of(source.test) == list(range(100, 105))
     sample = next(iter(source.train))
-    assert set(sample) == {"image", "label"}
+    assert set(sample) == {"image", "label", "index"}
+    assert [int(s["index"]) for s in source.train] == list(range(24))  # stable sample identity
     assert sample["image"].shape == (3, 8, 8) and sample["image"].dtype == torch.uint8
     assert hasattr(source.train, "set_epoch")
 

@@ -42,6 +42,21 @@ _register_timm("vit_small_patch16_224", "ViT-S/16, 384-d CLS features")
 _register_timm("vit_base_patch16_224", "ViT-B/16, 768-d CLS features")
 
 
+def _register_small_patch_vit(name: str, timm_name: str, patch: int, description: str) -> None:
+    spec = {"timm_name": timm_name, "model_kwargs": {"patch_size": patch}}
+    VISION_BACKBONES.register(name, description)(lambda **kw: {**spec, **kw})
+
+
+# 16-pixel patches leave a 32-pixel image with 4 tokens; CIFAR-scale ViTs use 4-pixel patches
+# (64 tokens at 32 px), as in the ViT-on-CIFAR baselines of MAE-style work.
+_register_small_patch_vit(
+    "vit_tiny_patch4", "vit_tiny_patch16_224", 4, "ViT-Ti with 4x4 patches for 32-64 px images"
+)
+_register_small_patch_vit(
+    "vit_small_patch4", "vit_small_patch16_224", 4, "ViT-S with 4x4 patches for 32-64 px images"
+)
+
+
 def apply_cifar_stem(model: nn.Module) -> None:
     """Replace a timm ResNet's 7x7 stride-2 stem convolution and max-pool for small images."""
     width = model.conv1.out_channels

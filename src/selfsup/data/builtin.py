@@ -54,7 +54,8 @@ class DigitsDataset(Dataset):
         size = (self.image_size, self.image_size)
         big = F.interpolate(small, size=size, mode="bilinear", align_corners=False, antialias=True)
         grey = big[0].round().clamp(0, 255).to(torch.uint8)  # (1, S, S)
-        return {"image": grey.expand(3, -1, -1).contiguous(), "label": self.labels[index]}
+        image = grey.expand(3, -1, -1).contiguous()
+        return {"image": image, "label": self.labels[index], "index": index}
 
 
 @functools.lru_cache(maxsize=1)

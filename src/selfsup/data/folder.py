@@ -138,6 +138,7 @@ class ImageFolderDataset(Dataset):
         return {
             "image": decode_image(self.paths[index], self.image_size),
             "label": self.labels[index],
+            "index": index,
         }
 
 

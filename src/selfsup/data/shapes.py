@@ -264,6 +264,7 @@ class ShapesDataset(Dataset):
             "image": image.contiguous(),  # (3, S, S)
             "text": scene.caption,
             "label": CLASSES.index(scene.objects[0].class_name),
+            "index": index,
         }
 
 

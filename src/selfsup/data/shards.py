@@ -48,6 +48,7 @@ class ShardRecord:
     shard: str
     key: str
     members: dict[str, bytes] = field(default_factory=dict)
+    position: int = 0  # order of the sample within its shard
 
 
 def _split_key(name: str) -> tuple[str, str]:
@@ -132,7 +133,13 @@ def count_shard_samples(shards: list[str]) -> int | None:
     Returns:
         The total, or ``None`` when a shard is compressed (counting would decompress it).
     """
-    total = 0
+    counts = shard_sample_counts(shards)
+    return None if counts is None else sum(counts)
+
+
+def shard_sample_counts(shards: list[str]) -> list[int] | None:
+    """Samples per uncompressed shard (see :func:`count_shard_samples`), or ``None``."""
+    counts = []
     for shard in shards:
         if not shard.lower().endswith(".tar"):
             return None
@@ -147,8 +154,8 @@ def count_shard_samples(shards: list[str]) -> int | None:
                     )
         except (OSError, tarfile.TarError, ValueError) as exc:
             raise DataError(f"cannot read tar shard {shard}: {exc}") from exc
-        total += count
-    return total
+        counts.append(count)
+    return counts
 
 
 class ShardDataset(PartitionedStream[ShardRecord]):
@@ -164,7 +171,10 @@ class ShardDataset(PartitionedStream[ShardRecord]):
         seed: Base seed of the shuffling.
 
     Yields:
-        ``{"image": uint8 (3, S, S), "label": int}`` plus ``"text": str`` when ``with_text``.
+        ``{"image": uint8 (3, S, S), "label": int, "index": int}`` plus ``"text": str`` when
+        ``with_text``. ``index`` numbers the samples in shard order (0 .. N-1), a stable identity
+        for per-sample state such as instance discrimination's memory bank; it is -1 when a
+        shard is compressed (counting its samples would decompress it).
     """
 
     def __init__(
@@ -180,6 +190,17 @@ class ShardDataset(PartitionedStream[ShardRecord]):
         super().__init__(shards, shuffle=shuffle, buffer_size=buffer_size, seed=seed)
         self.image_size = image_size
         self.with_text = with_text
+        self._offsets: dict[str, int] | None = None
+        self._counted = False
+
+    def _offset(self, shard: str) -> int | None:
+        if not self._counted:  # lazily: header reads cost ~0.3 s per 100k samples
+            counts = shard_sample_counts(self.parts)
+            if counts is not None:
+                starts = [sum(counts[:i]) for i in range(len(counts))]
+                self._offsets = dict(zip(self.parts, starts, strict=True))
+            self._counted = True
+        return None if self._offsets is None else self._offsets.get(shard)
 
     def read_part(self, part: str) -> Iterator[ShardRecord]:
         """Yield the samples of one shard, grouping consecutive members by key."""
@@ -193,9 +214,11 @@ class ShardDataset(PartitionedStream[ShardRecord]):
                     if os.path.basename(key).startswith(".") or not ext:
                         continue
                     if record is None or key != record.key:
+                        position = 0
                         if record is not None:
                             yield record
-                        record = ShardRecord(shard=part, key=key)
+                            position = record.position + 1
+                        record = ShardRecord(shard=part, key=key, position=position)
                     handle = archive.extractfile(member)
                     record.members[ext] = handle.read() if handle is not None else b""
         except (OSError, tarfile.TarError, EOFError) as exc:
@@ -220,7 +243,9 @@ class ShardDataset(PartitionedStream[ShardRecord]):
                 label = int(text)
             except ValueError as exc:
                 raise DataError(f"{where}: .cls must hold an integer, got {text!r}") from exc
-        sample: dict[str, Any] = {"image": image, "label": label}
+        offset = self._offset(raw.shard)
+        index = -1 if offset is None else offset + raw.position
+        sample: dict[str, Any] = {"image": image, "label": label, "index": index}
         if self.with_text:
             if "txt" not in raw.members:
                 raise DataError(f"{where} has no .txt caption, but this is an image-text source")

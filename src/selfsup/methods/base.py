@@ -54,17 +54,42 @@ class BuildContext:
         image_size: side of the square uint8 images the data source yields.
         tokenizer: a ``transformers.PreTrainedTokenizerFast`` for text and pair methods.
         seq_len: token block / caption length.
+        batch_size: samples per micro-batch on each process.
+        world_size: number of processes (global batch = ``batch_size * world_size``).
+        num_samples: training samples per epoch when the source knows it (memory banks need it).
     """
 
     backbone: str | None = None
     image_size: int = 32
     tokenizer: Any = None
     seq_len: int = 128
+    batch_size: int = 256
+    world_size: int = 1
+    num_samples: int | None = None
 
     @classmethod
-    def from_config(cls, config: Any, tokenizer: Any = None) -> BuildContext:  # noqa: ANN401
+    def from_config(
+        cls,
+        config: Any,  # noqa: ANN401
+        tokenizer: Any = None,  # noqa: ANN401
+        world_size: int = 1,
+        num_samples: int | None = None,
+    ) -> BuildContext:
         """The context of a :class:`selfsup.config.RunConfig` (and the run's tokenizer)."""
-        return cls(config.backbone, config.image_size, tokenizer, config.seq_len)
+        return cls(
+            config.backbone,
+            config.image_size,
+            tokenizer,
+            config.seq_len,
+            config.batch_size,
+            world_size,
+            num_samples,
+        )
+
+    @property
+    def global_batch(self) -> int:
+        """Samples per micro-batch over all processes."""
+        return self.batch_size * self.world_size
 
 
 class Method(nn.Module):

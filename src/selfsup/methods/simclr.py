@@ -21,21 +21,20 @@ Paper defaults, used here:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from selfsup.backbones import create_vision_backbone
 from selfsup.heads import ProjectionHead
 from selfsup.losses import NTXentLoss
-from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
-from selfsup.views import EvalTransform, ViewAugment
+from selfsup.methods.base import BuildContext, OptimDefaults, register_method
+from selfsup.methods.image import ImageMethod
+from selfsup.views import ViewAugment
 
 
 @register_method("simclr", "SimCLR (Chen et al. 2020): two views, projection MLP, NT-Xent")
-class SimCLR(Method):
+class SimCLR(ImageMethod):
     """SimCLR on images. Batches: ``{"image": uint8 (B, 3, S, S)}``.
 
     Args:
@@ -63,7 +62,7 @@ class SimCLR(Method):
     ) -> None:
         super().__init__()
         small = image_size <= 64
-        self.backbone = create_vision_backbone(backbone, image_size=image_size)
+        self.setup_encoder(backbone, image_size)
         self.projector = ProjectionHead(self.backbone.dim, proj_hidden_dim, proj_dim)
         self.criterion = NTXentLoss(temperature)
         self.augment = ViewAugment.simclr(
@@ -71,7 +70,6 @@ class SimCLR(Method):
             strength=jitter_strength if jitter_strength is not None else (0.5 if small else 1.0),
             blur=blur if blur is not None else not small,
         )
-        self.preprocess = EvalTransform(image_size)
 
     @classmethod
     def build(cls, ctx: BuildContext, **kwargs: Any) -> SimCLR:
@@ -84,9 +82,3 @@ class SimCLR(Method):
         # cover all 2B views, and one large batch runs faster than two halves.
         z1, z2 = self.projector(self.backbone(views)).chunk(2)  # (B, proj_dim) each
         return {"loss": self.criterion(z1, z2)}
-
-    def embed(self, batch: dict[str, Tensor]) -> Tensor:
-        return self.backbone(self.preprocess(batch["image"]))
-
-    def export(self, path: Path) -> None:
-        self.backbone.export(path, self.preprocess.mean, self.preprocess.std)

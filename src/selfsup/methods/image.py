@@ -1,0 +1,56 @@
+"""What every image method shares: the encoder, the evaluation transform, ``embed`` and ``export``.
+
+Methods that learn from images subclass :class:`ImageMethod`, call :meth:`ImageMethod.setup_encoder`
+in their constructor, and implement ``build`` and ``forward``. Evaluation features are always the
+backbone's pooled output on centre-cropped, normalised images, whichever head the method trains.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from torch import Tensor
+
+from selfsup.backbones import VisionBackbone, create_vision_backbone
+from selfsup.methods.base import Method
+from selfsup.views import EvalTransform
+
+
+class ImageMethod(Method):
+    """Base of the image methods: ``self.backbone`` (a :class:`VisionBackbone`) and
+    ``self.preprocess`` (an :class:`EvalTransform`).
+
+    ``architectures`` names the backbone families the method supports (``"resnet"`` for
+    convolutional networks, ``"vit"`` for Vision Transformers); :meth:`setup_encoder` rejects the
+    others with a message naming the method and the families it needs.
+    """
+
+    kind = "image"
+    architectures: ClassVar[frozenset[str]] = frozenset({"resnet", "vit"})
+
+    def setup_encoder(self, backbone: str, image_size: int, **kwargs: object) -> VisionBackbone:
+        """Create ``self.backbone`` and ``self.preprocess``; returns the backbone."""
+        self.backbone = create_vision_backbone(backbone, image_size=image_size, **kwargs)
+        family = architecture(self.backbone)
+        if family not in self.architectures:
+            needs = " or ".join(sorted(self.architectures))
+            raise ValueError(
+                f"{type(self).__name__} needs a {needs} backbone; {backbone!r} is a {family}"
+            )
+        self.preprocess = EvalTransform(image_size)
+        return self.backbone
+
+    def embed(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.backbone(self.preprocess(batch["image"]))
+
+    def export(self, path: Path) -> None:
+        self.backbone.export(path, self.preprocess.mean, self.preprocess.std)
+
+
+def architecture(backbone: VisionBackbone) -> str:
+    """``"vit"`` for timm Vision Transformers (patch embedding + blocks), else ``"resnet"``."""
+    model = backbone.model
+    if hasattr(model, "patch_embed") and hasattr(model, "blocks"):
+        return "vit"
+    return "resnet"
