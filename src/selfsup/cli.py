@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="evaluate a run's encoder")
     e.add_argument("run_dir")
-    e.add_argument("--protocol", default="knn", help="knn, zeroshot, retrieval or mlm")
+    e.add_argument("--protocol", default="knn", help="knn, linear, zeroshot, retrieval or mlm")
     e.add_argument("--data", help="evaluation data (default: the run's)")
     e.add_argument("--k", type=int, default=200, help="kNN neighbours (default 200)")
     e.add_argument(

@@ -45,6 +45,10 @@ def test_image_folder_pretrain_evaluate_embed_export(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["k"] == 3 and result["temperature"] == 0.5 and 0 <= result["top1"] <= 100
     assert (run / "results.jsonl").read_text().count("\n") == 1
+    assert main(["evaluate", str(run), "--protocol", "linear"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["protocol"] == "linear" and 0 <= result["top1"] <= 100 and result["penalty"] > 0
+    assert (run / "results.jsonl").read_text().count("\n") == 2
 
     out = tmp_path / "emb.npy"
     assert main(["embed", str(run), "--out", str(out), "--split", "test"]) == 0

@@ -18,6 +18,7 @@ from selfsup.config import ConfigError
 from selfsup.data import DataSource, build_source
 from selfsup.evaluate.features import collate_for, extract
 from selfsup.evaluate.knn import knn_accuracy
+from selfsup.evaluate.linear import linear_probe
 from selfsup.evaluate.zeroshot import (
     TEMPLATES,
     class_embeddings,
@@ -26,7 +27,7 @@ from selfsup.evaluate.zeroshot import (
 )
 from selfsup.runs import Run, load_run
 
-PROTOCOLS = ("knn", "zeroshot", "retrieval", "mlm")
+PROTOCOLS = ("knn", "linear", "zeroshot", "retrieval", "mlm")
 
 
 def resolve_device(device: str) -> str:
@@ -67,7 +68,8 @@ def evaluate(
 
     Args:
         run_dir: a run directory.
-        protocol: "knn" (labelled data), "zeroshot" and "retrieval" (CLIP runs), "mlm" (masked-token
+        protocol: "knn" and "linear" (labelled data; the linear probe fits an L2-regularised
+            logistic regression on frozen features, see :mod:`selfsup.evaluate.linear`), "zeroshot" and "retrieval" (CLIP runs), "mlm" (masked-token
             accuracy of MLM runs on the held-out split, fixed masking seed).
         data: evaluation data spec (default: the run's data); needs train and test splits.
         k: kNN neighbours.
@@ -105,9 +107,11 @@ def evaluate(
         return _record(run, {**base, "masked_token_acc": 100.0 * acc})
 
     collate = collate_for(method, run.tokenizer, run.config.seq_len)
-    if protocol == "knn":
+    if protocol in ("knn", "linear"):
         if not source.classes:
-            raise ConfigError(f"protocol knn needs labelled data; {source.name!r} has no labels")
+            raise ConfigError(
+                f"protocol {protocol} needs labelled data; {source.name!r} has no labels"
+            )
         bank, bank_y, _ = extract(
             method.embed, source.train, batch_size, bank_size, collate, device
         )
@@ -115,9 +119,13 @@ def evaluate(
             method.embed, source.test, batch_size, query_size, collate, device
         )
         if (bank_y < 0).any() or (query_y < 0).any():
-            raise ConfigError(f"protocol knn needs every sample of {source.name!r} labelled")
+            raise ConfigError(f"protocol {protocol} needs every sample of {source.name!r} labelled")
+        sizes = {"bank": len(bank), "queries": len(query)}
+        if protocol == "linear":
+            probe = linear_probe(bank, bank_y, query, query_y, len(source.classes), seed=seed)
+            return _record(run, {**base, **sizes, **probe})
         acc = knn_accuracy(bank, bank_y, query, query_y, len(source.classes), k, temperature)
-        params = {"k": k, "temperature": temperature, "bank": len(bank), "queries": len(query)}
+        params = {"k": k, "temperature": temperature, **sizes}
         return _record(run, {**base, **params, **acc})
 
     if method.kind != "pair" or not hasattr(method, "encode_text"):
