@@ -49,6 +49,8 @@ def test_image_folder_pretrain_evaluate_embed_export(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["protocol"] == "linear" and 0 <= result["top1"] <= 100 and result["penalty"] > 0
     assert (run / "results.jsonl").read_text().count("\n") == 2
+    assert main(["evaluate", str(run), "--protocol", "zeroshot"]) == 2  # not for an image method
+    assert "its protocols: knn, linear" in capsys.readouterr().err
 
     out = tmp_path / "emb.npy"
     assert main(["embed", str(run), "--out", str(out), "--split", "test"]) == 0

@@ -13,6 +13,11 @@ TINY = {
     "simclr": {"proj_hidden_dim": 64, "proj_dim": 16},
     "mlm": {},
     "clip": {"text_backbone": "bert-tiny", "embed_dim": 16},
+    "instdisc": {"feature_dim": 16, "num_negatives": 64},
+    "moco": {"queue_size": 16, "proj_hidden_dim": 32, "proj_dim": 8, "bn_splits": 2},
+    "mocov3": {"proj_hidden_dim": 32, "proj_dim": 8, "pred_hidden_dim": 32},
+    "byol": {"proj_hidden_dim": 32, "proj_dim": 8, "pred_hidden_dim": 32},
+    "simsiam": {"proj_hidden_dim": 32, "proj_dim": 16, "pred_hidden_dim": 8},
 }
 BACKBONE = {"image": "resnet18", "text": "bert-tiny", "pair": "resnet18"}
 
@@ -22,6 +27,8 @@ def make_batch(kind, tokenizer, b=4, size=16, seq_len=12):
     batch = {}
     if kind in ("image", "pair"):
         batch["image"] = torch.randint(0, 256, (b, 3, size, size), dtype=torch.uint8, generator=g)
+        batch["label"] = torch.full((b,), -1)
+        batch["index"] = torch.arange(b)
     if kind in ("text", "pair"):
         texts = ["a small red circle above a blue square", "the quick brown fox"] * (b // 2)
         enc = tokenizer(
@@ -48,7 +55,14 @@ def test_every_registered_method_has_a_tiny_config():
 def test_method_step(name, tiny_tokenizer):
     torch.manual_seed(0)
     cls = METHODS.get(name)
-    ctx = BuildContext(BACKBONE[cls.kind], image_size=16, tokenizer=tiny_tokenizer, seq_len=12)
+    ctx = BuildContext(
+        BACKBONE.get(name, BACKBONE[cls.kind]),
+        image_size=16,
+        tokenizer=tiny_tokenizer,
+        seq_len=12,
+        batch_size=4,
+        num_samples=16,
+    )
     method = cls.build(ctx, **TINY[name])
     batch = make_batch(cls.kind, tiny_tokenizer)
     out = method(batch)

@@ -92,12 +92,13 @@ def evaluate(
     if source.test is None:
         raise ConfigError(f"data {source.name!r} has no test split to evaluate on")
     method = run.method
+    if protocol not in method.protocols:
+        raise ConfigError(
+            f"protocol {protocol} does not apply to a {run.config.method} run ({run.path}); "
+            f"its protocols: {', '.join(method.protocols)}"
+        )
     base = {"protocol": protocol, "data": source.name, "seed": seed, "random_init": random_init}
     if protocol == "mlm":
-        if not hasattr(method, "predict_masked"):
-            raise ConfigError(
-                f"protocol mlm needs a masked-LM run; {run.path} is {run.config.method}"
-            )
         from selfsup.data.packing import PackedBlocks
         from selfsup.methods.mlm import masked_token_accuracy
 
@@ -127,11 +128,6 @@ def evaluate(
         acc = knn_accuracy(bank, bank_y, query, query_y, len(source.classes), k, temperature)
         params = {"k": k, "temperature": temperature, **sizes}
         return _record(run, {**base, **params, **acc})
-
-    if method.kind != "pair" or not hasattr(method, "encode_text"):
-        raise ConfigError(
-            f"protocol {protocol} needs an image-text run (clip); {run.path} is {run.config.method}"
-        )
 
     def encode_text(texts: list[str]) -> torch.Tensor:
         return method.encode_text(**method.tokenize(texts, device))

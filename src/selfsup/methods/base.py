@@ -95,13 +95,16 @@ class BuildContext:
 class Method(nn.Module):
     """Base class of every self-supervised method.
 
-    Subclasses set ``kind`` ("image", "text" or "pair": the data they consume) and ``defaults``,
+    Subclasses set ``kind`` ("image", "text" or "pair": the data they consume), ``defaults`` and,
+    when they support more than kNN and the linear probe, ``protocols``;
     implement ``build``, ``forward``, ``embed`` and ``export``, and may override ``after_step`` and
     ``param_groups``.
     """
 
     kind: ClassVar[str] = "image"
     defaults: ClassVar[OptimDefaults] = OptimDefaults()
+    # Evaluation protocols the method's encoder supports (``selfsup evaluate --protocol``).
+    protocols: ClassVar[tuple[str, ...]] = ("knn", "linear")
     # Constructor arguments the pipeline sets from the run config (not user method_args).
     provided_args: ClassVar[frozenset[str]] = frozenset()
 

@@ -49,6 +49,7 @@ class CLIP(Method):
     """
 
     kind = "pair"
+    protocols = ("knn", "linear", "zeroshot", "retrieval")
     provided_args = frozenset({"max_len"})
     defaults = OptimDefaults(
         optimizer="adamw", lr=5e-4, weight_decay=0.2, betas=(0.9, 0.98), eps=1e-6

@@ -59,6 +59,7 @@ class MaskedLM(Method):
     """
 
     kind: ClassVar[str] = "text"
+    protocols: ClassVar[tuple[str, ...]] = ("mlm", "knn", "linear")
     # BERT used lr 1e-4 for 1M steps of BERT-Base. The runs this library targets are short
     # (minutes to hours) and the models small, where 5e-4 trains much faster and stays stable:
     # ELECTRA-Small's generator/discriminator (Clark et al. 2020) and Turc et al.'s compact BERTs

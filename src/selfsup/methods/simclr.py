@@ -17,6 +17,10 @@ Paper defaults, used here:
     temperature 0.1 (the ImageNet setting of section 5.1; appendix B.9 reports 0.5 as best for
         CIFAR-10 at long schedules; pass ``temperature=0.5`` to follow it).
     optimizer: LARS, lr = 0.3 x batch / 256, weight decay 1e-6, linear warm-up then cosine decay.
+
+The loss can be swapped for another two-view loss of
+:data:`selfsup.losses.registry.CONTRASTIVE_LOSSES` (``loss="triplet"``, ``"nce"``, ``"softmax"``)
+to compare objectives with everything else held fixed; NT-Xent is the paper's.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import torch
 from torch import Tensor
 
 from selfsup.heads import ProjectionHead
-from selfsup.losses import NTXentLoss
+from selfsup.losses.registry import create_contrastive_loss
 from selfsup.methods.base import BuildContext, OptimDefaults, register_method
 from selfsup.methods.image import ImageMethod
 from selfsup.views import ViewAugment
@@ -45,6 +49,9 @@ class SimCLR(ImageMethod):
         proj_dim: output dimension of the projection MLP.
         jitter_strength: colour jitter strength s; ``None`` picks 1.0, or 0.5 on small images.
         blur: Gaussian blur in the views; ``None`` picks on for images larger than 64 px.
+        loss: name of the two-view loss in ``CONTRASTIVE_LOSSES``.
+        loss_args: the loss's own arguments (``margin``, ``mining``...). A loss that takes a
+            ``temperature`` gets ``temperature`` above unless ``loss_args`` sets it.
     """
 
     kind = "image"
@@ -59,12 +66,14 @@ class SimCLR(ImageMethod):
         proj_dim: int = 128,
         jitter_strength: float | None = None,
         blur: bool | None = None,
+        loss: str = "nt_xent",
+        loss_args: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         small = image_size <= 64
         self.setup_encoder(backbone, image_size)
         self.projector = ProjectionHead(self.backbone.dim, proj_hidden_dim, proj_dim)
-        self.criterion = NTXentLoss(temperature)
+        self.criterion = create_contrastive_loss(loss, loss_args, temperature=temperature)
         self.augment = ViewAugment.simclr(
             image_size,
             strength=jitter_strength if jitter_strength is not None else (0.5 if small else 1.0),
