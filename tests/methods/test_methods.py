@@ -18,8 +18,12 @@ TINY = {
     "mocov3": {"proj_hidden_dim": 32, "proj_dim": 8, "pred_hidden_dim": 32},
     "byol": {"proj_hidden_dim": 32, "proj_dim": 8, "pred_hidden_dim": 32},
     "simsiam": {"proj_hidden_dim": 32, "proj_dim": 16, "pred_hidden_dim": 8},
+    "mae": {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2},
+    "inpainting": {"decoder_width": 32},
+    "colorization": {"head_width": 32},
 }
 BACKBONE = {"image": "resnet18", "text": "bert-tiny", "pair": "resnet18"}
+BACKBONE_FOR = {"mae": "vit_tiny_patch4"}  # methods that need another backbone family
 
 
 def make_batch(kind, tokenizer, b=4, size=16, seq_len=12):
@@ -56,7 +60,7 @@ def test_method_step(name, tiny_tokenizer):
     torch.manual_seed(0)
     cls = METHODS.get(name)
     ctx = BuildContext(
-        BACKBONE.get(name, BACKBONE[cls.kind]),
+        BACKBONE_FOR.get(name, BACKBONE[cls.kind]),
         image_size=16,
         tokenizer=tiny_tokenizer,
         seq_len=12,

@@ -116,8 +116,17 @@ class VisionBackbone(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
-    def export(self, path: Path, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        """Write ``model.safetensors`` and ``config.json`` that rebuild the encoder with timm."""
+    def export(
+        self,
+        path: Path,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Write ``model.safetensors`` and ``config.json`` that rebuild the encoder with timm.
+
+        ``extra`` adds keys to ``config.json`` (e.g. how a method's inputs differ from RGB).
+        """
         path.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         save_file(state, str(path / "model.safetensors"))
@@ -131,6 +140,7 @@ class VisionBackbone(nn.Module):
             "image_size": self.image_size,
             "mean": list(mean),
             "std": list(std),
+            **(extra or {}),
         }
         (path / "config.json").write_text(json.dumps(config, indent=2))
 
