@@ -21,6 +21,10 @@ TINY = {
     "mae": {"decoder_dim": 32, "decoder_depth": 1, "decoder_heads": 2},
     "inpainting": {"decoder_width": 32},
     "colorization": {"head_width": 32},
+    "swav": {"num_prototypes": 16, "proj_hidden_dim": 32, "proj_dim": 8, "num_local": 2},
+    "dino": {"out_dim": 32, "hidden_dim": 32, "bottleneck_dim": 8, "num_local": 2},
+    "barlowtwins": {"proj_dim": 32},
+    "vicreg": {"proj_dim": 32},
 }
 BACKBONE = {"image": "resnet18", "text": "bert-tiny", "pair": "resnet18"}
 BACKBONE_FOR = {"mae": "vit_tiny_patch4"}  # methods that need another backbone family

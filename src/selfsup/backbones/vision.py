@@ -151,7 +151,9 @@ def create_vision_backbone(name: str, image_size: int, **kwargs: Any) -> VisionB
         spec = {"timm_name": name.removeprefix("timm:")}
     else:
         spec = VISION_BACKBONES.create(name)
-    return VisionBackbone(image_size=image_size, **spec, **kwargs)
+    # A registered backbone's own timm arguments (e.g. patch_size) merge with the caller's.
+    model_kwargs = {**spec.pop("model_kwargs", {}), **(kwargs.pop("model_kwargs", None) or {})}
+    return VisionBackbone(image_size=image_size, **spec, model_kwargs=model_kwargs, **kwargs)
 
 
 def load_exported_vision(path: str | Path) -> nn.Module:

@@ -1,0 +1,78 @@
+"""Barlow Twins: redundancy reduction between the embeddings of two views.
+
+Zbontar, Jing, Misra, LeCun, Deny. "Barlow Twins: Self-Supervised Learning via Redundancy
+Reduction". ICML 2021. https://arxiv.org/abs/2103.03230
+
+Algorithm (paper, algorithm 1): two views -> encoder -> projector -> embeddings standardised along
+the (global) batch -> cross-correlation matrix C -> ``sum_i (1 - C_ii)^2 + lambda sum_{i!=j}
+C_ij^2``, which pushes C towards the identity.
+
+Paper defaults, used here:
+    augmentation: BYOL's asymmetric pair (crop scale 0.08-1, blur p=1.0 / 0.1, solarisation
+        p=0 / 0.2, colour jitter (0.4, 0.4, 0.2, 0.1) p=0.8, grayscale p=0.2). At 64 px or less
+        the blur is off (a 10 % kernel is a few pixels; SimCLR drops it on CIFAR-10 too).
+    projector: 3 linear layers of 8192 (BN + ReLU between); ``proj_hidden_dim`` defaults to
+        ``proj_dim``, as the paper keeps every layer the same width.
+    lambda 0.0051; C in float32 over the global batch.
+    optimizer: LARS, lr 0.2 x batch / 256 for the weights, weight decay 1.5e-6, biases and batch
+        norm parameters excluded from LARS and weight decay. The paper gives biases and batch-norm
+        parameters a smaller lr (0.0048 x batch / 256); here they share the weights' lr, as the
+        optimizer builder has no per-group lr ratio.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from selfsup.heads import ProjectionHead
+from selfsup.losses.redundancy import barlow_twins_loss
+from selfsup.methods.base import BuildContext, OptimDefaults, register_method
+from selfsup.methods.image import ImageMethod
+from selfsup.views.multicrop import MultiCrop
+
+
+@register_method(
+    "barlowtwins", "Barlow Twins (Zbontar et al. 2021): cross-correlation of two views -> identity"
+)
+class BarlowTwins(ImageMethod):
+    """Barlow Twins on images. Batches: ``{"image": uint8 (B, 3, S, S)}``.
+
+    Args:
+        backbone: vision backbone name.
+        image_size: side S of the input images; views are cropped back to S.
+        proj_dim: output dimension of the projector.
+        proj_hidden_dim: hidden width of the projector; None = ``proj_dim``.
+        lambd: weight of the off-diagonal term.
+        blur: Gaussian blur in the views; None picks on for images larger than 64 px.
+    """
+
+    kind = "image"
+    defaults = OptimDefaults(optimizer="lars", lr=0.2, weight_decay=1.5e-6, scale_lr=True)
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        image_size: int = 32,
+        proj_dim: int = 8192,
+        proj_hidden_dim: int | None = None,
+        lambd: float = 0.0051,
+        blur: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.setup_encoder(backbone, image_size)
+        hidden = proj_hidden_dim or proj_dim
+        self.projector = ProjectionHead(self.backbone.dim, hidden, proj_dim, num_layers=3)
+        self.views = MultiCrop.byol(image_size, blur=blur if blur is not None else image_size > 64)
+        self.lambd = lambd
+
+    @classmethod
+    def build(cls, ctx: BuildContext, **kwargs: Any) -> BarlowTwins:
+        return cls(backbone=ctx.backbone or "resnet18", image_size=ctx.image_size, **kwargs)
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        (views,) = self.views(batch["image"])  # (2B, 3, S, S): view 1 of every image, then view 2
+        # One pass over both views: the backbone's batch norm sees all 2B images.
+        z1, z2 = self.projector(self.backbone(views)).chunk(2)  # (B, proj_dim) each
+        return {"loss": barlow_twins_loss(z1, z2, self.lambd)}
