@@ -54,6 +54,11 @@ def test_step_trains_the_student_only_and_the_teacher_sees_global_crops_only():
     method.eval()
     feats = method.embed(_batch())
     assert feats.shape == (4, 512) and torch.isfinite(feats).all()
+    # the paper evaluates the teacher; the student is an option
+    x = method.preprocess(_batch()["image"])
+    assert torch.equal(feats, method.teacher_backbone(x))
+    method.evaluate_teacher = False
+    assert torch.equal(method.embed(_batch()), method.backbone(x))
 
 
 def test_bf16_autocast_gives_a_finite_loss():
