@@ -193,6 +193,9 @@ class TwoProcessWorld:
     def get_world_size(self):
         return 2
 
+    def get_rank(self):
+        return 0
+
     def all_gather(self, out, x):
         out[0].copy_(x)
         out[1].copy_(self.peer.pop(0))
@@ -202,6 +205,7 @@ class TwoProcessWorld:
 
 
 def test_bank_update_and_z_gather_every_process(monkeypatch):
+    import selfsup.losses.distributed as distributed
     import selfsup.methods.instdisc as instdisc
 
     torch.manual_seed(0)
@@ -210,7 +214,9 @@ def test_bank_update_and_z_gather_every_process(monkeypatch):
     feats = F.normalize(torch.randn(2, 4, TINY["feature_dim"]), dim=2)  # (process, B, D)
     method._pending = [(torch.arange(4), feats[0])]
     peer_z = torch.tensor(N * math.exp(1.0))
-    monkeypatch.setattr(instdisc, "dist", TwoProcessWorld([torch.arange(4, 8), feats[1], peer_z]))
+    world = TwoProcessWorld([torch.arange(4, 8), feats[1], peer_z])
+    monkeypatch.setattr(instdisc, "dist", world)
+    monkeypatch.setattr(distributed, "dist", world)
     method.after_step(1, 10)
     # the other process's rows are written too, so every process keeps the same bank
     expected = before.clone()

@@ -47,3 +47,15 @@ def gather_with_grad(x: Tensor) -> Tensor:
     if world == 1:
         return x
     return torch.cat(_AllGather.apply(x), dim=0)
+
+
+@torch.no_grad()
+def gather_no_grad(x: Tensor, dim: int = 0) -> Tensor:
+    """Concatenate ``x`` from every process along ``dim``, outside autograd (for state such as
+    queues and memory banks that every process must keep identical). ``x`` itself on one process."""
+    _, world = world_info()
+    if world == 1:
+        return x
+    out = [torch.empty_like(x) for _ in range(world)]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out, dim=dim)

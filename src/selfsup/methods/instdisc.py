@@ -37,6 +37,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfsup.losses.distributed import gather_no_grad
 from selfsup.losses.nce import binary_nce
 from selfsup.methods.base import BuildContext, OptimDefaults, register_method
 from selfsup.methods.image import ImageMethod
@@ -131,7 +132,10 @@ class InstDisc(ImageMethod):
         pending, self._pending = self._pending, []
         m = self.bank_momentum
         for index, f in pending:  # one micro-batch at a time: its indices are distinct
-            index, f = _all_gather(index), _all_gather(f)  # (W*B,), (W*B, D): same on every rank
+            index, f = (
+                gather_no_grad(index),
+                gather_no_grad(f),
+            )  # (W*B,), (W*B, D): same on every rank
             self.bank[index] = F.normalize(m * self.bank[index] + (1.0 - m) * f, dim=1)
 
     def _draw_noise(self, device: torch.device) -> Tensor:
@@ -158,12 +162,3 @@ class InstDisc(ImageMethod):
                 " or ids beyond num_samples"
             )
         return index
-
-
-def _all_gather(x: Tensor) -> Tensor:
-    """Concatenate ``x`` (B, ...) from every process -> (W*B, ...), without gradients."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(out, x.contiguous())
-    return torch.cat(out)

@@ -28,12 +28,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup.heads import ProjectionHead
-from selfsup.losses.distributed import world_info
+from selfsup.losses.distributed import gather_no_grad, world_info
 from selfsup.losses.swav import sinkhorn_knopp, swapped_prediction_loss
 from selfsup.methods.base import BuildContext, OptimDefaults, register_method
 from selfsup.methods.image import ImageMethod
@@ -163,11 +162,7 @@ class SwAV(ImageMethod):
     @torch.no_grad()
     def _enqueue(self, z: Tensor) -> None:
         """Push the global batch's embeddings z (G, B, D) to the front of the queue."""
-        _, world = world_info()
-        if world > 1:
-            parts = [torch.empty_like(z) for _ in range(world)]
-            dist.all_gather(parts, z.contiguous())
-            z = torch.cat(parts, dim=1)  # (G, W*B, D)
+        z = gather_no_grad(z, dim=1)  # (G, W*B, D)
         n = min(z.shape[1], self.queue_length)
         self.queue.copy_(torch.cat([z[:, :n].to(self.queue.dtype), self.queue[:, :-n]], dim=1))
         self.queue_filled.add_(n).clamp_(max=self.queue_length)
