@@ -25,6 +25,9 @@ TINY = {
     "dino": {"out_dim": 32, "hidden_dim": 32, "bottleneck_dim": 8, "num_local": 2},
     "barlowtwins": {"proj_dim": 32},
     "vicreg": {"proj_dim": 32},
+    "rotation": {},
+    "jigsaw": {"num_permutations": 10, "head_hidden_dim": 16},
+    "relative_patch": {"head_hidden_dim": 16},
 }
 BACKBONE = {"image": "resnet18", "text": "bert-tiny", "pair": "resnet18"}
 BACKBONE_FOR = {"mae": "vit_tiny_patch4"}  # methods that need another backbone family
