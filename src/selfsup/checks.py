@@ -73,6 +73,22 @@ def resume_config(
     return config
 
 
+def check_precision_and_norm(
+    method: str, cls: type[Method], precision: str, sync_batchnorm: bool
+) -> None:
+    """Raise for a precision or batch-norm setting that would silently break the method."""
+    if precision == "bf16-true" and cls.fp32_state:
+        raise ConfigError(
+            f"precision=bf16-true: {method} keeps state that bf16 storage would freeze (momentum "
+            "encoders move by less than bf16's resolution each step); use precision=bf16-mixed"
+        )
+    if sync_batchnorm and not cls.allows_sync_batchnorm:
+        raise ConfigError(
+            f"sync_batchnorm=true would undo {method}'s shuffling batch norm (its key encoder "
+            "needs per-process statistics); leave sync_batchnorm off"
+        )
+
+
 def check_backbone(cls: type[Method], name: str | None) -> None:
     """Raise (listing the valid names) for a backbone the method's kind cannot build."""
     if name is None:

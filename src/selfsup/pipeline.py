@@ -21,7 +21,12 @@ from typing import Any
 import torch
 from lightning_fabric import Fabric
 
-from selfsup.checks import check_backbone, check_compatible, check_method_args
+from selfsup.checks import (
+    check_backbone,
+    check_compatible,
+    check_method_args,
+    check_precision_and_norm,
+)
 from selfsup.config import ConfigError, RunConfig, parse_budget, save_config
 from selfsup.data import DataSource, build_source
 from selfsup.engine.checkpoint import (
@@ -148,6 +153,7 @@ def pretrain(
     cls = METHODS.get(config.method)
     check_method_args(cls, config.method_args)
     check_backbone(cls, config.backbone)
+    check_precision_and_norm(config.method, cls, config.precision, config.sync_batchnorm)
     source = build_source(config.data, image_size=config.image_size, seed=config.seed)
     check_compatible(config.method, cls, source)
 

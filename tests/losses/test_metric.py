@@ -42,8 +42,8 @@ def semi_hard_ref(x, labels, margin, distance):
             if p == a or labels[p] != labels[a]:
                 continue
             d_ap = dist_np(x[a], x[p], distance)
-            semi = [d for d in negs if d_ap < d < d_ap + margin]
-            d_an = min(semi) if semi else min(negs)
+            farther = [d for d in negs if d > d_ap]  # semi-hard first, else beyond the margin
+            d_an = min(farther) if farther else max(negs)  # never the hardest as a fallback
             terms.append(max(d_ap - d_an + margin, 0.0))
     return np.mean(terms)
 
@@ -129,10 +129,14 @@ def test_semi_hard_prefers_the_semi_hard_negative():
     labels = torch.tensor([0, 0, 1, 2, 3])
     loss = semi_hard_triplet_loss(x, labels, margin=0.5, anchors=torch.tensor([0]))
     assert float(loss) == pytest.approx(1.0 - 1.2 + 0.5)
-    # without a semi-hard one it falls back to the hardest negative
+    # without a semi-hard one it takes the closest negative beyond the margin: no cost
     keep = torch.tensor([0, 1, 2, 4])
     loss = semi_hard_triplet_loss(x[keep], labels[keep], margin=0.5, anchors=torch.tensor([0]))
-    assert float(loss) == pytest.approx(1.0 - 0.5 + 0.5)
+    assert float(loss) == 0.0
+    # with every negative closer than the positive, the farthest of them, not the hardest
+    x2 = torch.tensor([[0.0], [1.0], [0.5], [0.8]])
+    loss = semi_hard_triplet_loss(x2, torch.tensor([0, 0, 1, 2]), 0.5, anchors=torch.tensor([0]))
+    assert float(loss) == pytest.approx(1.0 - 0.8 + 0.5)
 
 
 def test_batch_all_matches_loop():

@@ -24,7 +24,7 @@ def _coordinate_images(b, size):
 
 @pytest.mark.parametrize("size", [16, 32, 64])
 def test_label_is_the_neighbours_offset_and_patches_are_disjoint_and_inside(size):
-    method = _build(size)
+    method = _build(size, crop_scale=(1.0, 1.0))  # the grid on the whole image: exact positions
     cell, p, j = size // 3, method.patch_size, method.jitter
     assert (p, j) == {16: (3, 0), 32: (7, 1), 64: (14, 1)}[size]
     images = _coordinate_images(400, size)
@@ -45,6 +45,18 @@ def test_label_is_the_neighbours_offset_and_patches_are_disjoint_and_inside(size
         gap = max(abs(rn - rc), abs(cn - cc)) - p  # along the axis that separates them
         assert gap >= cell - p - 2 * j >= 1
     assert sorted(set(labels.tolist())) == list(range(8))
+
+
+def test_random_crop_moves_the_grid_so_absolute_position_does_not_give_the_label_away():
+    method = _build(32)
+    images = _coordinate_images(400, 32)
+    patches, labels = method.pairs(images)
+    pix = (patches * 255).round()  # channel 0: source row, channel 1: source column
+    centre_rows = pix[:, 0, 0, 0, 0]
+    assert centre_rows.max() - centre_rows.min() >= 6  # without the crop: within 2 pixels
+    # a given label comes from many source regions
+    rows_label0 = pix[labels == 0, 1, 0, 0, 0]
+    assert rows_label0.max() - rows_label0.min() >= 4
 
 
 def test_neighbour_offsets_are_the_eight_cells_around_the_centre():

@@ -76,16 +76,22 @@ def test_vit_backbone_without_head_batch_norm():
     assert math.isfinite(float(out["loss"]))
 
 
-def test_center_is_updated_with_the_teacher_batch_mean_after_the_loss():
+def test_center_moves_once_per_optimizer_step_by_the_mean_over_its_micro_batches():
     method = _build()
     outputs = []
     method.teacher_head.register_forward_hook(lambda m, i, o: outputs.append(o.detach()))
     with torch.no_grad():
         method.center.copy_(torch.randn(1, 32))
     before = method.center.clone()
+    method(_batch(seed=0))
+    method(_batch(seed=1))  # two micro-batches of one optimizer step
+    assert torch.equal(method.center, before)  # both saw the same centre
+    method.after_step(1, 10)
+    teacher = torch.cat(outputs)  # (2 * 2B, K)
+    assert torch.allclose(method.center, 0.9 * before + 0.1 * teacher.mean(0, keepdim=True))
     with torch.no_grad():
-        method(_batch())
-    (teacher,) = outputs  # (2B, K)
+        method(_batch())  # evaluation-style forwards leave the centre alone
+    method.after_step(2, 10)
     assert torch.allclose(method.center, 0.9 * before + 0.1 * teacher.mean(0, keepdim=True))
 
 

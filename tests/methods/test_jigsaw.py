@@ -94,18 +94,27 @@ def _coordinate_images(b, size):
 
 def test_puzzle_tiles_come_from_the_cells_the_label_says():
     method = _build(size=32, gray_p=0.0, channel_jitter=0)
-    assert method.tile_size == 8  # 10-pixel cells at 32 px
+    assert (method.tile_size, method.jitter) == (7, 1)  # 10-pixel cells at 32 px
     images = _coordinate_images(64, 32)
     tiles, labels = method.puzzles(images)
-    assert tiles.shape == (64, 9, 3, 8, 8) and labels.shape == (64,)
+    assert tiles.shape == (64, 9, 3, 7, 7) and labels.shape == (64,)
     pix = (tiles * 255).round().long()
+    gaps = []
     for b in range(64):
         order = method.permutations[labels[b]]
+        corner = {}
         for i in range(9):
             r, c = int(pix[b, i, 0, 0, 0]), int(pix[b, i, 1, 0, 0])
             cell = int(order[i])
             assert (r // 10, c // 10) == (cell // 3, cell % 3)  # grid origin + offset <= 4 px
-            assert torch.equal(pix[b, i, :2], images[b, :2, r : r + 8, c : c + 8].long())
+            assert torch.equal(pix[b, i, :2], images[b, :2, r : r + 7, c : c + 7].long())
+            corner[cell] = (r, c)
+        for cell in range(9):  # neighbours never touch: no edge to continue across tiles
+            if cell % 3 < 2:
+                gaps.append(corner[cell + 1][1] - corner[cell][1] - 7)
+            if cell < 6:
+                gaps.append(corner[cell + 3][0] - corner[cell][0] - 7)
+    assert min(gaps) >= 1 and max(gaps) > min(gaps)  # at least one pixel apart, and jittered
     assert set(labels.tolist()) <= set(range(10)) and len(set(labels.tolist())) > 5
 
 

@@ -101,3 +101,15 @@ def test_method_args_are_checked_against_what_the_method_takes():
     for name, bad in (("simclr", "temprature"), ("mlm", "hidden_sise"), ("clip", "backbone")):
         with pytest.raises(ConfigError, match=bad):
             check_method_args(METHODS.get(name), {bad: 1})
+
+
+def test_settings_that_would_silently_break_a_method_are_refused():
+    from selfsup.checks import check_precision_and_norm
+    from selfsup.config import ConfigError
+
+    for name in ("moco", "mocov3", "byol", "dino", "swav", "instdisc", "colorization"):
+        with pytest.raises(ConfigError, match="bf16-mixed"):
+            check_precision_and_norm(name, METHODS.get(name), "bf16-true", False)
+    check_precision_and_norm("simclr", METHODS.get("simclr"), "bf16-true", True)
+    with pytest.raises(ConfigError, match="shuffling batch norm"):
+        check_precision_and_norm("moco", METHODS.get("moco"), "bf16-mixed", True)

@@ -49,7 +49,7 @@ def test_each_process_finds_its_positives_at_its_rank_offset(monkeypatch):
     # tests/losses/test_distributed.py; here, which gathered key is each query's positive.
     torch.manual_seed(0)
     q, k = torch.randn(8, 6), torch.randn(8, 6)
-    monkeypatch.setattr(mocov3, "gather_with_grad", lambda local: k)  # every process's keys
+    monkeypatch.setattr(mocov3, "gather_no_grad", lambda local: k)  # every process's keys
     losses = []
     for rank in (0, 1):
         monkeypatch.setattr(mocov3, "world_info", lambda rank=rank: (rank, 2))
@@ -95,13 +95,23 @@ def test_momentum_encoder_copies_backbone_and_projector_and_follows_the_cosine_s
     assert mom == 1.0  # the last step leaves the momentum encoder where it was
 
 
-def test_heads_end_in_batch_norm_without_affine():
+def linears(head):
+    return sum(isinstance(x, torch.nn.Linear) for x in head)
+
+
+def ends_in_plain_bn(head):
+    return isinstance(head[-1], torch.nn.BatchNorm1d) and not head[-1].affine
+
+
+def test_heads_follow_the_resnet_and_the_vit_recipes():
     m = build()
-    assert m.temperature == 1.0  # the ResNet recipe
-    assert sum(isinstance(x, torch.nn.Linear) for x in m.projector) == 3
-    assert sum(isinstance(x, torch.nn.Linear) for x in m.predictor) == 2
-    for head in (m.projector, m.predictor):
-        assert isinstance(head[-1], torch.nn.BatchNorm1d) and not head[-1].affine
+    assert m.temperature == 1.0  # the ResNet recipe: 2-layer projector, predictor without out-BN
+    assert (linears(m.projector), linears(m.predictor)) == (2, 2)
+    assert ends_in_plain_bn(m.projector) and not ends_in_plain_bn(m.predictor)
+    v = build("vit_tiny_patch4")
+    assert v.temperature == 0.2  # the ViT recipe: 3-layer projector, BN on both outputs
+    assert (linears(v.projector), linears(v.predictor)) == (3, 2)
+    assert ends_in_plain_bn(v.projector) and ends_in_plain_bn(v.predictor)
 
 
 def test_step_reaches_every_parameter_and_embeds():

@@ -115,10 +115,12 @@ def semi_hard_triplet_loss(
 ) -> Tensor:
     """FaceNet's semi-hard triplet loss over every anchor-positive pair of the batch.
 
-    For each pair (a, p) the negative is the closest one with ``d(a, p) < d(a, n) < d(a, p) +
-    margin`` (semi-hard: farther than the positive, yet inside the margin); when there is none, the
-    closest negative of the anchor (which then either violates the margin by being harder than
-    the positive, or lies beyond the margin and costs nothing).
+    For each pair (a, p) the negative is the closest one farther than the positive: a semi-hard
+    negative (``d(a, p) < d(a, n) < d(a, p) + margin``) when there is one, else one beyond the
+    margin, which costs nothing. When every negative is closer than the positive, the farthest
+    of them is used: FaceNet (section 3.2) warns that the hardest negatives "can result in a
+    collapsed model" early in training, so the fallback is never the hardest one (as in
+    TensorFlow Addons' ``triplet_semihard_loss``).
 
     Args:
         emb: (N, D) embeddings.
@@ -136,10 +138,10 @@ def semi_hard_triplet_loss(
         d_ap = dist[pair_anchor, pair_pos]  # (P,)
         d_an = dist[pair_anchor]  # (P, N)
         is_neg = neg[pair_anchor]  # (P, N)
-        semi = is_neg & (d_an > d_ap[:, None]) & (d_an < d_ap[:, None] + margin)  # (P, N)
-        closest_semi = d_an.masked_fill(~semi, float("inf")).amin(1)  # (P,)
-        closest = d_an.masked_fill(~is_neg, float("inf")).amin(1)  # (P,)
-        d_neg = torch.where(semi.any(1), closest_semi, closest)  # (P,)
+        farther = is_neg & (d_an > d_ap[:, None])  # (P, N) negatives beyond the positive
+        closest_farther = d_an.masked_fill(~farther, float("inf")).amin(1)  # (P,)
+        farthest = d_an.masked_fill(~is_neg, float("-inf")).amax(1)  # (P,)
+        d_neg = torch.where(farther.any(1), closest_farther, farthest)  # (P,)
         return _masked_mean(F.relu(d_ap - d_neg + margin), is_neg.any(1))
 
 

@@ -57,6 +57,7 @@ class BuildContext:
         batch_size: samples per micro-batch on each process.
         world_size: number of processes (global batch = ``batch_size * world_size``).
         num_samples: training samples per epoch when the source knows it (memory banks need it).
+        accumulate: micro-batches per optimizer step.
     """
 
     backbone: str | None = None
@@ -66,6 +67,7 @@ class BuildContext:
     batch_size: int = 256
     world_size: int = 1
     num_samples: int | None = None
+    accumulate: int = 1
 
     @classmethod
     def from_config(
@@ -84,12 +86,20 @@ class BuildContext:
             config.batch_size,
             world_size,
             num_samples,
+            config.optim.accumulate,
         )
 
     @property
     def global_batch(self) -> int:
         """Samples per micro-batch over all processes."""
         return self.batch_size * self.world_size
+
+    @property
+    def steps_per_epoch(self) -> int | None:
+        """Optimizer steps per epoch (at least 1), when the data size is known."""
+        if not self.num_samples:
+            return None
+        return max(1, self.num_samples // (self.global_batch * self.accumulate))
 
 
 class Method(nn.Module):
@@ -105,6 +115,12 @@ class Method(nn.Module):
     defaults: ClassVar[OptimDefaults] = OptimDefaults()
     # Evaluation protocols the method's encoder supports (``selfsup evaluate --protocol``).
     protocols: ClassVar[tuple[str, ...]] = ("knn", "linear")
+    # State that bf16 storage would break (EMA weights whose per-step change is below bf16's
+    # resolution, running histograms): such methods refuse precision=bf16-true.
+    fp32_state: ClassVar[bool] = False
+    # False where converting batch norm to SyncBatchNorm would undo the method (MoCo's
+    # shuffling BN needs per-process statistics).
+    allows_sync_batchnorm: ClassVar[bool] = True
     # Constructor arguments the pipeline sets from the run config (not user method_args).
     provided_args: ClassVar[frozenset[str]] = frozenset()
 

@@ -83,6 +83,7 @@ class BYOL(ImageMethod):
         blur: Gaussian blur in the views; ``None`` picks on for images larger than 64 px.
     """
 
+    fp32_state = True
     defaults = OptimDefaults(optimizer="lars", lr=0.2, weight_decay=1.5e-6, scale_lr=True)
 
     def __init__(

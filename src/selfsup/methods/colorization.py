@@ -119,6 +119,7 @@ class Colorization(ImageMethod):
         head_width: channels of the head's first up-convolution.
     """
 
+    fp32_state = True  # the running ab histogram
     defaults = OptimDefaults(optimizer="adamw", lr=3e-5, weight_decay=1e-3, betas=(0.9, 0.99))
 
     def __init__(

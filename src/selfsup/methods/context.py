@@ -19,6 +19,11 @@ Paper defaults, used here:
         channels are replaced by Gaussian noise with 1/100 of the kept channel's standard
         deviation; ``color="project"`` projects colours off the green-magenta axis instead.
     patches are normalised (per-channel mean, per-patch spread), as the authors' code does.
+    pair positions: the paper samples patch pairs anywhere in a large image, so a patch's absolute
+        position says nothing about its label. Our grid covers the whole small image, so we first
+        take a random crop (area ``crop_scale``, aspect 3/4-4/3, resized back to S): without it
+        label k would always come from the same image region and absolute-position cues
+        (centred objects, vignetting) would give it away.
     head: per-patch fc6 (4096), concatenation, fc7 4096 (batch norm), fc8 4096, fc9 8. Our
         per-patch features are the backbone's pooled output, so no fc6; fc7-fc9 follow.
 Deviations:
@@ -41,6 +46,7 @@ from selfsup.heads import ProjectionHead
 from selfsup.losses.classification import classification_loss
 from selfsup.methods.base import BuildContext, OptimDefaults, register_method
 from selfsup.methods.image import ImageMethod
+from selfsup.views.crop import random_resized_crop
 from selfsup.views.patches import (
     crop_patches,
     drop_channels,
@@ -71,6 +77,7 @@ class RelativePatch(ImageMethod):
         color: chromatic aberration guard: ``"drop"``, ``"project"`` or ``"none"``.
         noise: standard deviation of the dropped channels' noise, relative to the kept channel.
         head_hidden_dim: width of the two hidden layers of the classifier.
+        crop_scale: area range of the random crop the grid is laid on (see the module docstring).
     """
 
     architectures = frozenset({"resnet"})
@@ -87,6 +94,7 @@ class RelativePatch(ImageMethod):
         color: str = "drop",
         noise: float = 0.01,
         head_hidden_dim: int = 4096,
+        crop_scale: tuple[float, float] = (0.3, 1.0),
     ) -> None:
         super().__init__()
         if color not in ("drop", "project", "none"):
@@ -99,6 +107,7 @@ class RelativePatch(ImageMethod):
         if jitter is None:  # capped so that neighbouring patches never touch (gap >= 1 pixel)
             jitter = min(max(1, round(cell * 7 / 144)), (cell - self.patch_size - 1) // 2)
         self.jitter = jitter
+        self.crop_scale = tuple(crop_scale)
         self.color = color
         self.noise = noise
         self.classifier = ProjectionHead(2 * self.backbone.dim, head_hidden_dim, 8, num_layers=3)
@@ -119,7 +128,10 @@ class RelativePatch(ImageMethod):
             the neighbour's offset being ``NEIGHBOURS[label]``.
         """
         b, side, device = images.shape[0], images.shape[-1], images.device
-        x = images.float() / 255.0  # (B, 3, S, S)
+        if self.crop_scale[0] < 1.0:
+            x = random_resized_crop(images, side, self.crop_scale, flip_p=0.0)  # (B, 3, S, S)
+        else:  # (1, 1): the grid on the whole image
+            x = images.float() / 255.0  # (B, 3, S, S) in [0, 1]
         if self.color == "project":
             x = project_green_magenta(x)
         top, left = grid_positions(

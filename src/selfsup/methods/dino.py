@@ -118,6 +118,7 @@ class DINO(ImageMethod):
     """
 
     kind = "image"
+    fp32_state = True
     defaults = OptimDefaults(optimizer="adamw", lr=5e-4, weight_decay=0.04, scale_lr=True)
 
     def __init__(
@@ -165,6 +166,7 @@ class DINO(ImageMethod):
         self.momentum = momentum
         self.freeze_last_layer_steps = freeze_last_layer_steps
         self.register_buffer("center", torch.zeros(1, out_dim))  # (1, K)
+        self._pending_teacher: list[Tensor] = []  # teacher outputs since the last step
         start = teacher_temperature(0.0, teacher_temp_warmup, warmup_teacher_temp, teacher_temp)
         self.register_buffer("teacher_temp", torch.tensor(start))  # for the next step
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
@@ -174,7 +176,7 @@ class DINO(ImageMethod):
         cls, ctx: BuildContext, freeze_last_layer_steps: int | None = None, **kwargs: Any
     ) -> DINO:
         if freeze_last_layer_steps is None:  # the paper's "first epoch"
-            epoch = max(1, ctx.num_samples // ctx.global_batch) if ctx.num_samples else 0
+            epoch = ctx.steps_per_epoch or 0
             freeze_last_layer_steps = epoch
         small = ctx.image_size <= 64
         default = "vit_small_patch4" if small else "vit_small_patch16_224"
@@ -198,10 +200,18 @@ class DINO(ImageMethod):
         loss = dino_loss(
             student.view(v, b, -1), teacher.view(g, b, -1), self.center, self.student_temp, temp
         )
-        self.center.copy_(updated_center(self.center, teacher, self.center_momentum))
+        if self.training and torch.is_grad_enabled():
+            # The centre moves once per optimizer step (in after_step), over every micro-batch
+            # of the step: under gradient accumulation all of them see the same centre, as one
+            # large batch would.
+            self._pending_teacher.append(teacher.detach())
         return {"loss": loss, "teacher_temp": self.teacher_temp.clone()}
 
     def after_step(self, step: int, total_steps: int) -> None:
+        if self._pending_teacher:
+            teacher = torch.cat(self._pending_teacher)  # (k*G*B, K)
+            self.center.copy_(updated_center(self.center, teacher, self.center_momentum))
+            self._pending_teacher = []
         m = cosine_momentum(step, total_steps, self.momentum)
         ema_update(self.teacher_backbone, self.backbone, m)
         ema_update(self.teacher_head, self.head, m)

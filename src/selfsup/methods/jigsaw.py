@@ -4,8 +4,7 @@ Noroozi, Favaro. "Unsupervised Learning of Visual Representations by Solving Jig
 ECCV 2016. https://arxiv.org/abs/1603.09246
 
 Algorithm: split a crop of the image into a 3x3 grid; from each cell take a
-smaller tile at a random position (so that tiles are separated by gaps and edges cannot be
-matched); normalise each tile on its own; shuffle the nine tiles by a permutation drawn from a
+smaller tile at a jittered position (tiles are separated by gaps, so edges cannot be matched); normalise each tile on its own; shuffle the nine tiles by a permutation drawn from a
 fixed set; a shared tile encoder (the "context-free network": weights shared over the 9 tiles, no
 tile sees another) maps each tile to features, the nine feature vectors are concatenated in the
 shuffled order, and an MLP classifies which permutation of the set was applied.
@@ -13,8 +12,13 @@ shuffled order, and an MLP classifies which permutation of the set was applied.
 Paper defaults, used here:
     tiles: image resized to 256 and a random 225 crop split into 75 x 75 cells with a 64 x 64 tile
         per cell. We place the grid of ``3 * (S // 3)`` pixels at a random offset in the S-pixel
-        image and take tiles of ``floor(cell * 64 / 75)``: 8-pixel tiles in 10-pixel cells at 32 px
-        (4 in 5 at 16 px), the largest tile that keeps the paper's gap-to-tile ratio.
+        image and take tiles of ``floor(cell * 64 / 75)``, made smaller where needed to leave 3
+        spare pixels per cell (cells of 8 px or more). The paper places each tile anywhere in
+        its cell, so two neighbours touch with probability 1/144 at its sizes; at ours that
+        would happen in most puzzles. We centre each tile in its cell with a jitter of
+        ``(spare - 1) // 2`` pixels, so that neighbouring tiles are always at least one pixel
+        apart: 7-pixel tiles in 10-pixel cells with jitter 1 at 32 px (gaps of 1 to 5 pixels),
+        4 in 5 with no jitter at 16 px.
     shortcut guards: per-tile mean and standard-deviation normalisation; 30% of the
         images in grey; the colour channels of each tile of colour images jittered by up to 2
         pixels (we scale it to the tile: ``round(2 * tile / 64)``, 0 for tiles under 16 px, where a
@@ -79,7 +83,8 @@ class Jigsaw(ImageMethod):
         permutation_seed: seed of the permutation set.
         permutation_criterion: ``"maximin"`` or ``"mean"`` (the paper's); see
             :func:`~selfsup.methods.permutations.hamming_permutations`.
-        tile_size: tile side in pixels; None = ``floor(cell * 64 / 75)`` with ``cell = S // 3``.
+        tile_size: tile side in pixels, below ``cell = S // 3``; None = ``floor(cell * 64 / 75)``,
+            at most ``cell - 3`` for cells of 8 pixels or more (see the module docstring).
         gray_p: probability that an image is turned grey.
         channel_jitter: largest shift of a tile's colour channels in pixels; None = scaled from
             the paper's 2 pixels for 64-pixel tiles.
@@ -105,11 +110,16 @@ class Jigsaw(ImageMethod):
     ) -> None:
         super().__init__()
         self.setup_encoder(backbone, image_size)
-        self.tile_size = tile_size or (image_size // GRID) * 64 // 75
-        if not 1 <= self.tile_size <= image_size // GRID:
-            raise ValueError(
-                f"tile_size must be in [1, {image_size // GRID}], got {self.tile_size}"
-            )
+        cell = image_size // GRID
+        if tile_size is None:
+            tile_size = cell * 64 // 75
+            if cell >= 8:  # room for a jitter that keeps tiles apart
+                tile_size = min(tile_size, cell - 3)
+        self.tile_size = tile_size
+        if not 1 <= self.tile_size < cell:
+            raise ValueError(f"tile_size must be in [1, {cell - 1}], got {self.tile_size}")
+        # centred jitter that keeps neighbouring tiles >= 1 pixel apart
+        self.jitter = max(0, (cell - self.tile_size - 1) // 2)
         self.gray_p = gray_p
         self.channel_jitter = (
             round(2 * self.tile_size / 64) if channel_jitter is None else channel_jitter
@@ -141,7 +151,7 @@ class Jigsaw(ImageMethod):
         x = images.float() / 255.0  # (B, 3, S, S)
         gray = torch.rand(b, device=device) < self.gray_p  # (B,) True = grey image
         x = to_gray(x, gray)
-        top, left = grid_positions(b, side, t, GRID, device=device)  # (B, 9) each
+        top, left = grid_positions(b, side, t, GRID, self.jitter, device=device)  # (B, 9) each
         if self.channel_jitter > 0:  # colour images only: a grey image has no aberration
             top_c, left_c = jitter_channels(top, left, self.channel_jitter, side, t)
             colour = ~gray[:, None, None]

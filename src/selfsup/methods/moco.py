@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from selfsup.heads import ProjectionHead
-from selfsup.losses import gather_with_grad
+from selfsup.losses import gather_no_grad
 from selfsup.methods.base import BuildContext, OptimDefaults, register_method
 from selfsup.methods.image import ImageMethod
 from selfsup.methods.momentum import ema_update, momentum_copy
@@ -94,6 +94,8 @@ class MoCo(ImageMethod):
         blur: Gaussian blur in the views; ``None`` picks on for images larger than 64 px.
     """
 
+    fp32_state = True
+    allows_sync_batchnorm = False
     defaults = OptimDefaults(optimizer="sgd", lr=0.03, weight_decay=1e-4, scale_lr=True)
 
     def __init__(
@@ -167,7 +169,8 @@ class MoCo(ImageMethod):
         # A copy: autograd keeps the negatives for the backward pass, and the enqueue below
         # overwrites the buffer in place.
         loss = moco_infonce(q, k, self.queue.clone(), self.temperature)
-        self._enqueue(gather_with_grad(k))  # every process enqueues the same global batch of keys
+        if self.training and torch.is_grad_enabled():  # not when evaluating or embedding
+            self._enqueue(gather_no_grad(k))  # every process enqueues the same global keys
         return {"loss": loss}
 
     def after_step(self, step: int, total_steps: int) -> None:

@@ -9,9 +9,11 @@ loss ``ctr(q1, k2) + ctr(q2, k1)``, where ctr is InfoNCE over the keys of the wh
 batch, positives on the diagonal, multiplied by 2 tau. No memory queue.
 
 Paper defaults, used here:
-    projector: 3-layer MLP, hidden 4096, output 256; predictor: 2-layer MLP 256 -> 4096 -> 256.
-        "All layers in both MLPs have BN" (section 3 / appendix): batch norm after every hidden
-        layer and, without affine parameters, on both outputs.
+    projector: MLP, hidden 4096, output 256; predictor: 2-layer MLP 256 -> 4096 -> 256, batch
+        norm after every hidden layer. The ViT setting (3-layer projector, "all layers in both
+        MLPs have BN", so also on both outputs, without affine parameters) and the authors'
+        ResNet-50 setting (2-layer projector with BN on its output, predictor without) differ;
+        ``proj_layers=None`` picks by backbone family.
     momentum 0.99, raised to 1 on a cosine schedule.
     temperature: 0.2 for ViT, 1.0 for ResNet-50 (the paper's two recipes); ``None`` picks by
         backbone family.
@@ -35,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from selfsup.heads import ProjectionHead
-from selfsup.losses import gather_with_grad, world_info
+from selfsup.losses import gather_no_grad, world_info
 from selfsup.methods.base import BuildContext, OptimDefaults, register_method
 from selfsup.methods.byol import byol_views
 from selfsup.methods.image import ImageMethod, architecture
@@ -59,7 +61,7 @@ def mocov3_contrastive(q: Tensor, k: Tensor, temperature: float) -> Tensor:
     """
     with torch.autocast(q.device.type, enabled=False):  # logits / 0.2 in fp32, even under bf16
         q = F.normalize(q.float(), dim=1)
-        keys = F.normalize(gather_with_grad(k.detach().float()), dim=1)  # (W*B, D)
+        keys = F.normalize(gather_no_grad(k.detach().float()), dim=1)  # (W*B, D)
         rank, _ = world_info()
         logits = q @ keys.T / temperature  # (B, W*B)
         labels = torch.arange(q.shape[0], device=q.device) + rank * q.shape[0]
@@ -75,6 +77,7 @@ class MoCoV3(ImageMethod):
         image_size: side S of the input images.
         temperature: InfoNCE temperature; ``None`` picks 0.2 for a ViT, 1.0 for a ResNet.
         proj_hidden_dim: hidden width of the projector.
+        proj_layers: linear layers of the projector; ``None`` = 3 for a ViT, 2 for a ResNet.
         proj_dim: output dimension of projector and predictor.
         pred_hidden_dim: hidden width of the predictor.
         base_momentum: momentum of the momentum encoder at step 0.
@@ -82,6 +85,7 @@ class MoCoV3(ImageMethod):
         blur: Gaussian blur in the views; ``None`` picks on for images larger than 64 px.
     """
 
+    fp32_state = True
     defaults = OptimDefaults(optimizer="lars", lr=0.3, weight_decay=1e-6, scale_lr=True)
 
     def __init__(
@@ -92,6 +96,7 @@ class MoCoV3(ImageMethod):
         proj_hidden_dim: int = 4096,
         proj_dim: int = 256,
         pred_hidden_dim: int = 4096,
+        proj_layers: int | None = None,
         base_momentum: float = 0.99,
         freeze_patch_embed: bool = True,
         blur: bool | None = None,
@@ -104,8 +109,11 @@ class MoCoV3(ImageMethod):
         self.temperature = temperature if temperature is not None else (0.2 if vit else 1.0)
         self.base_momentum = base_momentum
         dim = self.backbone.dim
-        self.projector = ProjectionHead(dim, proj_hidden_dim, proj_dim, num_layers=3, last_bn=True)
-        self.predictor = ProjectionHead(proj_dim, pred_hidden_dim, proj_dim, last_bn=True)
+        layers = proj_layers if proj_layers is not None else (3 if vit else 2)
+        self.projector = ProjectionHead(
+            dim, proj_hidden_dim, proj_dim, num_layers=layers, last_bn=True
+        )
+        self.predictor = ProjectionHead(proj_dim, pred_hidden_dim, proj_dim, last_bn=vit)
         self.momentum_backbone = momentum_copy(self.backbone)
         self.momentum_projector = momentum_copy(self.projector)
         self.augment1, self.augment2 = byol_views(

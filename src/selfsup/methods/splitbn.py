@@ -24,7 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selfsup.losses.distributed import gather_with_grad, world_info
+from selfsup.losses.distributed import gather_no_grad, world_info
 
 
 class SplitBatchNorm2d(nn.BatchNorm2d):
@@ -126,9 +126,9 @@ def shuffled(encode: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     if world == 1:
         perm = torch.randperm(b, device=x.device)
         return encode(x[perm])[torch.argsort(perm)]
-    every = gather_with_grad(x)  # (W*B, ...), a plain gather: no gradient here
+    every = gather_no_grad(x)  # (W*B, ...)
     perm = torch.randperm(world * b, device=x.device)
     dist.broadcast(perm, src=0)
-    keys = gather_with_grad(encode(every[perm.view(world, b)[rank]]))  # (W*B, D), row j <- perm[j]
+    keys = gather_no_grad(encode(every[perm.view(world, b)[rank]]))  # (W*B, D), row j <- perm[j]
     unperm = torch.argsort(perm).view(world, b)  # (W, B): row of k in keys for each sample
     return keys[unperm[rank]]

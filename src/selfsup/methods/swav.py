@@ -61,6 +61,7 @@ class SwAV(ImageMethod):
     """
 
     kind = "image"
+    fp32_state = True  # the embedding queue
     defaults = OptimDefaults(optimizer="lars", lr=0.3, weight_decay=1e-6, scale_lr=True)
 
     def __init__(
@@ -110,7 +111,7 @@ class SwAV(ImageMethod):
         cls, ctx: BuildContext, freeze_prototypes_steps: int | None = None, **kwargs: Any
     ) -> SwAV:
         if freeze_prototypes_steps is None:  # the paper's "first epoch"
-            epoch = max(1, ctx.num_samples // ctx.global_batch) if ctx.num_samples else None
+            epoch = ctx.steps_per_epoch
             freeze_prototypes_steps = 313 if epoch is None else epoch
         return cls(
             backbone=ctx.backbone or "resnet18",
