@@ -150,26 +150,16 @@ def test_cifar10_shards():
     assert 0 <= test_sample["label"] < 10
 
 
-def _rank_labels(rank, world, shard_dir, init_file, out_dir):
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        source = build_source(f"shards:{shard_dir}", shuffle_buffer=3, seed=5)
-        source.train.set_epoch(2)
-        labels = labels_of(source.train)
-        (Path(out_dir) / f"rank{rank}.txt").write_text(" ".join(map(str, labels)))
-    finally:
-        dist.destroy_process_group()
+def _rank_labels(rank, world, shard_dir):
+    source = build_source(f"shards:{shard_dir}", shuffle_buffer=3, seed=5)
+    source.train.set_epoch(2)
+    return labels_of(source.train)
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_read_disjoint_shards(shard_dir, tmp_path):
-    import torch.multiprocessing as mp
+def test_two_gloo_ranks_read_disjoint_shards(shard_dir):
+    from selfsup.testing import spawn_gloo
 
-    mp.spawn(
-        _rank_labels, args=(2, str(shard_dir), str(tmp_path / "init"), str(tmp_path)), nprocs=2
-    )
-    per_rank = [list(map(int, (tmp_path / f"rank{r}.txt").read_text().split())) for r in range(2)]
+    per_rank = spawn_gloo(_rank_labels, str(shard_dir), world_size=2)
     assert all(len(labels) == 12 for labels in per_rank)  # 2 of the 4 shards each
     assert sorted(per_rank[0] + per_rank[1]) == list(range(24))

@@ -5,15 +5,13 @@ centre over two gloo processes.
 default import mode rejects two test modules with one basename.)"""
 
 import math
-import os
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from selfsup.losses.dino import dino_loss, teacher_temperature, updated_center
+from selfsup.testing import spawn_gloo
 
 
 def _softmax(x):
@@ -94,31 +92,16 @@ def test_teacher_temperature_without_warmup():
     assert teacher_temperature(0.0, 0.0, 0.04, 0.07) == 0.07
 
 
-def _worker(rank, world, init_file, center, out, queue):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        b = out.shape[0] // world
-        queue.put((rank, updated_center(center, out[rank * b : (rank + 1) * b], 0.9).tolist()))
-    finally:
-        dist.destroy_process_group()
+def _center_from_my_rows(rank, world, center, out):
+    b = out.shape[0] // world
+    return updated_center(center, out[rank * b : (rank + 1) * b], 0.9)
 
 
-def test_two_process_center_uses_the_global_batch_mean(tmp_path):
+def test_two_process_center_uses_the_global_batch_mean():
     torch.manual_seed(3)
     center, out = torch.randn(1, 4), torch.randn(6, 4)
     out[:3] += 5.0  # the processes' local means differ
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    init_file = os.path.join(tmp_path, "init")
-    procs = [
-        ctx.Process(target=_worker, args=(r, 2, init_file, center, out, queue)) for r in range(2)
-    ]
-    for p in procs:
-        p.start()
-    got = dict(queue.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    got = spawn_gloo(_center_from_my_rows, center, out, world_size=2)
     expected = updated_center(center, out, 0.9)
     for rank in (0, 1):
-        assert torch.allclose(torch.tensor(got[rank]), expected, atol=1e-6)
+        assert torch.allclose(got[rank], expected, atol=1e-6)

@@ -5,14 +5,12 @@ the Sinkhorn marginals over two gloo processes.
 default import mode rejects two test modules with one basename.)"""
 
 import math
-import os
 
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from selfsup.losses.swav import sinkhorn_knopp, swapped_prediction_loss
+from selfsup.testing import spawn_gloo
 
 
 def sinkhorn_reference(scores, epsilon, iterations):
@@ -111,28 +109,14 @@ def test_swapped_prediction_gradient_reaches_scores_and_is_float32():
     assert scores.grad.abs().sum() > 0
 
 
-def _worker(rank, world, init_file, scores, queue):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        b = scores.shape[0] // world
-        q = sinkhorn_knopp(scores[rank * b : (rank + 1) * b], 0.05, 3)
-        queue.put((rank, q.tolist()))  # plain lists outlive the sending process
-    finally:
-        dist.destroy_process_group()
+def _sinkhorn_of_my_rows(rank, world, scores):
+    b = scores.shape[0] // world
+    return sinkhorn_knopp(scores[rank * b : (rank + 1) * b], 0.05, 3)
 
 
-def test_two_process_sinkhorn_equals_single_process_on_the_global_batch(tmp_path):
+def test_two_process_sinkhorn_equals_single_process_on_the_global_batch():
     torch.manual_seed(5)
     scores = torch.rand(8, 5) * 2 - 1
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    init_file = os.path.join(tmp_path, "init")
-    procs = [ctx.Process(target=_worker, args=(r, 2, init_file, scores, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    out = dict(queue.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
-    together = torch.tensor(out[0] + out[1])  # (8, 5): rank 0's rows then rank 1's
+    out = spawn_gloo(_sinkhorn_of_my_rows, scores, world_size=2)
+    together = torch.cat(out)  # (8, 5): rank 0's rows then rank 1's
     assert torch.allclose(together, sinkhorn_knopp(scores, 0.05, 3), atol=1e-6)

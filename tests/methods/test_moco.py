@@ -2,17 +2,15 @@
 per-group batch norm by hand, and shuffling BN on one and on two (gloo) processes."""
 
 import math
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from selfsup.methods import METHODS, BuildContext
 from selfsup.methods.moco import moco_infonce
 from selfsup.methods.splitbn import SplitBatchNorm2d, shuffled
+from selfsup.testing import spawn_gloo
 from selfsup.views import EvalTransform
 
 TINY = {"queue_size": 16, "proj_hidden_dim": 32, "proj_dim": 8, "bn_splits": 2}
@@ -139,34 +137,21 @@ def test_shuffled_encodes_a_permuted_batch_and_restores_the_order():
     assert not torch.equal(seen[0], x) and sorted(seen[0].view(-1).tolist()) == x.view(-1).tolist()
 
 
-def _shuffle_worker(rank, world, init_file, queue):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        torch.manual_seed(rank)  # different RNGs: the permutation must still be rank 0's
-        x = torch.arange(4.0).view(4, 1) + 100 * rank  # (B, 1), distinct over both processes
-        seen = []
+def _shuffle_worker(rank, world):
+    torch.manual_seed(rank)  # different RNGs: the permutation must still be rank 0's
+    x = torch.arange(4.0).view(4, 1) + 100 * rank  # (B, 1), distinct over both processes
+    seen = []
 
-        def encode(v):
-            seen.append(v.view(-1).tolist())
-            return v * 2
+    def encode(v):
+        seen.append(v.view(-1).tolist())
+        return v * 2
 
-        out = shuffled(encode, x)
-        queue.put((rank, out.view(-1).tolist(), seen[0]))
-    finally:
-        dist.destroy_process_group()
+    out = shuffled(encode, x)
+    return out.view(-1).tolist(), seen[0]
 
 
-def test_shuffling_bn_across_two_processes(tmp_path):
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    init_file = os.path.join(tmp_path, "init")
-    procs = [ctx.Process(target=_shuffle_worker, args=(r, 2, init_file, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    out = {rank: (result, seen) for rank, result, seen in (queue.get(timeout=120) for _ in procs)}
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+def test_shuffling_bn_across_two_processes():
+    out = spawn_gloo(_shuffle_worker, world_size=2)
     for rank in (0, 1):  # each process gets its own samples' encodings back, in order
         assert out[rank][0] == [2 * (i + 100 * rank) for i in range(4)]
     every = sorted(out[0][1] + out[1][1])  # the two shares partition the global batch

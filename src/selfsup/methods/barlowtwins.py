@@ -22,13 +22,11 @@ Paper defaults, used here:
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor
 
 from selfsup.heads import ProjectionHead
 from selfsup.losses.redundancy import barlow_twins_loss
-from selfsup.methods.base import BuildContext, OptimDefaults, register_method
+from selfsup.methods.base import OptimDefaults, register_method
 from selfsup.methods.image import ImageMethod
 from selfsup.views.multicrop import MultiCrop
 
@@ -66,10 +64,6 @@ class BarlowTwins(ImageMethod):
         self.projector = ProjectionHead(self.backbone.dim, hidden, proj_dim, num_layers=3)
         self.views = MultiCrop.byol(image_size, blur=blur if blur is not None else image_size > 64)
         self.lambd = lambd
-
-    @classmethod
-    def build(cls, ctx: BuildContext, **kwargs: Any) -> BarlowTwins:
-        return cls(backbone=ctx.backbone or "resnet18", image_size=ctx.image_size, **kwargs)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         (views,) = self.views(batch["image"])  # (2B, 3, S, S): view 1 of every image, then view 2

@@ -35,14 +35,13 @@ std and an ``"input"`` entry describing it into ``config.json``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from selfsup.methods.base import BuildContext, OptimDefaults, register_method
+from selfsup.methods.base import OptimDefaults, register_method
 from selfsup.methods.decoders import UpConvDecoder, feature_map, feature_map_shape
 from selfsup.methods.image import ImageMethod
 from selfsup.views import EvalTransform, random_resized_crop
@@ -152,10 +151,6 @@ class Colorization(ImageMethod):
         self.neighbours = neighbours
         self.sigma = sigma
         self.rebalance = rebalance
-
-    @classmethod
-    def build(cls, ctx: BuildContext, **kwargs: Any) -> Colorization:
-        return cls(backbone=ctx.backbone or "resnet18", image_size=ctx.image_size, **kwargs)
 
     def predict(self, rgb: Tensor) -> Tensor:
         """(B, 3, S, S) sRGB in [0, 1] -> (B, Q or 2, S/4, S/4) ab logits or ab / 110."""

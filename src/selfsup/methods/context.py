@@ -37,14 +37,12 @@ Deviations:
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from selfsup.heads import ProjectionHead
 from selfsup.losses.classification import classification_loss
-from selfsup.methods.base import BuildContext, OptimDefaults, register_method
+from selfsup.methods.base import OptimDefaults, register_method
 from selfsup.methods.image import ImageMethod
 from selfsup.views.crop import random_resized_crop
 from selfsup.views.patches import (
@@ -111,10 +109,6 @@ class RelativePatch(ImageMethod):
         self.color = color
         self.noise = noise
         self.classifier = ProjectionHead(2 * self.backbone.dim, head_hidden_dim, 8, num_layers=3)
-
-    @classmethod
-    def build(cls, ctx: BuildContext, **kwargs: Any) -> RelativePatch:
-        return cls(backbone=ctx.backbone or "resnet18", image_size=ctx.image_size, **kwargs)
 
     def pairs(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """The centre patch and a random neighbour of every image, with the neighbour's label.

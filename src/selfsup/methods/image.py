@@ -8,12 +8,12 @@ backbone's pooled output on centre-cropped, normalised images, whichever head th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor
 
 from selfsup.backbones import VisionBackbone, create_vision_backbone
-from selfsup.methods.base import Method
+from selfsup.methods.base import BuildContext, Method
 from selfsup.views import EvalTransform
 
 
@@ -28,6 +28,14 @@ class ImageMethod(Method):
 
     kind = "image"
     architectures: ClassVar[frozenset[str]] = frozenset({"resnet", "vit"})
+    default_backbone: ClassVar[str] = "resnet18"
+
+    @classmethod
+    def build(cls, ctx: BuildContext, **kwargs: Any) -> ImageMethod:
+        """The method on the run's backbone (or ``default_backbone``) and image size."""
+        return cls(
+            backbone=ctx.backbone or cls.default_backbone, image_size=ctx.image_size, **kwargs
+        )
 
     def setup_encoder(self, backbone: str, image_size: int, **kwargs: object) -> VisionBackbone:
         """Create ``self.backbone`` and ``self.preprocess``; returns the backbone."""

@@ -28,12 +28,10 @@ Deviations:
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from selfsup.methods.base import BuildContext, OptimDefaults, register_method
+from selfsup.methods.base import OptimDefaults, register_method
 from selfsup.methods.decoders import ChannelwiseFC, UpConvDecoder, feature_map, feature_map_shape
 from selfsup.methods.image import ImageMethod
 from selfsup.views import random_resized_crop, to_float
@@ -98,10 +96,6 @@ class ContextEncoder(ImageMethod):
         self.mask = mask
         self.overlap = round(4 * image_size / 128) if overlap is None else overlap
         self.overlap_weight = overlap_weight
-
-    @classmethod
-    def build(cls, ctx: BuildContext, **kwargs: Any) -> ContextEncoder:
-        return cls(backbone=ctx.backbone or "resnet18", image_size=ctx.image_size, **kwargs)
 
     def regions(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """(region, hole), each (B, 1, S, S) bool: the predicted region and the removed hole."""

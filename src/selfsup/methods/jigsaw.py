@@ -35,14 +35,12 @@ Paper defaults, used here:
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from selfsup.heads import ProjectionHead
 from selfsup.losses.classification import classification_loss
-from selfsup.methods.base import BuildContext, OptimDefaults, register_method
+from selfsup.methods.base import OptimDefaults, register_method
 from selfsup.methods.image import ImageMethod
 from selfsup.methods.permutations import hamming_permutations
 from selfsup.views.patches import (
@@ -131,10 +129,6 @@ class Jigsaw(ImageMethod):
         self.classifier = ProjectionHead(
             GRID * GRID * self.backbone.dim, head_hidden_dim, num_permutations
         )
-
-    @classmethod
-    def build(cls, ctx: BuildContext, **kwargs: Any) -> Jigsaw:
-        return cls(backbone=ctx.backbone or "resnet18", image_size=ctx.image_size, **kwargs)
 
     def puzzles(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Cut every image into nine tiles and shuffle them by a random permutation of the set.

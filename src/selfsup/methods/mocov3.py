@@ -30,15 +30,13 @@ Paper defaults, used here:
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from selfsup.heads import ProjectionHead
 from selfsup.losses import gather_no_grad, world_info
-from selfsup.methods.base import BuildContext, OptimDefaults, register_method
+from selfsup.methods.base import OptimDefaults, register_method
 from selfsup.methods.byol import byol_views
 from selfsup.methods.image import ImageMethod, architecture
 from selfsup.methods.momentum import cosine_momentum, ema_update, momentum_copy
@@ -119,10 +117,6 @@ class MoCoV3(ImageMethod):
         self.augment1, self.augment2 = byol_views(
             image_size, blur if blur is not None else image_size > 64
         )
-
-    @classmethod
-    def build(cls, ctx: BuildContext, **kwargs: Any) -> MoCoV3:
-        return cls(backbone=ctx.backbone or "resnet18", image_size=ctx.image_size, **kwargs)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         images = batch["image"]  # (B, 3, S, S) uint8

@@ -23,14 +23,12 @@ or an MLP with ``head_layers >= 2``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from selfsup.heads import ProjectionHead
 from selfsup.losses.classification import classification_loss
-from selfsup.methods.base import BuildContext, OptimDefaults, register_method
+from selfsup.methods.base import OptimDefaults, register_method
 from selfsup.methods.image import ImageMethod
 from selfsup.views import to_float
 from selfsup.views.patches import random_crop
@@ -82,10 +80,6 @@ class Rotation(ImageMethod):
         dim = self.backbone.dim
         self.classifier = ProjectionHead(dim, head_hidden_dim or dim, 4, num_layers=head_layers)
         self.padding = image_size // 8 if padding is None else padding
-
-    @classmethod
-    def build(cls, ctx: BuildContext, **kwargs: Any) -> Rotation:
-        return cls(backbone=ctx.backbone or "resnet18", image_size=ctx.image_size, **kwargs)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         images = random_crop(batch["image"], self.padding)  # (B, 3, S, S) in [0, 1]

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from selfsup.heads import ProjectionHead
 from selfsup.losses.registry import create_contrastive_loss
-from selfsup.methods.base import BuildContext, OptimDefaults, register_method
+from selfsup.methods.base import OptimDefaults, register_method
 from selfsup.methods.image import ImageMethod
 from selfsup.views import ViewAugment
 
@@ -79,10 +79,6 @@ class SimCLR(ImageMethod):
             strength=jitter_strength if jitter_strength is not None else (0.5 if small else 1.0),
             blur=blur if blur is not None else not small,
         )
-
-    @classmethod
-    def build(cls, ctx: BuildContext, **kwargs: Any) -> SimCLR:
-        return cls(backbone=ctx.backbone or "resnet18", image_size=ctx.image_size, **kwargs)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         images = batch["image"]  # (B, 3, S, S) uint8

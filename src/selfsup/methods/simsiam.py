@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from selfsup.heads import ProjectionHead
-from selfsup.methods.base import BuildContext, OptimDefaults, register_method
+from selfsup.methods.base import OptimDefaults, register_method
 from selfsup.methods.image import ImageMethod
 from selfsup.methods.moco import mocov2_views
 
@@ -87,10 +87,6 @@ class SimSiam(ImageMethod):
         )
         self.predictor = ProjectionHead(proj_dim, pred_hidden_dim, proj_dim)
         self.augment = mocov2_views(image_size, blur if blur is not None else not small)
-
-    @classmethod
-    def build(cls, ctx: BuildContext, **kwargs: Any) -> SimSiam:
-        return cls(backbone=ctx.backbone or "resnet18", image_size=ctx.image_size, **kwargs)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         images = batch["image"]  # (B, 3, S, S) uint8

@@ -21,13 +21,11 @@ Paper defaults, used here:
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor
 
 from selfsup.heads import ProjectionHead
 from selfsup.losses.redundancy import vicreg_loss
-from selfsup.methods.base import BuildContext, OptimDefaults, register_method
+from selfsup.methods.base import OptimDefaults, register_method
 from selfsup.methods.image import ImageMethod
 from selfsup.views.multicrop import MultiCrop
 
@@ -71,10 +69,6 @@ class VICReg(ImageMethod):
         self.sim_coeff = sim_coeff
         self.std_coeff = std_coeff
         self.cov_coeff = cov_coeff
-
-    @classmethod
-    def build(cls, ctx: BuildContext, **kwargs: Any) -> VICReg:
-        return cls(backbone=ctx.backbone or "resnet18", image_size=ctx.image_size, **kwargs)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         (views,) = self.views(batch["image"])  # (2B, 3, S, S): view 1 of every image, then view 2

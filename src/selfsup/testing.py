@@ -1,0 +1,121 @@
+"""Check cross-process code on a CPU: run a function in N processes joined by a gloo group.
+
+Every operation that mixes samples (gathered negatives, Sinkhorn sums, centres, batch statistics)
+must give under data parallelism what one process gives on the concatenated batch. These helpers
+make that a few lines in a test, for selfsup's own losses and for yours::
+
+    from functools import partial
+    from selfsup.losses import nt_xent
+    from selfsup.testing import gloo_loss_and_grads
+
+    loss, g1, g2 = gloo_loss_and_grads(partial(nt_xent, temperature=0.2), z1, z2, world_size=2)
+    # equal to nt_xent(z1, z2, 0.2) and its gradients, to float tolerance
+
+Functions passed to the processes must be picklable (module-level functions or
+``functools.partial`` of them), as ``torch.multiprocessing``'s spawn start method requires.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import Tensor
+
+
+def _run(rank: int, world: int, init_file: str, fn: Callable, args: tuple, queue: Any) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        result = fn(rank, world, *args)
+        buffer = io.BytesIO()  # bytes outlive this process; shared-memory tensors would not
+        torch.save(result, buffer)
+        queue.put((rank, buffer.getvalue()))
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn_gloo(
+    fn: Callable[..., Any], *args: Any, world_size: int = 2, timeout: float = 120.0
+) -> list[Any]:
+    """Run ``fn(rank, world_size, *args)`` in ``world_size`` spawned processes sharing a gloo
+    process group, and return their results in rank order.
+
+    Args:
+        fn: picklable function; its result may hold tensors, numbers, lists, tuples and dicts.
+        args: picklable arguments passed to every process.
+        world_size: number of processes.
+        timeout: seconds to wait for each result.
+
+    Raises:
+        RuntimeError: a process failed (its traceback is on stderr) or did not answer in time.
+    """
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    with tempfile.TemporaryDirectory() as tmp:
+        init_file = os.path.join(tmp, "init")
+        procs = [
+            ctx.Process(target=_run, args=(r, world_size, init_file, fn, args, queue))
+            for r in range(world_size)
+        ]
+        for p in procs:
+            p.start()
+        results: dict[int, Any] = {}
+        try:
+            for _ in procs:
+                rank, data = queue.get(timeout=timeout)
+                results[rank] = torch.load(io.BytesIO(data), weights_only=True)
+        except Exception as exc:  # queue.Empty: a process died or hung
+            for p in procs:
+                p.kill()
+            raise RuntimeError(f"a gloo process failed or timed out: {exc!r}") from exc
+        finally:
+            for p in procs:
+                p.join(timeout=60)
+        failed = [p.exitcode for p in procs if p.exitcode != 0]
+        if failed:
+            raise RuntimeError(f"gloo processes exited with {failed}")
+    return [results[r] for r in range(world_size)]
+
+
+def _loss_and_grads(
+    rank: int, world: int, loss: Callable[[Tensor, Tensor], Tensor], z1: Tensor, z2: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    b = z1.shape[0] // world
+    a = z1[rank * b : (rank + 1) * b].clone().requires_grad_(True)
+    c = z2[rank * b : (rank + 1) * b].clone().requires_grad_(True)
+    value = loss(a, c)
+    value.backward()
+    total = value.detach().clone()
+    dist.all_reduce(total)
+    # DDP averages gradients over processes: the global loss is the mean of the local ones.
+    return total / world, a.grad / world, c.grad / world
+
+
+def gloo_loss_and_grads(
+    loss: Callable[[Tensor, Tensor], Tensor], z1: Tensor, z2: Tensor, world_size: int = 2
+) -> tuple[Tensor, Tensor, Tensor]:
+    """A two-view loss computed as data parallelism computes it.
+
+    The batch is split evenly over ``world_size`` gloo processes; each computes ``loss`` on its
+    rows and backpropagates; the loss is averaged and the gradients are divided by the world size,
+    as DDP does.
+
+    Args:
+        loss: picklable ``loss(z1, z2) -> scalar``.
+        z1: (N, D) first-view embeddings, N divisible by ``world_size``.
+        z2: (N, D) second-view embeddings.
+        world_size: number of processes.
+
+    Returns:
+        (loss, grad of z1 (N, D), grad of z2 (N, D)), to compare with one process's values.
+    """
+    if z1.shape[0] % world_size:
+        raise ValueError(f"batch {z1.shape[0]} does not split over {world_size} processes")
+    out = spawn_gloo(_loss_and_grads, loss, z1, z2, world_size=world_size)
+    return out[0][0], torch.cat([o[1] for o in out]), torch.cat([o[2] for o in out])
