@@ -2,7 +2,6 @@
 and the logged VICReg terms."""
 
 import inspect
-import math
 
 import pytest
 import torch
@@ -27,28 +26,6 @@ def _build(name, **kwargs):
     torch.manual_seed(0)
     ctx = BuildContext("resnet18", image_size=16, batch_size=4)
     return METHODS.get(name).build(ctx, **{**TINY[name], **kwargs})
-
-
-@pytest.mark.parametrize("name", ["barlowtwins", "vicreg"])
-def test_step_reaches_every_parameter_and_embeds(name):
-    method = _build(name)
-    out = method(_batch())
-    assert math.isfinite(float(out["loss"].detach()))
-    out["loss"].backward()
-    missing = [n for n, p in method.named_parameters() if p.requires_grad and p.grad is None]
-    assert not missing, missing
-    method.after_step(1, 10)
-    method.eval()
-    feats = method.embed(_batch())
-    assert feats.shape == (4, 512) and torch.isfinite(feats).all()
-
-
-@pytest.mark.parametrize("name", ["barlowtwins", "vicreg"])
-def test_bf16_autocast_gives_a_finite_loss(name):
-    method = _build(name)
-    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
-        loss = method(_batch())["loss"]
-    assert loss.dtype == torch.float32 and math.isfinite(float(loss))
 
 
 @pytest.mark.parametrize("name", ["barlowtwins", "vicreg"])

@@ -82,6 +82,8 @@ def test_method_step(name, tiny_tokenizer):
     missing = [n for n, p in method.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, f"no gradient reached {missing[:5]}"
     method.after_step(1, 10)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # losses keep fp32 where they need it
+        assert math.isfinite(float(method(batch)["loss"].detach()))
     method.eval()
     feats = method.embed(batch)
     assert feats.ndim == 2 and feats.shape[0] == 4 and torch.isfinite(feats).all()
