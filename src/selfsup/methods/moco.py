@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from selfsup.heads import ProjectionHead
-from selfsup.losses import gather_no_grad
+from selfsup.losses import gather_no_grad, softmax_contrastive
 from selfsup.methods.base import BuildContext, OptimDefaults, register_method
 from selfsup.methods.image import ImageMethod
 from selfsup.methods.momentum import ema_update, momentum_copy
@@ -52,28 +52,6 @@ def mocov2_views(size: int, blur: bool = True) -> ViewAugment:
         gray_p=0.2,
         blur_p=0.5 if blur else 0.0,
     )
-
-
-def moco_infonce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
-    """InfoNCE with the positive key at logit 0 and the queue as negatives (MoCo, eq. 1).
-
-    Args:
-        q: (B, D) queries (normalised here).
-        k: (B, D) positive keys, row i for ``q[i]`` (normalised here).
-        queue: (K, D) L2-normalised negative keys.
-        temperature: softmax temperature tau.
-
-    Returns:
-        Scalar loss, averaged over the B queries.
-    """
-    with torch.autocast(q.device.type, enabled=False):  # logits / 0.2 in fp32, even under bf16
-        q = F.normalize(q.float(), dim=1)
-        k = F.normalize(k.float(), dim=1)
-        positive = (q * k).sum(dim=1, keepdim=True)  # (B, 1)
-        negative = q @ queue.float().T  # (B, K)
-        logits = torch.cat([positive, negative], dim=1) / temperature  # (B, 1 + K)
-        labels = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-        return F.cross_entropy(logits, labels)
 
 
 @register_method("moco", "MoCo v2 (He et al. 2020; Chen et al. 2020): momentum encoder, key queue")
@@ -168,7 +146,8 @@ class MoCo(ImageMethod):
         k = self._keys(self.augment(images))  # (B, proj_dim)
         # A copy: autograd keeps the negatives for the backward pass, and the enqueue below
         # overwrites the buffer in place.
-        loss = moco_infonce(q, k, self.queue.clone(), self.temperature)
+        # InfoNCE with the positive key at logit 0 and the queue as negatives (MoCo, eq. 1).
+        loss = softmax_contrastive(q, k, self.queue.clone(), self.temperature)
         if self.training and torch.is_grad_enabled():  # not when evaluating or embedding
             self._enqueue(gather_no_grad(k))  # every process enqueues the same global keys
         return {"loss": loss}
