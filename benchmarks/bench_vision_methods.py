@@ -57,10 +57,13 @@ METHOD_ARGS: dict[str, dict] = {
     "inpainting": {},
     "colorization": {},
 }
+# Optimiser settings that differ from the method's default for this budget (none at present).
+OPTIM_ARGS: dict[str, dict] = {}
+
 BACKBONE = {"mae": "vit_tiny_patch4"}
 
 
-def pretrain_one(name: str, budget: str, out: Path, args: dict) -> Path:
+def pretrain_one(name: str, budget: str, out: Path, args: dict, optim: dict) -> Path:
     from selfsup.config import load_config
     from selfsup.pipeline import pretrain
 
@@ -77,6 +80,7 @@ def pretrain_one(name: str, budget: str, out: Path, args: dict) -> Path:
             "checkpoint_every": 100_000,
             "progress": False,
             "method_args": args,
+            "optim": optim,
         }
     )
     return pretrain(config, overwrite=True)
@@ -101,6 +105,18 @@ def score(run_dir: Path, random_init: bool = False) -> dict:
     return {"knn": knn["top1"], "linear": probe["top1"], "penalty": probe["penalty"]}
 
 
+def table_row(row: dict, budget: str | None = None) -> str:
+    """One markdown row; ``budget`` adds a column for the longer-budget table."""
+    lead = f"| {row['method']} | {row['backbone']} |" + (f" {budget} |" if budget else "")
+    if "error" in row:
+        return f"{lead} failed: {row['error']} |||||| |"
+    beats = row["knn"] > row["floor_knn"] and row["linear"] > row["floor_linear"]
+    return (
+        f"{lead} {row['steps']} | {row['knn']:.1f} | {row['linear']:.1f} | "
+        f"{row['floor_knn']:.1f} | {row['floor_linear']:.1f} | {'yes' if beats else '**no**'} |"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budget", default="3m")
@@ -111,6 +127,14 @@ def main() -> int:
     )
     parser.add_argument(
         "--rescore", action="store_true", help="score the runs in --out again; no training"
+    )
+    parser.add_argument(
+        "--longer",
+        nargs="*",
+        type=Path,
+        default=[],
+        metavar="OUT",
+        help="--out folders of runs at longer budgets, listed in a second table",
     )
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -125,7 +149,9 @@ def main() -> int:
             if args.rescore:
                 run = args.out / name
             else:
-                run = pretrain_one(name, args.budget, args.out, METHOD_ARGS.get(name, {}))
+                run = pretrain_one(
+                    name, args.budget, args.out, METHOD_ARGS.get(name, {}), OPTIM_ARGS.get(name, {})
+                )
             summary = json.loads((run / "summary.json").read_text())
             result = score(run)
             floor = score(run, random_init=True)
@@ -145,6 +171,13 @@ def main() -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
+    # Methods not run this time keep their previous row, so one method can be re-run alone.
+    previous = args.out / "results.json"
+    if previous.exists():
+        kept = {r["method"]: r for r in json.loads(previous.read_text())["rows"]}
+        kept.update({r["method"]: r for r in rows})
+        order = [m for m in METHOD_ARGS if m in kept] + [m for m in kept if m not in METHOD_ARGS]
+        rows = [kept[m] for m in order]
     lines = [
         "# Image methods at equal wall-clock budget (CIFAR-10 shards)",
         "",
@@ -158,23 +191,29 @@ def main() -> int:
         "beats floor |",
         "|---|---|---:|---:|---:|---:|---:|---|",
     ]
-    for row in rows:
-        if "error" in row:
-            lines.append(f"| {row['method']} | {row['backbone']} | failed: {row['error']} |||||| |")
-            continue
-        beats = row["knn"] > row["floor_knn"] and row["linear"] > row["floor_linear"]
-        lines.append(
-            f"| {row['method']} | {row['backbone']} | {row['steps']} | {row['knn']:.1f} | "
-            f"{row['linear']:.1f} | {row['floor_knn']:.1f} | {row['floor_linear']:.1f} | "
-            f"{'yes' if beats else '**no**'} |"
-        )
+    lines += [table_row(row) for row in rows]
+    if args.longer:
+        lines += [
+            "",
+            "Longer budgets (same recipe; `--budget B --out DIR`, then `--longer DIR`):",
+            "",
+            "| method | backbone | budget | steps | kNN top-1 | linear top-1 | floor kNN | "
+            "floor linear | beats floor |",
+            "|---|---|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for folder in args.longer:
+            for row in json.loads((folder / "results.json").read_text())["rows"]:
+                budget = f"{round(row.get('seconds_trained', 0) / 60)} min"
+                lines.append(table_row(row, budget))
     lines += [
         "",
         "Method arguments that differ from the paper defaults (sized for this budget):",
         "",
     ]
     lines += [
-        f"- `{m}`: `{json.dumps(METHOD_ARGS[m])}`" for m in args.methods if METHOD_ARGS.get(m)
+        f"- `{r['method']}`: `{json.dumps(METHOD_ARGS[r['method']])}`"
+        for r in rows
+        if METHOD_ARGS.get(r["method"])
     ]
     args.markdown.write_text("\n".join(lines) + "\n")
     (args.out / "results.json").write_text(json.dumps({"rows": rows}, indent=2))

@@ -140,6 +140,38 @@ def test_loss_equals_the_nce_formula_of_the_paper(monkeypatch):
     assert loss == pytest.approx(total / 4, rel=1e-5)
 
 
+def test_softmax_loss_is_cross_entropy_over_the_positive_and_the_noise_rows(monkeypatch):
+    torch.manual_seed(0)
+    method = build(loss="softmax", temperature=0.1)
+    draws = spy_noise(method, monkeypatch)
+    batch = make_batch()
+    loss = float(method(batch)["loss"].detach())
+    _, f = method._pending[0]
+    bank = method.bank.double()
+    total = 0.0
+    for b, i in enumerate(batch["index"].tolist()):
+        pos = math.exp(float(bank[i] @ f[b].double()) / 0.1)
+        negs = sum(math.exp(float(bank[j] @ f[b].double()) / 0.1) for j in draws[0].tolist())
+        total -= math.log(pos / (pos + negs))
+    assert loss == pytest.approx(total / 4, rel=1e-5)
+    assert float(method.z) == 0.0  # no normalising constant in the softmax form
+
+
+def test_head_centres_each_embedding_dimension_over_the_batch():
+    """The default head ends in batch norm without affine parameters, so the embeddings of a
+    training batch share no common component (the collapse it prevents: module docstring)."""
+    torch.manual_seed(0)
+    method = build()
+    assert isinstance(method.head[-1], torch.nn.BatchNorm1d) and not method.head[-1].affine
+    image = method.augment(make_batch()["image"])
+    out = method.head(method.backbone(image))
+    assert torch.allclose(out.mean(0), torch.zeros(out.shape[1]), atol=1e-5)
+    plain = build(head_bn=False)
+    assert isinstance(plain.head, torch.nn.Linear) and plain.head.bias is not None
+    with pytest.raises(ValueError, match="loss"):
+        build(loss="hinge")
+
+
 def test_missing_num_samples_or_index_raise_clear_errors():
     with pytest.raises(ValueError, match="number of training samples"):
         METHODS.get("instdisc").build(BuildContext("resnet18", image_size=16), **TINY)
