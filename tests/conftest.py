@@ -10,6 +10,11 @@ CORPUS = [
 
 
 @pytest.fixture(scope="session")
+def tiny_corpus():
+    return list(CORPUS)
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer():
     from selfsup.data.tokenizer import train_tokenizer
 

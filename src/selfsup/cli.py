@@ -65,7 +65,19 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="evaluate a run's encoder")
     e.add_argument("run_dir")
-    e.add_argument("--protocol", default="knn", help="knn, linear, zeroshot, retrieval or mlm")
+    e.add_argument(
+        "--protocol",
+        default="knn",
+        help="knn, linear, zeroshot, retrieval, mlm or a registered protocol (selfsup list)",
+    )
+    e.add_argument(
+        "--arg",
+        dest="extra",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of a registered protocol (repeatable)",
+    )
     e.add_argument("--data", help="evaluation data (default: the run's)")
     e.add_argument("--k", type=int, default=200, help="kNN neighbours (default 200)")
     e.add_argument(
@@ -103,6 +115,7 @@ def _list() -> str:
     from selfsup.backbones import VISION_BACKBONES
     from selfsup.backbones.text import TEXT_BACKBONES
     from selfsup.data import list_datasets
+    from selfsup.evaluate.protocols import EVAL_PROTOCOLS
     from selfsup.methods import METHODS
 
     lines = []
@@ -111,7 +124,13 @@ def _list() -> str:
         ("vision backbones (or any timm model as timm:NAME)", VISION_BACKBONES.describe()),
         ("text backbones", TEXT_BACKBONES.describe()),
         ("datasets", list_datasets()),
+        (
+            "evaluation protocols besides knn, linear, zeroshot, retrieval, mlm",
+            EVAL_PROTOCOLS.describe(),
+        ),
     ):
+        if not entries:
+            continue
         lines.append(f"{title}:")
         width = max(len(n) for n in entries)
         lines += [f"  {name:<{width}}  {desc}" for name, desc in entries.items()]
@@ -145,10 +164,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "evaluate":
             from selfsup.evaluate import evaluate
 
+            extra = {}
+            for item in args.extra:
+                key, sep, value = item.partition("=")
+                if not sep or not key:
+                    raise ConfigError(f"--arg expects KEY=VALUE, got {item!r}")
+                extra[key] = value
             result = evaluate(
                 args.run_dir, args.protocol, args.data, args.k, args.temperature,
                 args.bank_size, args.query_size, args.batch_size, args.device,
-                random_init=args.random_init,
+                random_init=args.random_init, extra=extra,
             )  # fmt: skip
             print(json.dumps(result, indent=2))
         elif args.command == "embed":

@@ -35,8 +35,12 @@ class OptimConfig:
         weight_decay: decoupled (AdamW) or L2 (SGD, LARS) weight decay.
         momentum: SGD/LARS momentum.
         betas: AdamW betas.
-        warmup: linear warm-up length as a fraction of the budget.
-        final_lr: learning rate at the end of the cosine decay, as a fraction of the peak.
+        warmup: linear warm-up length as a fraction of the budget (None: the method's, 0.1
+            for most; word2vec none).
+        final_lr: learning rate at the end of the decay, as a fraction of the peak (None: the
+            method's, 0 for most; word2vec 1e-4).
+        schedule: decay after the warm-up, "cosine" or "linear" (None: the method's; linear
+            for the BERT family and word2vec, as in their papers).
         clip_grad: clip the global gradient norm to this value (``None``: no clipping).
         accumulate: micro-batches per optimizer step (gradient accumulation).
     """
@@ -46,8 +50,9 @@ class OptimConfig:
     weight_decay: float | None = None
     momentum: float | None = None
     betas: tuple[float, float] | None = None
-    warmup: float = 0.1
-    final_lr: float = 0.0
+    warmup: float | None = None
+    final_lr: float | None = None
+    schedule: str | None = None
     clip_grad: float | None = None
     accumulate: int = 1
 
@@ -56,7 +61,13 @@ class OptimConfig:
             raise ConfigError(
                 f"optim.name: unknown optimizer {self.name!r}. Valid: adamw, lars, sgd"
             )
-        if not 0 <= self.warmup < 1:
+        if self.schedule is not None and self.schedule not in ("cosine", "linear"):
+            raise ConfigError(f"optim.schedule: unknown {self.schedule!r}. Valid: cosine, linear")
+        if self.final_lr is not None and not 0 <= self.final_lr <= 1:
+            raise ConfigError(
+                f"optim.final_lr is a fraction of the peak in [0, 1], got {self.final_lr}"
+            )
+        if self.warmup is not None and not 0 <= self.warmup < 1:
             raise ConfigError(
                 f"optim.warmup is a fraction of the budget in [0, 1), got {self.warmup}"
             )
@@ -66,24 +77,28 @@ class OptimConfig:
             raise ConfigError(f"optim.lr must be positive, got {self.lr}")
 
 
+TOKENIZER_KINDS = ("bpe", "unigram", "wordlevel", "wordpiece")
+
+
 @dataclass
 class TokenizerConfig:
     """Tokenizer for text and pair methods: trained on the run's data unless ``path`` is given.
 
     Attributes:
-        kind: "wordpiece", "bpe" or "unigram".
+        kind: "wordpiece", "bpe", "unigram" or "wordlevel"; None takes the method's choice
+            (BERT-style methods WordPiece, GPT and RoBERTa byte-level BPE, word2vec words).
         vocab_size: vocabulary size to train.
         path: a saved tokenizer folder to load instead of training one.
     """
 
-    kind: str = "wordpiece"
+    kind: str | None = None
     vocab_size: int = 8000
     path: str | None = None
 
     def validate(self) -> None:
-        if self.kind not in ("wordpiece", "bpe", "unigram"):
+        if self.kind is not None and self.kind not in TOKENIZER_KINDS:
             raise ConfigError(
-                f"tokenizer.kind: unknown {self.kind!r}. Valid: bpe, unigram, wordpiece"
+                f"tokenizer.kind: unknown {self.kind!r}. Valid: {', '.join(TOKENIZER_KINDS)}"
             )
         if self.vocab_size < 100:
             raise ConfigError(f"tokenizer.vocab_size must be >= 100, got {self.vocab_size}")

@@ -67,9 +67,16 @@ def texts_of(source: DataSource, limit: int = 200_000) -> list[str]:
     return texts
 
 
-def prepare_tokenizer(config: RunConfig, source: DataSource, run_dir: Path, fabric: Fabric) -> Any:  # noqa: ANN401
+def prepare_tokenizer(
+    config: RunConfig,
+    source: DataSource,
+    run_dir: Path,
+    fabric: Fabric,
+    method_cls: type[Method] | None = None,
+) -> Any:  # noqa: ANN401
     """The run's tokenizer: saved with the run (resume), given by ``tokenizer.path``, or trained on
-    the training texts by rank 0 and broadcast to the other processes."""
+    the training texts by rank 0 and broadcast to the other processes. The kind is the config's,
+    else the method's ``tokenizer_kind``; the method may add special tokens."""
     from selfsup.data.tokenizer import load_tokenizer, train_tokenizer
 
     if (run_dir / "tokenizer").exists():
@@ -78,8 +85,13 @@ def prepare_tokenizer(config: RunConfig, source: DataSource, run_dir: Path, fabr
         return load_tokenizer(config.tokenizer.path)
     tokenizer = None
     if fabric.is_global_zero:
+        kind = config.tokenizer.kind or (method_cls.tokenizer_kind if method_cls else "wordpiece")
+        extras = method_cls.tokenizer_specials(config.method_args) if method_cls else []
         tokenizer = train_tokenizer(
-            texts_of(source), kind=config.tokenizer.kind, vocab_size=config.tokenizer.vocab_size
+            texts_of(source),
+            kind=kind,
+            vocab_size=config.tokenizer.vocab_size,
+            extra_special_tokens=extras,
         )
     return fabric.broadcast(tokenizer, src=0) if fabric.world_size > 1 else tokenizer
 
@@ -163,14 +175,16 @@ def pretrain(
         raise ConfigError("sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel)")
     fabric.seed_everything(config.seed)  # same initial weights on every process
 
-    tokenizer = prepare_tokenizer(config, source, run_dir, fabric) if cls.kind != "image" else None
+    tokenizer = (
+        prepare_tokenizer(config, source, run_dir, fabric, cls) if cls.kind != "image" else None
+    )
     ctx = BuildContext.from_config(config, tokenizer, fabric.world_size, source.num_samples)
     method = cls.build(ctx, **config.method_args)
     if config.sync_batchnorm and fabric.world_size > 1:
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     if config.compile:
         method.compile()  # in place: parameter names and checkpoints stay those of the eager model
-    loader = make_loader(cls.kind, source, tokenizer, config, fabric)
+    loader = make_loader(cls.kind, source, tokenizer, config, fabric, method)
     global_batch = config.batch_size * fabric.world_size * config.optim.accumulate
     optimizer = make_optimizer(method, config, global_batch)
     model, optimizer = fabric.setup(method, optimizer)
@@ -239,8 +253,9 @@ def pretrain(
     settings = LoopSettings(
         budget=parse_budget(config.budget),
         accumulate=config.optim.accumulate,
-        warmup=config.optim.warmup,
-        final_lr=config.optim.final_lr,
+        warmup=_or(config.optim.warmup, cls.defaults.warmup),
+        final_lr=_or(config.optim.final_lr, cls.defaults.final_lr),
+        schedule=config.optim.schedule or cls.defaults.schedule,
         clip_grad=config.optim.clip_grad,
         log_every=config.log_every,
         checkpoint_every=config.checkpoint_every,
@@ -265,6 +280,11 @@ def pretrain(
     return run_dir
 
 
+def _or(value: Any, default: Any) -> Any:  # noqa: ANN401
+    """``value`` unless it is None (an unset config field), else the method's default."""
+    return default if value is None else value
+
+
 def gather_objects(obj: Any, world_size: int) -> list[Any]:  # noqa: ANN401
     """``[obj of rank 0, obj of rank 1, ...]`` on every process (``[obj]`` on one process)."""
     if world_size == 1:
@@ -277,11 +297,27 @@ def gather_objects(obj: Any, world_size: int) -> list[Any]:  # noqa: ANN401
 
 
 def make_loader(
-    kind: str, source: DataSource, tokenizer: Any, config: RunConfig, fabric: Fabric
-) -> EpochLoader:  # noqa: ANN401
-    """The training loader; under an epoch budget, its epoch length is known to every process."""
+    kind: str,
+    source: DataSource,
+    tokenizer: Any,  # noqa: ANN401
+    config: RunConfig,
+    fabric: Fabric,
+    method: Method | None = None,
+) -> EpochLoader:
+    """The training loader; under an epoch budget, its epoch length is known to every process.
+    The method's own ``training_data`` is used when it defines one."""
     rank, world = fabric.global_rank, fabric.world_size
-    dataset, collate = build_dataset(kind, source, "train", tokenizer, config.seq_len, rank, world)
+    custom = None
+    if method is not None:
+        if source.train is None:
+            raise ConfigError(f"data {source.name!r} has no train split")
+        custom = method.training_data(source.train, tokenizer, config.seq_len, rank, world)
+    if custom is not None:
+        dataset, collate = custom
+    else:
+        dataset, collate = build_dataset(
+            kind, source, "train", tokenizer, config.seq_len, rank, world
+        )
     try:
         loader = EpochLoader(
             dataset,
@@ -291,9 +327,8 @@ def make_loader(
             world_size=world,
             num_workers=config.num_workers,
             collate_fn=collate,
-            num_samples=source.num_samples
-            if kind != "text"
-            else None,  # text: blocks, not documents
+            # text and method-built examples: blocks or pairs, not the source's samples
+            num_samples=source.num_samples if kind != "text" and custom is None else None,
         )
     except ValueError as err:
         raise ConfigError(f"batch_size: {err}") from None

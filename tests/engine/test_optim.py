@@ -45,3 +45,24 @@ def test_build_optimizer_groups_and_fixed_lr():
     assert opt.param_groups[1]["lr"] == 0.5
     with pytest.raises(ValueError, match="adamw, lars, sgd"):
         build_optimizer([{"params": [a]}], "adam", lr=1.0, weight_decay=0.0)
+
+
+def test_linear_schedule_decays_linearly_after_warmup():
+    from selfsup.engine.optim import lr_factor
+
+    assert lr_factor(0.05, 0.1, schedule="linear") == pytest.approx(0.5)
+    assert lr_factor(0.1, 0.1, schedule="linear") == pytest.approx(1.0)
+    assert lr_factor(0.55, 0.1, schedule="linear") == pytest.approx(0.5)
+    assert lr_factor(1.0, 0.0, final=1e-4, schedule="linear") == pytest.approx(1e-4)
+    assert lr_factor(0.5, 0.0, final=1e-4, schedule="linear") == pytest.approx(0.5 + 0.5e-4)
+    with pytest.raises(ValueError, match="cosine, linear"):
+        lr_factor(0.5, 0.1, schedule="step")
+
+
+def test_unset_schedule_fields_take_the_method_recipe(tmp_path):
+    from selfsup.config import ConfigError, load_config
+
+    config = load_config(values={"method": "simclr", "data": "digits"})
+    assert config.optim.warmup is None and config.optim.schedule is None
+    with pytest.raises(ConfigError, match="optim.schedule"):
+        load_config(values={"method": "simclr", "data": "digits", "optim": {"schedule": "step"}})

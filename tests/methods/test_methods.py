@@ -62,20 +62,50 @@ def test_every_registered_method_has_a_tiny_config():
     assert set(METHODS.names()) == set(TINY)
 
 
+_TOKENIZERS = {}
+
+
+def tokenizer_for(cls, args, default, corpus):
+    """The wordpiece fixture, or a tiny tokenizer of the method's own kind and special tokens."""
+    specials = tuple(cls.tokenizer_specials(args))
+    if cls.kind == "image" or (cls.tokenizer_kind == "wordpiece" and not specials):
+        return default
+    key = (cls.tokenizer_kind, specials)
+    if key not in _TOKENIZERS:
+        from selfsup.data.tokenizer import train_tokenizer
+
+        _TOKENIZERS[key] = train_tokenizer(
+            corpus, kind=cls.tokenizer_kind, vocab_size=300, extra_special_tokens=specials
+        )
+    return _TOKENIZERS[key]
+
+
+def training_batch(method, tokenizer, corpus, b=4):
+    """A batch from the method's own ``training_data`` over a tiny corpus, or None."""
+    documents = [{"text": ". ".join(corpus[i : i + 3]) + "."} for i in range(0, len(corpus), 3)]
+    custom = method.training_data(documents, tokenizer, 12)
+    if custom is None:
+        return None
+    dataset, collate = custom
+    loader = torch.utils.data.DataLoader(dataset, batch_size=b, collate_fn=collate)
+    return next(iter(loader))
+
+
 @pytest.mark.parametrize("name", METHODS.names())
-def test_method_step(name, tiny_tokenizer):
+def test_method_step(name, tiny_tokenizer, tiny_corpus):
     torch.manual_seed(0)
     cls = METHODS.get(name)
+    tokenizer = tokenizer_for(cls, TINY[name], tiny_tokenizer, tiny_corpus)
     ctx = BuildContext(
         BACKBONE_FOR.get(name, BACKBONE[cls.kind]),
         image_size=16,
-        tokenizer=tiny_tokenizer,
+        tokenizer=tokenizer,
         seq_len=12,
         batch_size=4,
         num_samples=16,
     )
     method = cls.build(ctx, **TINY[name])
-    batch = make_batch(cls.kind, tiny_tokenizer)
+    batch = training_batch(method, tokenizer, tiny_corpus) or make_batch(cls.kind, tokenizer)
     out = method(batch)
     assert math.isfinite(float(out["loss"].detach()))
     out["loss"].backward()

@@ -108,3 +108,18 @@ def test_bpe_mask_token_absorbs_the_space_before_it(trained):
 def test_unknown_kind_lists_the_valid_ones():
     with pytest.raises(ValueError, match="wordpiece"):
         train_tokenizer(["a b"], kind="sentencepiece")
+
+
+def test_extra_special_tokens_are_never_split_and_survive_a_save(tmp_path):
+    from selfsup.data.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+
+    texts = ["the cat sat on the mat", "a dog ran in the park"] * 20
+    extras = ["<extra_id_0>", "<extra_id_1>"]
+    tok = train_tokenizer(texts, kind="wordpiece", vocab_size=100, extra_special_tokens=extras)
+    ids = tok.convert_tokens_to_ids(extras)
+    assert ids == [len(tok) - 2, len(tok) - 1]  # appended after the trained vocabulary
+    assert set(ids) <= set(tok.all_special_ids)
+    assert ids[0] in tok("the <extra_id_0> sat")["input_ids"]
+    save_tokenizer(tok, tmp_path / "tok")
+    again = load_tokenizer(tmp_path / "tok")
+    assert again.convert_tokens_to_ids(extras) == ids and set(ids) <= set(again.all_special_ids)

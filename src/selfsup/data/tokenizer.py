@@ -161,6 +161,7 @@ def train_tokenizer(
     kind: str = "wordpiece",
     vocab_size: int = 8000,
     lowercase: bool = True,
+    extra_special_tokens: Iterable[str] = (),
 ) -> PreTrainedTokenizerFast:
     """Train a subword tokenizer on ``texts``.
 
@@ -169,6 +170,8 @@ def train_tokenizer(
         kind: ``"wordpiece"`` (BERT), ``"bpe"`` (byte-level, GPT-2 / RoBERTa) or ``"unigram"``.
         vocab_size: target vocabulary size, special tokens included. A small corpus may yield fewer.
         lowercase: lower-case the text before tokenising (BERT "uncased").
+        extra_special_tokens: further special tokens a method needs (T5's sentinels), appended
+            after the trained vocabulary in the given order; never split, never masked.
 
     Returns:
         A fast tokenizer with ``pad/unk/mask`` tokens and ``cls/sep`` (WordPiece, unigram) or
@@ -186,7 +189,13 @@ def train_tokenizer(
         # word " b" of "a b c" (the byte-level pre-tokeniser attaches spaces to the next word)
         mask = AddedToken(specials["mask_token"], lstrip=True, special=True, normalized=False)
         tok.add_special_tokens([mask])  # updates the trained token in place: same id
-    return PreTrainedTokenizerFast(tokenizer_object=tok, **roles)
+    extras = list(dict.fromkeys(extra_special_tokens))
+    if extras:
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in extras])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **roles)
+    if extras:
+        fast.add_special_tokens({"additional_special_tokens": extras})
+    return fast
 
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerFast, path: str | Path) -> None:

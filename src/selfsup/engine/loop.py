@@ -49,7 +49,8 @@ class LoopSettings:
         budget: when to stop.
         accumulate: micro-batches per optimizer step.
         warmup: linear warm-up, as a fraction of the budget.
-        final_lr: end of the cosine decay, as a fraction of the peak learning rate.
+        final_lr: end of the decay, as a fraction of the peak learning rate.
+        schedule: "cosine" or "linear" decay after the warm-up.
         clip_grad: maximum global gradient norm (None: no clipping).
         log_every: optimizer steps per metrics record.
         checkpoint_every: optimizer steps per checkpoint.
@@ -60,6 +61,7 @@ class LoopSettings:
     accumulate: int = 1
     warmup: float = 0.1
     final_lr: float = 0.0
+    schedule: str = "cosine"
     clip_grad: float | None = None
     log_every: int = 10
     checkpoint_every: int = 500
@@ -173,7 +175,7 @@ class Loop:
                     if self.total_steps
                     else self.progress(state, elapsed)
                 )
-                lr = set_lr(self.optimizer, lr_factor(upcoming, s.warmup, s.final_lr))
+                lr = set_lr(self.optimizer, lr_factor(upcoming, s.warmup, s.final_lr, s.schedule))
                 step_loss = torch.zeros((), device=self.fabric.device)
                 for micro in range(s.accumulate):
                     batch = self.fabric.to_device(next(batches))

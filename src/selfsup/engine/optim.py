@@ -102,21 +102,32 @@ def build_optimizer(
     raise ValueError(f"unknown optimizer {name!r}. Valid: adamw, lars, sgd")
 
 
-def lr_factor(progress: float, warmup: float, final: float = 0.0) -> float:
-    """Linear warm-up then cosine decay, as a function of training progress in [0, 1].
+SCHEDULES = ("cosine", "linear")
+
+
+def lr_factor(
+    progress: float, warmup: float, final: float = 0.0, schedule: str = "cosine"
+) -> float:
+    """Linear warm-up then cosine or linear decay, as a function of training progress in [0, 1].
 
     Args:
         progress: fraction of the budget done (steps, epochs or wall clock).
         warmup: fraction of the budget spent warming up linearly from 0.
-        final: factor reached at the end of the cosine decay.
+        final: factor reached at the end of the decay.
+        schedule: "cosine" (SGDR, Loshchilov & Hutter 2017; the contrastive methods) or
+            "linear" (BERT's decay, and word2vec's, there without warm-up).
 
     Returns:
         Multiplier of the peak learning rate.
     """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}. Valid: {', '.join(SCHEDULES)}")
     progress = min(max(progress, 0.0), 1.0)
     if warmup > 0 and progress < warmup:
         return progress / warmup
     t = (progress - warmup) / max(1e-12, 1 - warmup)
+    if schedule == "linear":
+        return final + (1 - final) * (1 - t)
     return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t))
 
 

@@ -27,7 +27,17 @@ from selfsup.evaluate.zeroshot import (
 )
 from selfsup.runs import Run, load_run
 
-PROTOCOLS = ("knn", "linear", "zeroshot", "retrieval", "mlm")
+BUILTIN_PROTOCOLS = ("knn", "linear", "zeroshot", "retrieval", "mlm")
+
+
+def protocol_names() -> list[str]:
+    """Every protocol ``evaluate`` accepts: the built-in ones and the registered ones."""
+    from selfsup.evaluate.protocols import EVAL_PROTOCOLS
+
+    return [*BUILTIN_PROTOCOLS, *EVAL_PROTOCOLS.names()]
+
+
+PROTOCOLS = BUILTIN_PROTOCOLS  # kept for compatibility; protocol_names() is complete
 
 
 def resolve_device(device: str) -> str:
@@ -63,6 +73,7 @@ def evaluate(
     device: str = "auto",
     seed: int = 0,
     random_init: bool = False,
+    extra: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the run's encoder and append the result to ``results.jsonl``.
 
@@ -80,17 +91,19 @@ def evaluate(
         device: where to run the encoder.
         seed: masking seed of the "mlm" protocol.
         random_init: evaluate the run's encoder at its random initialisation (the baseline).
+        extra: protocol-specific options (``--arg KEY=VALUE``) of registered protocols.
 
     Returns:
         The result record (also appended to ``run_dir/results.jsonl``).
     """
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"unknown protocol {protocol!r}. Valid: {', '.join(PROTOCOLS)}")
+    from selfsup.evaluate.protocols import EVAL_PROTOCOLS, EvalOptions
+
+    valid = protocol_names()
+    if protocol not in valid:
+        raise ConfigError(f"unknown protocol {protocol!r}. Valid: {', '.join(valid)}")
     device = resolve_device(device)
     run = load_run(run_dir, device, random_init)
     source = _source(run, data)
-    if source.test is None:
-        raise ConfigError(f"data {source.name!r} has no test split to evaluate on")
     method = run.method
     if protocol not in method.protocols:
         raise ConfigError(
@@ -98,6 +111,16 @@ def evaluate(
             f"its protocols: {', '.join(method.protocols)}"
         )
     base = {"protocol": protocol, "data": source.name, "seed": seed, "random_init": random_init}
+    if protocol in EVAL_PROTOCOLS:
+        options = EvalOptions(
+            k, temperature, bank_size, query_size, batch_size, device, seed, dict(extra or {})
+        )
+        figures = EVAL_PROTOCOLS.get(protocol)(run, source, options)
+        return _record(run, {**base, **figures})
+    if extra:
+        raise ConfigError(f"protocol {protocol} takes no --arg options, got {', '.join(extra)}")
+    if source.test is None:
+        raise ConfigError(f"data {source.name!r} has no test split to evaluate on")
     if protocol == "mlm":
         from selfsup.data.packing import PackedBlocks
         from selfsup.methods.mlm import masked_token_accuracy

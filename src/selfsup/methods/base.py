@@ -43,6 +43,9 @@ class OptimDefaults:
     momentum: float = 0.9
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
+    warmup: float = 0.1  # fraction of the budget
+    final_lr: float = 0.0  # fraction of the peak
+    schedule: str = "cosine"  # or "linear"
 
 
 @dataclass
@@ -123,6 +126,30 @@ class Method(nn.Module):
     allows_sync_batchnorm: ClassVar[bool] = True
     # Constructor arguments the pipeline sets from the run config (not user method_args).
     provided_args: ClassVar[frozenset[str]] = frozenset()
+    # Text and pair methods: the tokenizer kind trained when the run config names none
+    # ("wordpiece", "bpe", "unigram" or "wordlevel"; see selfsup.data.tokenizer).
+    tokenizer_kind: ClassVar[str] = "wordpiece"
+
+    @classmethod
+    def tokenizer_specials(cls, method_args: dict[str, Any]) -> list[str]:
+        """Special tokens the method needs beyond its tokenizer kind's own (e.g. T5 sentinels),
+        added when the run trains its tokenizer."""
+        return []
+
+    def training_data(
+        self,
+        dataset: Any,  # noqa: ANN401
+        tokenizer: Any,  # noqa: ANN401
+        seq_len: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> tuple[Any, Any] | None:
+        """``(dataset, collate_fn)`` to train on, built from the source's training split, or None
+        for the default of the method's kind (images as decoded; text packed into blocks of
+        ``seq_len`` tokens; pairs with tokenised captions). Methods whose examples are not plain
+        blocks (sentence pairs, span corruption, word windows) override this. A streamed
+        dataset must split its input by ``rank`` / ``world_size`` (and by DataLoader worker)."""
+        return None
 
     @classmethod
     def build(cls, ctx: BuildContext, **kwargs: Any) -> Method:
