@@ -93,6 +93,12 @@ def check_backbone(cls: type[Method], name: str | None) -> None:
     """Raise (listing the valid names) for a backbone the method's kind cannot build."""
     if name is None:
         return
+    choices = cls.backbone_choices()
+    if choices is not None:
+        if name not in choices:
+            valid = ", ".join(choices) if choices else "none (it has no backbone to choose)"
+            raise ConfigError(f"backbone {name!r} is not one this method builds. Valid: {valid}")
+        return
     if cls.kind == "text":
         from selfsup.backbones.text import TEXT_BACKBONES
 

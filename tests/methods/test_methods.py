@@ -28,6 +28,13 @@ TINY = {
     "rotation": {},
     "jigsaw": {"num_permutations": 10, "head_hidden_dim": 16},
     "relative_patch": {"head_hidden_dim": 16},
+    "gpt": {},
+    "bert": {},
+    "roberta": {},
+    "albert": {"embedding_size": 32},
+    "electra": {"hidden_size": 64, "num_attention_heads": 2},
+    "t5": {"num_sentinels": 2, "d_model": 32, "num_heads": 2},
+    "simcse": {},
 }
 BACKBONE = {"image": "resnet18", "text": "bert-tiny", "pair": "resnet18"}
 BACKBONE_FOR = {"mae": "vit_tiny_patch4"}  # methods that need another backbone family
@@ -117,6 +124,12 @@ def test_method_step(name, tiny_tokenizer, tiny_corpus):
     method.eval()
     feats = method.embed(batch)
     assert feats.ndim == 2 and feats.shape[0] == 4 and torch.isfinite(feats).all()
+    if "finetune" in cls.protocols:  # the encoder the finetune protocol trains
+        encoder = method.encoder_for_finetuning()
+        ids = batch["input_ids"]
+        mask = batch.get("attention_mask", torch.ones_like(ids))
+        pooled = encoder(ids, mask)
+        assert pooled.shape == (ids.shape[0], encoder.dim) and torch.isfinite(pooled).all()
 
 
 def test_unknown_method_lists_valid_names():
@@ -145,3 +158,16 @@ def test_settings_that_would_silently_break_a_method_are_refused():
     check_precision_and_norm("simclr", METHODS.get("simclr"), "bf16-true", True)
     with pytest.raises(ConfigError, match="shuffling batch norm"):
         check_precision_and_norm("moco", METHODS.get("moco"), "bf16-mixed", True)
+
+
+def test_backbone_names_are_checked_against_the_method_or_its_kind():
+    from selfsup.checks import check_backbone
+    from selfsup.config import ConfigError
+
+    check_backbone(METHODS.get("simclr"), "resnet18")
+    check_backbone(METHODS.get("mlm"), "bert-mini")
+    check_backbone(METHODS.get("gpt"), "gpt2")  # a size only the gpt method builds
+    with pytest.raises(KeyError, match="bert-mini"):
+        check_backbone(METHODS.get("mlm"), "gpt2")
+    with pytest.raises(ConfigError, match="gpt2"):
+        check_backbone(METHODS.get("gpt"), "resnet18")

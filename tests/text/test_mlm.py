@@ -123,3 +123,21 @@ def test_export_loads_with_auto_classes(bpe_tok, text_corpus, tmp_path):
     mask = enc["attention_mask"].unsqueeze(-1).float()
     pooled = (hidden.last_hidden_state * mask).sum(1) / mask.sum(1)
     torch.testing.assert_close(pooled, method.embed(dict(enc)), atol=1e-5, rtol=1e-5)
+
+
+def test_mlm_trains_a_deberta_backbone_and_exports_it(tmp_path, tiny_tokenizer):
+    torch.manual_seed(0)
+    ctx = BuildContext("deberta-tiny", tokenizer=tiny_tokenizer, seq_len=12)
+    method = create_method("mlm", ctx, hidden_size=32, num_attention_heads=2)
+    assert type(method.model).__name__ == "DebertaV2ForMaskedLM"
+    ids = torch.randint(5, len(tiny_tokenizer), (2, 12))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    method(batch)["loss"].backward()
+    assert all(p.grad is not None for p in method.parameters() if p.requires_grad)
+    method.eval()
+    method.export(tmp_path / "export")
+    loaded = AutoModel.from_pretrained(tmp_path / "export").eval()
+    with torch.no_grad():
+        ours = method.encoder(input_ids=ids, attention_mask=torch.ones_like(ids))
+        theirs = loaded(input_ids=ids, attention_mask=torch.ones_like(ids))
+    assert torch.allclose(ours.last_hidden_state, theirs.last_hidden_state, atol=1e-5)

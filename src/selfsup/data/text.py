@@ -13,20 +13,37 @@ invalid byte becomes U+FFFD rather than stopping a long run.
 Test split: within each file, documents number 19, 39, 59, ... (every 20th, counting from 0) are
 held out; the train split is the rest. This depends only on the file's content, not on how the
 stream is split across workers.
+
+For objectives trained on sentences (SimCSE), :func:`split_sentences` cuts documents into
+sentences, :class:`SentenceStream` streams the sentences of any document dataset, shuffled and
+split by rank and worker, and :class:`SentenceCollate` tokenises them into padded batches.
 """
 
 from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from typing import Any
+
+from torch import Tensor
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from selfsup.data.registry import register_dataset, require_arg
 from selfsup.data.source import DataError, DataSource
-from selfsup.data.streaming import PartitionedStream
+from selfsup.data.streaming import PartitionedStream, seeded_rng, shuffle_buffer
 
-__all__ = ["HOLDOUT_EVERY", "TextDataset", "find_text_files", "iter_documents", "uses_blank_lines"]
+__all__ = [
+    "HOLDOUT_EVERY",
+    "SentenceCollate",
+    "SentenceStream",
+    "TextDataset",
+    "find_text_files",
+    "iter_documents",
+    "split_sentences",
+    "uses_blank_lines",
+]
 
 HOLDOUT_EVERY = 20
 _COUNT_LIMIT_BYTES = 16 * 2**20  # count documents up front only for corpora this small
@@ -188,3 +205,138 @@ def build_text(arg: str | None, *, image_size: int, seed: int, shuffle_buffer: i
         num_samples=num_samples,
         description=f"text corpus {path} ({len(files)} files)",
     )
+
+
+# ---- sentences -----------------------------------------------------------------------------
+
+MIN_SENTENCE_WORDS = 3  # shorter pieces are headings, list items or splitter mistakes
+SENTENCE_BUFFER = 10_000  # sentences in the shuffle buffer of each data consumer
+# Words that end in a full stop without ending a sentence.
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof st jr sr vs etc no nos vol fig figs inc ltd co corp gen col lt sgt capt "
+    "rev gov sen rep approx ca cf al jan feb mar apr jun jul aug sep sept oct nov dec".split()
+)
+_INITIALS = re.compile(r"(?:[A-Za-z]\.)+")  # U.S.  e.g.  J.
+_CLOSERS = "\"')]}\u201d\u2019"
+
+
+def split_sentences(text: str, min_words: int = MIN_SENTENCE_WORDS) -> list[str]:
+    """Split text into sentences: a simple rule-based splitter.
+
+    A sentence ends at a line break or after a word ending in ``.``, ``!`` or ``?`` (closing
+    quotes and brackets may follow), except a full stop after a known abbreviation ("Dr.",
+    "etc.") or initials ("U.S.", "e.g.", "J."). Whitespace inside a sentence is collapsed.
+
+    Args:
+        text: A document.
+        min_words: Drop pieces of fewer words than this.
+
+    Returns:
+        The sentences, in order.
+    """
+    sentences = []
+    for line in text.splitlines():
+        words: list[str] = []
+        for word in line.split():
+            words.append(word)
+            core = word.rstrip(_CLOSERS)
+            if not core or core[-1] not in ".!?":
+                continue
+            stem = core[:-1]
+            if core[-1] == "." and (stem.lower() in _ABBREVIATIONS or _INITIALS.fullmatch(core)):
+                continue
+            sentences.append(" ".join(words))
+            words = []
+        if words:
+            sentences.append(" ".join(words))
+    return [s for s in sentences if len(s.split()) >= min_words]
+
+
+class SentenceStream(IterableDataset):
+    """The sentences of a document dataset as ``{"text": str}``, shuffled through a buffer.
+
+    An iterable document dataset (a streamed source) splits itself by rank and DataLoader
+    worker; a map-style one (or a list) is split here, document ``i`` going to consumer
+    ``i % (world_size * workers)``, after a per-epoch shuffle of the document order that is the
+    same on every consumer. Sentences then pass through a shuffle buffer seeded by
+    ``(seed, epoch, rank, worker)`` so that a batch mixes many documents.
+
+    Args:
+        documents: Dataset (or sequence) of ``{"text": str}`` samples or strings.
+        rank: This process's rank.
+        world_size: Number of processes.
+        seed: Base seed of the shuffling.
+        buffer_size: Shuffle buffer capacity in sentences (``<= 1``: document order).
+        min_words: Shortest sentence kept.
+    """
+
+    def __init__(
+        self,
+        documents: Dataset | Sequence[Any],
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        buffer_size: int = SENTENCE_BUFFER,
+        min_words: int = MIN_SENTENCE_WORDS,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got {rank} and {world_size}")
+        self.documents = documents
+        self.rank, self.world_size = rank, world_size
+        self.seed, self.buffer_size, self.min_words = seed, buffer_size, min_words
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle for ``epoch`` (forwarded to a streamed source)."""
+        self.epoch = int(epoch)
+        if hasattr(self.documents, "set_epoch"):
+            self.documents.set_epoch(epoch)
+
+    def _texts(self, worker: int, workers: int) -> Iterator[str]:
+        if isinstance(self.documents, IterableDataset):
+            samples = iter(self.documents)
+        else:
+            order = list(range(len(self.documents)))  # type: ignore[arg-type]
+            seeded_rng(self.seed, self.epoch).shuffle(order)
+            consumers, me = self.world_size * workers, self.rank * workers + worker
+            samples = (self.documents[i] for i in order[me::consumers])
+        for sample in samples:
+            yield sample if isinstance(sample, str) else sample["text"]
+
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        sentences = (
+            s
+            for text in self._texts(worker, workers)
+            for s in split_sentences(text, self.min_words)
+        )
+        rng = seeded_rng(self.seed, self.epoch, self.rank, worker)
+        for sentence in shuffle_buffer(sentences, self.buffer_size, rng):
+            yield {"text": sentence}
+
+
+class SentenceCollate:
+    """Tokenise sentences into ``{"input_ids", "attention_mask"}``, each ``int64 (B, L)``,
+    padded to the batch's longest and truncated to ``max_len`` tokens ([CLS] and [SEP] included;
+    ``attention_mask`` 1 = token, 0 = padding)."""
+
+    def __init__(self, tokenizer: Any, max_len: int) -> None:  # noqa: ANN401
+        if tokenizer.pad_token_id is None:
+            raise ValueError("SentenceCollate needs a tokenizer with a pad token")
+        self.tokenizer, self.max_len = tokenizer, max_len
+
+    def __call__(self, samples: Sequence[dict[str, str]]) -> dict[str, Tensor]:
+        enc = self.tokenizer(
+            [s["text"] for s in samples],
+            padding="longest",
+            truncation=True,
+            max_length=self.max_len,
+            return_token_type_ids=False,
+            return_tensors="pt",
+        )
+        return {
+            "input_ids": enc["input_ids"].long(),
+            "attention_mask": enc["attention_mask"].long(),
+        }

@@ -131,6 +131,12 @@ class Method(nn.Module):
     tokenizer_kind: ClassVar[str] = "wordpiece"
 
     @classmethod
+    def backbone_choices(cls) -> list[str] | None:
+        """Backbone names the method builds, when they are not its kind's registry (vision
+        backbones for images, ``selfsup.backbones.text`` for text); [] for none at all."""
+        return None
+
+    @classmethod
     def tokenizer_specials(cls, method_args: dict[str, Any]) -> list[str]:
         """Special tokens the method needs beyond its tokenizer kind's own (e.g. T5 sentinels),
         added when the run trains its tokenizer."""

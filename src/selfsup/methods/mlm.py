@@ -5,12 +5,17 @@ A bidirectional Transformer encoder reads a token block in which 15 % of the tok
 and corrupted (80 % -> [MASK], 10 % -> a random token, 10 % unchanged) and predicts the original
 tokens at the selected positions; the loss is the cross-entropy there. Masking is dynamic
 (RoBERTa, Liu et al. 2019): a fresh mask is drawn every time a block is seen, on the device, inside
-``forward``. BERT's next-sentence prediction is left out, as in RoBERTa, which found it does not help.
+``forward``. BERT's next-sentence prediction is left out, as in RoBERTa, which found it does not help
+(the ``bert`` method has it).
 
 Paper defaults (BERT-Base): AdamW, lr 1e-4, betas (0.9, 0.999), weight decay 0.01 (none on biases
 and LayerNorm), linear warm-up over the first 10k of 1M steps then linear decay, batch 256 blocks
 of 512 tokens (128 for the first 90 % of steps), dropout 0.1, mask probability 0.15 with 80/10/10
 replacement. The sizes are in ``selfsup.backbones.text`` (default ``bert-mini``).
+
+:class:`MaskedEncoder` holds what every masked-token method of the library shares (``mlm``,
+``bert``, ``roberta``, ``albert``): the masking, ``token_logits`` / ``predict_masked`` for the
+``mlm`` and ``pseudo_perplexity`` evaluation protocols, mean-pooled ``embed`` and ``export``.
 """
 
 from __future__ import annotations
@@ -20,13 +25,38 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
-from transformers import BertConfig, BertForMaskedLM, PretrainedConfig
+from torch import Tensor, nn
+from transformers import BertConfig, PretrainedConfig
 
-from selfsup.backbones.text import build_text_config, mean_pool
+from selfsup.backbones.text import (
+    PooledEncoder,
+    bert_config_fields,
+    build_mlm_model,
+    build_text_config,
+    deberta_config_fields,
+    mean_pool,
+    mlm_model_class,
+)
 from selfsup.data.tokenizer import save_tokenizer
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
 from selfsup.views.tokens import IGNORE_INDEX, mask_tokens
+
+# Architecture fields that BertConfig, RobertaConfig and AlbertConfig share, with one meaning.
+ENCODER_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "initializer_range",
+    "layer_norm_eps",
+    "pad_token_id",
+)
 
 
 def masked_lm_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -46,47 +76,79 @@ def masked_lm_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     return loss, accuracy
 
 
-@register_method("mlm")
-class MaskedLM(Method):
-    """BERT masked language modelling (Devlin et al. 2019) with dynamic masking.
+def encoder_fields(config: BertConfig) -> dict[str, Any]:
+    """The architecture fields of ``config`` that RoBERTa's and ALBERT's configs share with it."""
+    return {name: getattr(config, name) for name in ENCODER_FIELDS}
 
-    Args:
-        config: the encoder's ``BertConfig`` (``vocab_size`` at least ``len(tokenizer)``).
-        tokenizer: the fast tokenizer of the data (gives [MASK], the special ids, and is exported).
-        mlm_probability: fraction of non-special tokens selected for prediction.
-        mask_replace: fraction of selected tokens replaced by [MASK].
-        random_replace: fraction of selected tokens replaced by a random regular token.
+
+def bert_config(
+    ctx: BuildContext,
+    method: str,
+    max_position_embeddings: int | None = None,
+    *,
+    allow_deberta: bool = False,
+    **config_overrides: Any,
+) -> PretrainedConfig:
+    """The ``BertConfig`` of the run's backbone (default ``bert-mini``) for ``ctx.tokenizer``.
+
+    ``max_position_embeddings`` defaults to ``max(512, ctx.seq_len)`` so that the exported encoder
+    accepts BERT's usual lengths; the pad id is the tokenizer's; ``config_overrides`` are
+    ``BertConfig`` fields. ``method`` names the method in errors. With ``allow_deberta`` a
+    DeBERTa backbone name gives its ``DebertaV2Config`` (the plain masked LM accepts both).
+    """
+    tokenizer = ctx.tokenizer
+    if tokenizer is None:
+        raise ValueError(f"the {method} method needs a tokenizer (BuildContext.tokenizer)")
+    max_positions = max_position_embeddings or max(512, ctx.seq_len)
+    if max_positions < ctx.seq_len:
+        raise ValueError(f"max_position_embeddings {max_positions} < seq_len {ctx.seq_len}")
+    # the pad row of the embedding gets no gradient, so it must be the tokenizer's pad id
+    # (BertConfig's default 0 is <s> for a byte-level BPE tokenizer)
+    overrides = {"pad_token_id": tokenizer.pad_token_id, **config_overrides}
+    name = ctx.backbone or "bert-mini"
+    if allow_deberta:
+        return build_mlm_model(name, len(tokenizer), max_positions, **overrides)[0]
+    return build_text_config(name, len(tokenizer), max_positions, **overrides)
+
+
+class MaskedEncoder(Method):
+    """Base of the methods that train a Transformer encoder to predict masked tokens.
+
+    A subclass builds its ``transformers`` model, calls :meth:`set_masking`, and defines
+    ``encoder`` (the base model that ``export`` writes: ``BertModel``, ``RobertaModel``, ...) and
+    ``mlm_head`` (hidden states to vocabulary scores).
     """
 
     kind: ClassVar[str] = "text"
-    protocols: ClassVar[tuple[str, ...]] = ("mlm", "knn", "linear")
-    # BERT used lr 1e-4 for 1M steps of BERT-Base. The runs this library targets are short
-    # (minutes to hours) and the models small, where 5e-4 trains much faster and stays stable:
-    # ELECTRA-Small's generator/discriminator (Clark et al. 2020) and Turc et al.'s compact BERTs
-    # use lr up to 5e-4 / 1e-3 at these sizes. Use lr=1e-4 for BERT-Base.
-    defaults: ClassVar[OptimDefaults] = OptimDefaults(
-        optimizer="adamw", lr=5e-4, weight_decay=0.01, betas=(0.9, 0.999)
+    protocols: ClassVar[tuple[str, ...]] = (
+        "mlm",
+        "pseudo_perplexity",
+        "knn",
+        "linear",
+        "finetune",
     )
 
-    def __init__(
+    def set_masking(
         self,
-        config: BertConfig,
-        tokenizer: Any,
-        *,
-        mlm_probability: float = 0.15,
-        mask_replace: float = 0.8,
-        random_replace: float = 0.1,
+        tokenizer: Any,  # noqa: ANN401
+        mlm_probability: float,
+        mask_replace: float,
+        random_replace: float,
+        vocab_size: int,
     ) -> None:
-        super().__init__()
+        """Check ``tokenizer`` against the model's ``vocab_size`` and keep the masking settings.
+
+        Args:
+            tokenizer: the fast tokenizer of the data (gives [MASK], the special ids; exported).
+            mlm_probability: fraction of non-special tokens selected for prediction.
+            mask_replace: fraction of selected tokens replaced by [MASK].
+            random_replace: fraction of selected tokens replaced by a random regular token.
+            vocab_size: rows of the model's token embedding (at least ``len(tokenizer)``).
+        """
         if tokenizer.mask_token_id is None:
             raise ValueError("masked language modelling needs a tokenizer with a mask token")
-        if config.vocab_size < len(tokenizer):
-            raise ValueError(
-                f"config.vocab_size {config.vocab_size} < len(tokenizer) {len(tokenizer)}"
-            )
-        self.model = BertForMaskedLM(
-            config
-        )  # encoder .bert + head .cls, decoder tied to embeddings
+        if vocab_size < len(tokenizer):
+            raise ValueError(f"config.vocab_size {vocab_size} < len(tokenizer) {len(tokenizer)}")
         self.tokenizer = tokenizer
         self.mlm_probability = mlm_probability
         self.mask_replace = mask_replace
@@ -95,61 +157,28 @@ class MaskedLM(Method):
         self.vocab_size = len(tokenizer)  # random replacements come from the tokenizer's ids only
         self.special_token_ids = sorted(set(tokenizer.all_special_ids))
 
-    @classmethod
-    def build(
-        cls,
-        ctx: BuildContext,
-        *,
-        mlm_probability: float = 0.15,
-        mask_replace: float = 0.8,
-        random_replace: float = 0.1,
-        max_position_embeddings: int | None = None,
-        **config_overrides: Any,
-    ) -> MaskedLM:
-        """Build from the run's backbone name (default ``bert-mini``), tokenizer and ``seq_len``.
+    @property
+    def encoder(self) -> nn.Module:  # pragma: no cover
+        """The base encoder (``last_hidden_state``), without pretraining heads."""
+        raise NotImplementedError
 
-        ``max_position_embeddings`` defaults to ``max(512, ctx.seq_len)`` so that the exported
-        encoder accepts BERT's usual lengths; other keyword arguments override ``BertConfig``
-        fields (``hidden_size``, ``num_hidden_layers``, ...).
-        """
-        tokenizer = ctx.tokenizer
-        if tokenizer is None:
-            raise ValueError("the mlm method needs a tokenizer (BuildContext.tokenizer)")
-        max_positions = max_position_embeddings or max(512, ctx.seq_len)
-        if max_positions < ctx.seq_len:
-            raise ValueError(f"max_position_embeddings {max_positions} < seq_len {ctx.seq_len}")
-        # the pad row of the embedding gets no gradient, so it must be the tokenizer's pad id
-        # (BertConfig's default 0 is <s> for a byte-level BPE tokenizer)
-        overrides = {"pad_token_id": tokenizer.pad_token_id, **config_overrides}
-        config = build_text_config(
-            ctx.backbone or "bert-mini", len(tokenizer), max_positions, **overrides
-        )
-        return cls(
-            config,
-            tokenizer,
-            mlm_probability=mlm_probability,
-            mask_replace=mask_replace,
-            random_replace=random_replace,
-        )
+    def mlm_head(self, hidden: Tensor) -> Tensor:  # pragma: no cover
+        """Vocabulary scores ``(N, V)`` of hidden states ``(N, D)``."""
+        raise NotImplementedError
 
-    @classmethod
-    def argument_names(cls) -> list[str]:
-        """The masking rates, ``max_position_embeddings`` and any ``BertConfig`` field."""
-        bert = set(BertConfig().to_dict()) - set(PretrainedConfig().to_dict()) - {"vocab_size"}
-        return sorted({*super().argument_names(), *bert})
-
-    def predict_masked(
+    def mask(
         self, batch: dict[str, Tensor], generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """Mask ``batch`` afresh and predict the selected tokens.
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """BERT's 80/10/10 masking of ``batch["input_ids"]`` (a fresh draw each call).
 
         Args:
-            batch: ``input_ids (B, L)``, ``attention_mask (B, L)`` (1 = token) and
+            batch: ``input_ids (B, L)``, optional ``attention_mask (B, L)`` (1 = token) and
                 ``special_tokens_mask (B, L)`` (True = special; derived from the ids if absent).
             generator: masking RNG on the batch's device; None = torch's global RNG.
 
         Returns:
-            ``(logits (N, V), targets (N,))`` at the N selected positions.
+            ``(masked_ids, labels, attention_mask)``, all ``(B, L)``; ``labels`` holds the
+            original id at selected positions and ``IGNORE_INDEX`` elsewhere.
         """
         ids = batch["input_ids"]
         attention_mask = batch.get("attention_mask")
@@ -170,43 +199,168 @@ class MaskedLM(Method):
             special_token_ids=self.special_token_ids,
             generator=generator,
         )
-        hidden = self.model.bert(input_ids=masked, attention_mask=attention_mask).last_hidden_state
-        selected = labels != IGNORE_INDEX  # (B, L) True = masked, predicted
-        # The vocabulary projection (D x V per token) is most of a small BERT's compute; apply
+        return masked, labels, attention_mask
+
+    def token_logits(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        selected: Tensor,
+        token_type_ids: Tensor | None = None,
+    ) -> Tensor:
+        """Vocabulary scores at the selected positions of an (already masked) input.
+
+        Args:
+            input_ids: ``(B, L)`` token ids as the encoder should read them.
+            attention_mask: ``(B, L)``, 1 = token, 0 = padding.
+            selected: ``(B, L)`` bool, True = position to score.
+            token_type_ids: optional ``(B, L)`` segment ids (0 = A, 1 = B).
+
+        Returns:
+            ``(N, V)`` logits at the N selected positions, in row-major order.
+        """
+        hidden = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state  # (B, L, D)
+        # The vocabulary projection (D x V per token) is most of a small encoder's compute; apply
         # the head only at the ~15 % selected positions instead of at all B * L.
-        logits = self.model.cls(hidden[selected])  # (N, V)
+        return self.mlm_head(hidden[selected])  # (N, V)
+
+    def predict_masked(
+        self, batch: dict[str, Tensor], generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Mask ``batch`` afresh and predict the selected tokens.
+
+        Args:
+            batch: ``input_ids (B, L)``, ``attention_mask (B, L)`` (1 = token),
+                ``special_tokens_mask (B, L)`` (True = special; derived from the ids if absent)
+                and optionally ``token_type_ids (B, L)``.
+            generator: masking RNG on the batch's device; None = torch's global RNG.
+
+        Returns:
+            ``(logits (N, V), targets (N,))`` at the N selected positions.
+        """
+        masked, labels, attention_mask = self.mask(batch, generator)
+        selected = labels != IGNORE_INDEX  # (B, L) True = masked, predicted
+        logits = self.token_logits(masked, attention_mask, selected, batch.get("token_type_ids"))
         return logits, labels[selected]
 
-    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        logits, targets = self.predict_masked(batch)
-        loss, accuracy = masked_lm_loss(logits, targets)
-        return {"loss": loss, "mlm_acc": accuracy}
-
     @torch.no_grad()
+    def encoder_for_finetuning(self) -> nn.Module:
+        """The encoder as ``(input_ids, attention_mask) -> (B, D)`` for ``--protocol finetune``
+        (pooled like ``embed``; its weights are shared, the protocol copies them)."""
+        return PooledEncoder(self.encoder, "mean")
+
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         """Mean of the encoder's last hidden states over non-padding tokens: ``(B, D)``."""
         ids = batch["input_ids"]
         attention_mask = batch.get("attention_mask")
         if attention_mask is None:
             attention_mask = torch.ones_like(ids)
-        hidden = self.model.bert(input_ids=ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self.encoder(input_ids=ids, attention_mask=attention_mask).last_hidden_state
         return mean_pool(hidden, attention_mask)  # (B, D)
 
     def export(self, path: Path) -> None:
-        """Write the encoder (no MLM head) and the tokenizer to the directory ``path``.
+        """Write the encoder (no pretraining heads) and the tokenizer to the directory ``path``.
 
-        ``config.json`` + ``model.safetensors`` load with ``transformers.AutoModel`` (which adds an
-        untrained pooler: use ``last_hidden_state``), the tokenizer files with ``AutoTokenizer``.
+        ``config.json`` + ``model.safetensors`` load with ``transformers.AutoModel`` (which may add
+        an untrained pooler: use ``last_hidden_state``), the tokenizer files with
+        ``AutoTokenizer``.
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.bert.save_pretrained(str(path))  # safetensors by default (>= 4.35)
+        self.encoder.save_pretrained(str(path))  # safetensors by default (>= 4.35)
         save_tokenizer(self.tokenizer, path)
+
+
+@register_method("mlm")
+class MaskedLM(MaskedEncoder):
+    """BERT masked language modelling (Devlin et al. 2019) with dynamic masking.
+
+    Args:
+        config: the encoder's ``BertConfig`` or ``DebertaV2Config`` (``vocab_size`` at least
+            ``len(tokenizer)``).
+        tokenizer: the fast tokenizer of the data (gives [MASK], the special ids, and is exported).
+        mlm_probability: fraction of non-special tokens selected for prediction.
+        mask_replace: fraction of selected tokens replaced by [MASK].
+        random_replace: fraction of selected tokens replaced by a random regular token.
+    """
+
+    # BERT used lr 1e-4 for 1M steps of BERT-Base. The runs this library targets are short
+    # (minutes to hours) and the models small, where 5e-4 trains much faster and stays stable:
+    # ELECTRA-Small's generator/discriminator (Clark et al. 2020) and Turc et al.'s compact BERTs
+    # use lr up to 5e-4 / 1e-3 at these sizes. Use lr=1e-4 for BERT-Base.
+    defaults: ClassVar[OptimDefaults] = OptimDefaults(
+        optimizer="adamw", lr=5e-4, weight_decay=0.01, betas=(0.9, 0.999)
+    )
+
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        tokenizer: Any,
+        *,
+        mlm_probability: float = 0.15,
+        mask_replace: float = 0.8,
+        random_replace: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.set_masking(
+            tokenizer, mlm_probability, mask_replace, random_replace, config.vocab_size
+        )
+        # encoder .bert / .deberta + head .cls, decoder tied to the input embeddings
+        self.model = mlm_model_class(config)(config)
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.model.base_model
+
+    def mlm_head(self, hidden: Tensor) -> Tensor:
+        return self.model.cls(hidden)
+
+    @classmethod
+    def build(
+        cls,
+        ctx: BuildContext,
+        *,
+        mlm_probability: float = 0.15,
+        mask_replace: float = 0.8,
+        random_replace: float = 0.1,
+        max_position_embeddings: int | None = None,
+        **config_overrides: Any,
+    ) -> MaskedLM:
+        """Build from the run's backbone name (default ``bert-mini``), tokenizer and ``seq_len``.
+
+        ``max_position_embeddings`` defaults to ``max(512, ctx.seq_len)`` so that the exported
+        encoder accepts BERT's usual lengths; other keyword arguments override ``BertConfig``
+        fields (``hidden_size``, ``num_hidden_layers``, ...).
+        """
+        config = bert_config(
+            ctx, "mlm", max_position_embeddings, allow_deberta=True, **config_overrides
+        )
+        return cls(
+            config,
+            ctx.tokenizer,
+            mlm_probability=mlm_probability,
+            mask_replace=mask_replace,
+            random_replace=random_replace,
+        )
+
+    @classmethod
+    def argument_names(cls) -> list[str]:
+        """The masking rates, ``max_position_embeddings`` and any ``BertConfig`` or (for DeBERTa
+        backbones) ``DebertaV2Config`` field."""
+        fields = bert_config_fields() | deberta_config_fields()
+        return sorted({*super().argument_names(), *fields})
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        logits, targets = self.predict_masked(batch)
+        loss, accuracy = masked_lm_loss(logits, targets)
+        return {"loss": loss, "mlm_acc": accuracy}
 
 
 @torch.no_grad()
 def masked_token_accuracy(
-    method: MaskedLM, loader: Any, seed: int = 0, max_batches: int | None = None
+    method: MaskedEncoder, loader: Any, seed: int = 0, max_batches: int | None = None
 ) -> float:
     """Accuracy at masked positions over ``loader`` with a fixed masking seed (reproducible).
 
@@ -214,7 +368,7 @@ def masked_token_accuracy(
     deterministic loader the same seed gives the same figure.
 
     Args:
-        method: a ``MaskedLM``.
+        method: a ``MaskedEncoder`` (``mlm``, ``bert``, ``roberta``, ``albert``).
         loader: yields text batches (dicts of ``(B, L)`` tensors).
         seed: seed of the masking generator.
         max_batches: stop after this many batches (None = the whole loader).

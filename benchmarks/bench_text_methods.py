@@ -1,0 +1,164 @@
+"""Every text objective on a built-in corpus for the same wall-clock budget, then evaluated.
+
+Each method pretrains from scratch on the same corpus (default: `wiki`, the English Wikipedia
+sample gensim ships) for the same budget on this machine, with the same encoder size where the
+objective has an encoder (BERT-Mini: 4 layers, 256 hidden), blocks of 128 tokens, batch 32, bf16
+autocast. Then:
+
+* the objective's own figure: held-out masked-token accuracy (MLM family), pseudo-perplexity,
+  causal-LM perplexity, word similarity and analogy (word2vec);
+* one downstream table at equal compute: sentence classification on `polarity` (200 labelled
+  movie-review sentences) with kNN and a linear probe on frozen mean-pooled features, beside
+  the same encoder at its random initialisation, and full fine-tuning.
+
+    python benchmarks/bench_text_methods.py --budget 3m
+    python benchmarks/bench_text_methods.py --budget 3m --methods mlm gpt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from bench_simclr import machine
+
+from selfsup.config import load_config
+from selfsup.evaluate import evaluate
+from selfsup.methods import METHODS
+from selfsup.pipeline import pretrain
+
+METHODS_IN_ORDER = [
+    "mlm",
+    "bert",
+    "roberta",
+    "albert",
+    "electra",
+    "t5",
+    "gpt",
+    "simcse",
+    "word2vec",
+]
+# The objective's own figure: protocol -> (result key, label).
+OWN_FIGURES = {
+    "mlm": ("masked_token_acc", "masked-token acc %"),
+    "pseudo_perplexity": ("pseudo_perplexity", "pseudo-perplexity"),
+    "perplexity": ("perplexity", "perplexity"),
+    "wordsim": ("wordsim353_spearman", "WordSim-353 Spearman"),
+    "analogy": ("accuracy", "analogy acc %"),
+}
+DOWNSTREAM = "polarity"
+
+
+def pretrain_one(name: str, budget: str, data: str, out: Path) -> Path:
+    values = {
+        "method": name,
+        "data": data,
+        "budget": budget,
+        "batch_size": 32,
+        "seq_len": 128,
+        "precision": "bf16-mixed",
+        "num_workers": 1,
+        "out": str(out / name),
+        "checkpoint_every": 100_000,
+        "progress": False,
+    }
+    if name != "word2vec":
+        values["backbone"] = "bert-mini"
+    return pretrain(load_config(values=values), overwrite=True)
+
+
+def figures(run: Path, name: str) -> dict:
+    """Own-objective figures and downstream polarity figures (trained and random init)."""
+    protocols = METHODS.get(name).protocols
+    row: dict = {}
+    for protocol, (key, label) in OWN_FIGURES.items():
+        if protocol in protocols:
+            result = evaluate(run, protocol=protocol)
+            row[label] = result.get(key)
+    for random_init in (False, True):
+        suffix = " (random init)" if random_init else ""
+        for protocol in ("knn", "linear"):
+            result = evaluate(
+                run, protocol=protocol, data=DOWNSTREAM, k=20, random_init=random_init
+            )
+            row[f"{protocol}{suffix}"] = result["top1"]
+    if "finetune" in protocols:
+        row["finetune"] = evaluate(run, protocol="finetune", data=DOWNSTREAM)["top1"]
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--budget", default="3m")
+    parser.add_argument("--data", default="wiki")
+    parser.add_argument("--methods", nargs="*", default=METHODS_IN_ORDER)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/selfsup-bench-text"))
+    parser.add_argument(
+        "--markdown", type=Path, default=Path(__file__).with_name("text_methods.md")
+    )
+    args = parser.parse_args()
+    rows = []
+    for name in args.methods:
+        start = time.perf_counter()
+        try:
+            run = pretrain_one(name, args.budget, args.data, args.out)
+            summary = json.loads((run / "summary.json").read_text())
+            row = {"method": name, "steps": summary["steps"], **figures(run, name)}
+        except Exception as exc:  # a failing method is a row with its error, not a lost table
+            traceback.print_exc()
+            row = {"method": name, "error": f"{type(exc).__name__}: {exc}"}
+        row["seconds"] = round(time.perf_counter() - start)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    columns = ["steps", "knn", "knn (random init)", "linear", "linear (random init)", "finetune"]
+    lines = [
+        "# Text objectives at equal wall-clock budget",
+        "",
+        f"Machine: {machine()}",
+        "",
+        f"Command: `python benchmarks/bench_text_methods.py --budget {args.budget} --data "
+        f"{args.data}` (BERT-Mini-sized encoders, 128-token blocks, batch 32, bf16 autocast; "
+        f"downstream: `{DOWNSTREAM}`, kNN k=20 and linear probe on frozen features, top-1 %).",
+        "",
+        "## Downstream sentence classification",
+        "",
+        "| method | " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['method']} | failed: {row['error']} |")
+            continue
+        cells = [row.get(c) for c in columns]
+        lines.append(
+            f"| {row['method']} | "
+            + " | ".join(
+                "-" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v) for v in cells
+            )
+            + " |"
+        )
+    lines += [
+        "",
+        "## Each objective's own figure",
+        "",
+        "| method | figure | value |",
+        "|---|---|---:|",
+    ]
+    for row in rows:
+        for _, label in OWN_FIGURES.values():
+            if row.get(label) is not None:
+                lines.append(f"| {row['method']} | {label} | {row[label]:.3g} |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps({"rows": rows}, indent=2))
+    args.markdown.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

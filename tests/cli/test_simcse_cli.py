@@ -1,0 +1,63 @@
+"""SimCSE through the command line: pretrain on ``lee``, then kNN and fine-tuning on the labelled
+``polarity`` sentences, and the export through ``transformers.AutoModel``."""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from selfsup.cli import main
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("gensim") is None, reason="gensim ships the lee and polarity corpora"
+)
+
+
+def test_simcse_pretrain_then_knn_and_finetune_on_polarity(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["pretrain", "--method", "simcse", "--data", "lee", "--backbone", "bert-tiny",
+            "--batch-size", "8", "--out", str(run), "--budget", "3steps", "--seed", "0",
+            "num_workers=0", "progress=false", "log_every=1", "seq_len=32",
+            "tokenizer.vocab_size=400", "method_args.hidden_size=32",
+            "method_args.num_attention_heads=2"]  # fmt: skip
+    assert main(args) == 0
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3]
+    assert all(r["loss"] > 0 and -1 <= r["positive_cos"] <= 1 for r in lines)
+    capsys.readouterr()
+
+    assert main(["evaluate", str(run), "--protocol", "knn", "--data", "polarity", "--k", "10"]) == 0
+    knn = json.loads(capsys.readouterr().out)
+    assert knn["data"] == "polarity" and knn["bank"] == 150 and knn["queries"] == 50
+    assert 0 <= knn["top1"] <= 100
+
+    ft = ["evaluate", str(run), "--protocol", "finetune", "--data", "polarity"]
+    assert main([*ft, "--arg", "epochs=1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["protocol"] == "finetune" and result["epochs"] == 1 and result["steps"] == 10
+    assert result["train_size"] == 150 and result["test_size"] == 50 and result["chance"] == 50
+    assert 0 <= result["top1"] <= 100
+    from selfsup.runs import load_run
+
+    method = load_run(run).method
+    encoder = sum(p.numel() for p in method.encoder.parameters())
+    assert result["trainable_params"] == encoder + 32 * 2 + 2  # encoder + linear head, no MLP
+    records = (run / "results.jsonl").read_text().splitlines()
+    assert [json.loads(r)["protocol"] for r in records] == ["knn", "finetune"]
+    assert main([*ft, "--arg", "epoch=1"]) == 2
+    assert "Valid: batch_size" in capsys.readouterr().err
+
+    from transformers import AutoModel, AutoTokenizer
+
+    model = AutoModel.from_pretrained(run / "export").eval()
+    tokenizer = AutoTokenizer.from_pretrained(run / "export")
+    enc = tokenizer(["a sentence about the weather"], return_tensors="pt")
+    with torch.no_grad():
+        cls = model(**enc).last_hidden_state[:, 0]
+    batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    torch.testing.assert_close(cls, method.embed(batch))
+
+    assert main(["list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ("simcse", "wiki", "polarity", "finetune"))
