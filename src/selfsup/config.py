@@ -87,12 +87,13 @@ class TokenizerConfig:
     Attributes:
         kind: "wordpiece", "bpe", "unigram" or "wordlevel"; None takes the method's choice
             (BERT-style methods WordPiece, GPT and RoBERTa byte-level BPE, word2vec words).
-        vocab_size: vocabulary size to train.
+        vocab_size: vocabulary size to train (None: 8,000 subwords; for "wordlevel" every
+            word, the method's ``min_count`` then decides).
         path: a saved tokenizer folder to load instead of training one.
     """
 
     kind: str | None = None
-    vocab_size: int = 8000
+    vocab_size: int | None = None
     path: str | None = None
 
     def validate(self) -> None:
@@ -100,7 +101,7 @@ class TokenizerConfig:
             raise ConfigError(
                 f"tokenizer.kind: unknown {self.kind!r}. Valid: {', '.join(TOKENIZER_KINDS)}"
             )
-        if self.vocab_size < 100:
+        if self.vocab_size is not None and self.vocab_size < 100:
             raise ConfigError(f"tokenizer.vocab_size must be >= 100, got {self.vocab_size}")
         if self.path is not None and not Path(self.path).is_dir():
             raise ConfigError(f"tokenizer.path {self.path} is not a saved tokenizer folder")

@@ -49,6 +49,11 @@ class RunExistsError(FileExistsError):
     """The run directory already holds a run and neither resume nor overwrite was asked for."""
 
 
+# Vocabulary size trained when the config sets none: subword kinds 8,000; a word-level vocabulary
+# keeps every word (word2vec's min_count prunes it, as the reference tool does).
+DEFAULT_VOCAB = {"wordlevel": 10_000_000}
+
+
 def default_run_dir(config: RunConfig) -> Path:
     data = re.sub(r"[^A-Za-z0-9]+", "-", config.data.split(":")[0]).strip("-")
     return Path("runs") / f"{config.method}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -90,7 +95,7 @@ def prepare_tokenizer(
         tokenizer = train_tokenizer(
             texts_of(source),
             kind=kind,
-            vocab_size=config.tokenizer.vocab_size,
+            vocab_size=config.tokenizer.vocab_size or DEFAULT_VOCAB.get(kind, 8000),
             extra_special_tokens=extras,
         )
     return fabric.broadcast(tokenizer, src=0) if fabric.world_size > 1 else tokenizer
@@ -253,9 +258,9 @@ def pretrain(
     settings = LoopSettings(
         budget=parse_budget(config.budget),
         accumulate=config.optim.accumulate,
-        warmup=_or(config.optim.warmup, cls.defaults.warmup),
-        final_lr=_or(config.optim.final_lr, cls.defaults.final_lr),
-        schedule=config.optim.schedule or cls.defaults.schedule,
+        warmup=_or(config.optim.warmup, method.recipe().warmup),
+        final_lr=_or(config.optim.final_lr, method.recipe().final_lr),
+        schedule=config.optim.schedule or method.recipe().schedule,
         clip_grad=config.optim.clip_grad,
         log_every=config.log_every,
         checkpoint_every=config.checkpoint_every,
@@ -349,7 +354,7 @@ def make_loader(
 
 def make_optimizer(method: Method, config: RunConfig, global_batch: int) -> torch.optim.Optimizer:
     """The optimizer from the config, falling back on the method's recommended recipe."""
-    d = type(method).defaults
+    d = method.recipe()
     o = config.optim
     lr = o.lr if o.lr is not None else d.lr
     if d.scale_lr:

@@ -35,6 +35,7 @@ TINY = {
     "electra": {"hidden_size": 64, "num_attention_heads": 2},
     "t5": {"num_sentinels": 2, "d_model": 32, "num_heads": 2},
     "simcse": {},
+    "word2vec": {"dim": 16, "min_count": 1},
 }
 BACKBONE = {"image": "resnet18", "text": "bert-tiny", "pair": "resnet18"}
 BACKBONE_FOR = {"mae": "vit_tiny_patch4"}  # methods that need another backbone family
@@ -171,3 +172,14 @@ def test_backbone_names_are_checked_against_the_method_or_its_kind():
         check_backbone(METHODS.get("mlm"), "gpt2")
     with pytest.raises(ConfigError, match="gpt2"):
         check_backbone(METHODS.get("gpt"), "resnet18")
+
+
+def test_word2vec_cbow_recipe_doubles_the_learning_rate(tiny_corpus):
+    from selfsup.data.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(tiny_corpus, kind="wordlevel", vocab_size=300)
+    ctx = BuildContext(tokenizer=tok, seq_len=12)
+    skipgram = METHODS.get("word2vec").build(ctx, dim=8, min_count=1)
+    cbow = METHODS.get("word2vec").build(ctx, dim=8, min_count=1, architecture="cbow")
+    assert skipgram.recipe().lr == 0.025 and cbow.recipe().lr == 0.05
+    assert cbow.recipe().schedule == "linear" and cbow.recipe().warmup == 0.0

@@ -1,6 +1,6 @@
-"""Train a subword tokenizer on the user's corpus and wrap it for ``transformers``.
+"""Train a subword (or word) tokenizer on the user's corpus and wrap it for ``transformers``.
 
-Three kinds, each trained with the Rust ``tokenizers`` library (a few MB of text take seconds):
+Four kinds, each trained with the Rust ``tokenizers`` library (a few MB of text take seconds):
 
 * ``"wordpiece"``: BERT (Devlin et al. 2019). BERT normaliser (clean-up, CJK spacing, optional
   lower-casing and accent stripping), BERT pre-tokeniser, ``##`` continuation prefix, special tokens
@@ -11,6 +11,11 @@ Three kinds, each trained with the Rust ``tokenizers`` library (a few MB of text
   ``<s> A </s>`` and ``<s> A </s> </s> B </s>``.
 * ``"unigram"``: the unigram language model of SentencePiece (Kudo 2018) with a ``▁`` word-boundary
   marker, NFKC normalisation and BERT's special tokens and templates.
+* ``"wordlevel"``: whole words, for word2vec (Mikolov et al. 2013). Text is lower-cased and cut
+  into maximal runs of letters, as gensim's ``simple_preprocess`` / ``utils.tokenize`` do: digits,
+  punctuation and white space separate words and are dropped. The ``vocab_size - 5`` most frequent
+  words are kept (ties broken by the word), every other word is ``[UNK]``; BERT's special tokens
+  (same ids 0-4) and templates.
 
 The result is a ``transformers.PreTrainedTokenizerFast`` whose pad/unk/cls/sep/mask tokens are set,
 so ``save_pretrained(dir)`` followed by ``transformers.AutoTokenizer.from_pretrained(dir)`` gives
@@ -25,6 +30,7 @@ from pathlib import Path
 
 from tokenizers import (
     AddedToken,
+    Regex,
     Tokenizer,
     decoders,
     models,
@@ -35,7 +41,8 @@ from tokenizers import (
 from tokenizers.processors import TemplateProcessing
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-KINDS = ("wordpiece", "bpe", "unigram")
+KINDS = ("wordpiece", "bpe", "unigram")  # subword kinds
+WORD_KINDS = ("wordlevel",)  # whole-word vocabularies (word2vec)
 
 # Role -> token. The order of each dict is the order of the ids (0, 1, ...).
 _BERT_SPECIALS = {
@@ -109,8 +116,23 @@ def _pipeline(
             special_tokens=list(specials.values()),
             unk_token=specials["unk_token"],
         )
+    elif kind == "wordlevel":
+        specials = _BERT_SPECIALS
+        tok = Tokenizer(models.WordLevel(unk_token=specials["unk_token"]))
+        if lowercase:
+            tok.normalizer = normalizers.Lowercase()
+        # a word is a maximal run of letters (gensim's PAT_ALPHABETIC, "(?![\d])\w"): split on
+        # runs of anything else (white space, punctuation, digits) and drop those runs
+        tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\W\d]+"), behavior="removed")
+        trainer = trainers.WordLevelTrainer(
+            vocab_size=vocab_size,
+            min_frequency=1,  # word2vec applies its own min_count to the counts it takes
+            show_progress=False,  # library code never prints
+            special_tokens=list(specials.values()),
+        )
     else:
-        raise ValueError(f"unknown tokenizer kind {kind!r}; valid: {', '.join(KINDS)}")
+        valid = ", ".join((*KINDS, *WORD_KINDS))
+        raise ValueError(f"unknown tokenizer kind {kind!r}; valid: {valid}")
     return tok, trainer, specials
 
 
@@ -167,14 +189,15 @@ def train_tokenizer(
 
     Args:
         texts: the training corpus, one document (or line) per item; read once, as a stream.
-        kind: ``"wordpiece"`` (BERT), ``"bpe"`` (byte-level, GPT-2 / RoBERTa) or ``"unigram"``.
+        kind: ``"wordpiece"`` (BERT), ``"bpe"`` (byte-level, GPT-2 / RoBERTa), ``"unigram"`` or
+            ``"wordlevel"`` (whole words, word2vec).
         vocab_size: target vocabulary size, special tokens included. A small corpus may yield fewer.
         lowercase: lower-case the text before tokenising (BERT "uncased").
         extra_special_tokens: further special tokens a method needs (T5's sentinels), appended
             after the trained vocabulary in the given order; never split, never masked.
 
     Returns:
-        A fast tokenizer with ``pad/unk/mask`` tokens and ``cls/sep`` (WordPiece, unigram) or
+        A fast tokenizer with ``pad/unk/mask`` tokens and ``cls/sep`` (WordPiece, unigram, word) or
         ``bos/eos`` with ``cls = bos`` and ``sep = eos`` (BPE) set; calling it adds the template's
         special tokens.
     """

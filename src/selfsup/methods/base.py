@@ -130,6 +130,11 @@ class Method(nn.Module):
     # ("wordpiece", "bpe", "unigram" or "wordlevel"; see selfsup.data.tokenizer).
     tokenizer_kind: ClassVar[str] = "wordpiece"
 
+    def recipe(self) -> OptimDefaults:
+        """The optimisation recipe of this instance: ``defaults`` unless a method argument
+        changes it (word2vec's CBOW trains at twice skip-gram's learning rate)."""
+        return type(self).defaults
+
     @classmethod
     def backbone_choices(cls) -> list[str] | None:
         """Backbone names the method builds, when they are not its kind's registry (vision

@@ -1,0 +1,272 @@
+"""word2vec: selfsup beside gensim's ``Word2Vec``, same corpus, same settings, one process.
+
+Corpus: the English Wikipedia sample gensim ships for its tests
+(``enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2``), article text with the
+wiki markup removed (selfsup's built-in ``wiki`` source when present, else gensim's
+``wikicorpus.extract_pages`` + ``filter_wiki``). The text is cut into words once, by selfsup's
+word-level tokenizer (lower-cased runs of letters, as gensim's ``simple_preprocess``); gensim gets
+those word lists, one sentence per article, and selfsup the same words joined by spaces, so both
+train on identical word streams.
+
+Settings for both: 100-d, window 5, 5 negatives, 5 epochs, min_count 5, sample 1e-3, lr 0.025
+(skip-gram) / 0.05 (CBOW; gensim's own default is 0.025 for both, the C tool's 0.05) decaying
+linearly to 1e-4 x lr; gensim with 2 worker threads, selfsup with 2 torch threads, blocks of 1000
+words (the C tool's sentence cap) and SGD on sparse gradients through selfsup's optimizer and
+schedule. Speed is effective words per second of training (words left after min_count and
+subsampling, as gensim counts them), vocabulary building excluded on both sides. Quality: the
+``wordsim`` and ``analogy`` protocols' functions on each side's vectors.
+
+    python benchmarks/bench_word2vec.py                      # full corpus, writes word2vec.md
+    python benchmarks/bench_word2vec.py --max-words 20000 --out /tmp/w2v.md   # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+WIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+SETTINGS = {"dim": 100, "window": 5, "negative": 5, "min_count": 5, "sample": 1e-3}
+LR = {"skipgram": 0.025, "cbow": 0.05}
+
+
+def articles() -> list[str]:
+    """Article texts of the Wikipedia sample, markup removed."""
+    try:
+        from selfsup.data.builtin import wiki_articles  # the built-in source, when present
+    except ImportError:
+        wiki_articles = None
+    if wiki_articles is not None:
+        return [a if isinstance(a, str) else a["text"] for a in wiki_articles()]
+    import bz2
+
+    from gensim.corpora.wikicorpus import extract_pages, filter_wiki
+
+    from selfsup.data.builtin import gensim_data_file
+
+    with bz2.open(gensim_data_file(WIKI), "rb") as f:
+        pages = extract_pages(f, filter_namespaces=("0",))
+        return [
+            filter_wiki(text) for _, text, _ in pages if not text.lower().startswith("#redirect")
+        ]
+
+
+def word_lists(texts: list[str], tokenizer, max_words: int | None) -> list[list[str]]:  # noqa: ANN001
+    """The words of each article as the word-level tokenizer cuts them, up to ``max_words``."""
+    backend = tokenizer.backend_tokenizer
+    docs, total = [], 0
+    for text in texts:
+        normalized = backend.normalizer.normalize_str(text) if backend.normalizer else text
+        words = [w for w, _ in backend.pre_tokenizer.pre_tokenize_str(normalized)]
+        if max_words is not None:
+            words = words[: max_words - total]
+        if words:
+            docs.append(words)
+            total += len(words)
+        if max_words is not None and total >= max_words:
+            break
+    return docs
+
+
+def scores(words: list[str], vectors: np.ndarray) -> dict[str, float]:
+    from selfsup.data.builtin import gensim_data_file
+    from selfsup.evaluate.protocols.words import (
+        ANALOGY_FILE,
+        SIMILARITY_FILES,
+        analogy_accuracy,
+        read_analogies,
+        read_word_pairs,
+        word_similarity,
+    )
+
+    out = {}
+    for name, file in SIMILARITY_FILES.items():
+        sim = word_similarity(words, vectors, read_word_pairs(gensim_data_file(file)))
+        out[f"{name}"], out[f"{name}_coverage"] = sim["spearman"], sim["coverage"]
+    questions = read_analogies(gensim_data_file(ANALOGY_FILE))
+    out.update(analogy_accuracy(words, vectors, questions))
+    return out
+
+
+def run_gensim(
+    docs: list[list[str]], architecture: str, epochs: int, workers: int, seed: int
+) -> dict:
+    from gensim.models import Word2Vec as GensimWord2Vec
+
+    model = GensimWord2Vec(
+        vector_size=SETTINGS["dim"], window=SETTINGS["window"], negative=SETTINGS["negative"],
+        min_count=SETTINGS["min_count"], sample=SETTINGS["sample"], sg=architecture == "skipgram",
+        hs=0, cbow_mean=1, alpha=LR[architecture], min_alpha=LR[architecture] * 1e-4,
+        workers=workers, seed=seed,
+    )  # fmt: skip
+    model.build_vocab(docs)
+    start = time.perf_counter()
+    effective, _ = model.train(docs, total_examples=len(docs), epochs=epochs)
+    seconds = time.perf_counter() - start
+    kv = model.wv
+    return {"seconds": seconds, "words": effective, "vocabulary": len(kv.index_to_key),
+            **scores(kv.index_to_key, kv.vectors)}  # fmt: skip
+
+
+def run_selfsup(
+    docs: list[list[str]],
+    tokenizer,  # noqa: ANN001
+    architecture: str,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    extra: dict,
+) -> dict:
+    from selfsup.engine.optim import build_optimizer, lr_factor, set_lr
+    from selfsup.methods import BuildContext
+    from selfsup.methods.word2vec import Word2Vec
+
+    torch.manual_seed(seed)
+    method = Word2Vec.build(
+        BuildContext(tokenizer=tokenizer), architecture=architecture, **SETTINGS, **extra
+    )
+    defaults = Word2Vec.defaults
+    texts = [{"text": " ".join(words)} for words in docs]
+    dataset, collate = method.training_data(texts, tokenizer, seq_len=1000)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+    steps_per_epoch = sum(1 for _ in loader)  # counted before the clock starts, as the engine does
+    total = epochs * steps_per_epoch
+    optimizer = build_optimizer(method.param_groups(), defaults.optimizer, LR[architecture],
+                                defaults.weight_decay, momentum=defaults.momentum)  # fmt: skip
+    step, words = 0, 0.0
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for batch in loader:
+            set_lr(optimizer, lr_factor((step + 1) / total, 0.0, defaults.final_lr, "linear"))
+            out = method(batch)
+            out["loss"].backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            words += float(out["words"])
+            step += 1
+    seconds = time.perf_counter() - start
+    vocab, vectors, _ = method.word_vectors()
+    return {"seconds": seconds, "words": words, "vocabulary": len(vocab), "steps": step,
+            "final_loss": float(out["loss"].detach()), **scores(vocab, vectors.numpy())}  # fmt: skip
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import gensim
+
+    return (
+        f"{cpu}, {os.cpu_count()} cores; python {platform.python_version()}, "
+        f"torch {torch.__version__}, gensim {gensim.__version__}"
+    )
+
+
+def table(results: dict[tuple[str, str], dict]) -> str:
+    head = (
+        "| implementation | architecture | effective words/s | train s | vocabulary "
+        "| WordSim-353 ρ | SimLex-999 ρ | analogy % (sem / syn / all) | analogy coverage % |\n"
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |\n"
+    )
+    rows = []
+    for (impl, arch), r in results.items():
+        rate = r["words"] / max(r["seconds"], 1e-9)
+        analogy = " / ".join(
+            f"{r[f'{g}_accuracy']:.1f}" for g in ("semantic", "syntactic", "total")
+        )
+        rows.append(
+            f"| {impl} | {arch} | {rate:,.0f} | {r['seconds']:.1f} | {r['vocabulary']:,} "
+            f"| {r['wordsim353']:.3f} | {r['simlex999']:.3f} | {analogy} "
+            f"| {r['total_coverage']:.1f} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--max-words", type=int, default=None, help="cut the corpus (a check)")
+    parser.add_argument("--architectures", nargs="+", default=["skipgram", "cbow"])
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2, help="gensim worker threads")
+    parser.add_argument("--torch-threads", type=int, default=None, help="default: --workers")
+    parser.add_argument("--batch-size", type=int, default=16, help="selfsup: 1000-word blocks")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="a further selfsup word2vec argument, e.g. shared_negatives=true")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "word2vec.md")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.torch_threads or args.workers)
+
+    from selfsup.data.tokenizer import train_tokenizer
+
+    extra = {}
+    for item in args.arg:
+        key, _, value = item.partition("=")
+        try:
+            extra[key] = json.loads(value.lower() if value.lower() in ("true", "false") else value)
+        except json.JSONDecodeError:
+            extra[key] = value
+    texts = articles()
+    # one tokenizer for both sides: a vocabulary large enough that min_count decides it
+    tokenizer = train_tokenizer(texts, kind="wordlevel", vocab_size=2_000_000)
+    docs = word_lists(texts, tokenizer, args.max_words)
+    n_words = sum(len(d) for d in docs)
+    print(f"{len(docs)} articles, {n_words:,} words", file=sys.stderr)
+
+    results: dict[tuple[str, str], dict] = {}
+    for arch in args.architectures:
+        # skip-gram also with one noise set per centre (shared_negatives): same expected gradient
+        variants = [("selfsup", extra)]
+        if arch == "skipgram" and "shared_negatives" not in extra:
+            variants.append(("selfsup, shared_negatives", {**extra, "shared_negatives": True}))
+        for impl, method_args in [("gensim", None), *variants]:
+            if method_args is None:
+                r = run_gensim(docs, arch, args.epochs, args.workers, args.seed)
+            else:
+                r = run_selfsup(
+                    docs, tokenizer, arch, args.epochs, args.batch_size, args.seed, method_args
+                )
+            results[(impl, arch)] = r
+            rate = r["words"] / max(r["seconds"], 1e-9)
+            print(f"{impl:8s} {arch:9s} {rate:12,.0f} effective words/s  {r}", file=sys.stderr)
+
+    command = "python benchmarks/bench_word2vec.py " + " ".join(sys.argv[1:])
+    text = (
+        "# word2vec: selfsup beside gensim (CPU)\n\n"
+        f"- machine: {machine()}\n"
+        f"- command: `{command.strip()}`\n"
+        f"- corpus: gensim's Wikipedia sample `{WIKI}`, {len(docs):,} articles, "
+        f"{n_words:,} words (lower-cased runs of letters), the same word lists for both\n"
+        f"- settings: 100-d, window 5, 5 negatives, {args.epochs} epochs, min_count 5, "
+        f"sample 1e-3, lr 0.025 (skip-gram) / 0.05 (CBOW) linear to 1e-4 x lr; gensim "
+        f"{args.workers} workers, selfsup {args.torch_threads or args.workers} torch threads, "
+        f"batches of "
+        f"{args.batch_size} blocks of 1000 words"
+        + (f", selfsup arguments {extra}" if extra else "")
+        + "\n\n"
+        + table(results)
+        + "\nEffective words: words left after min_count and subsampling, per second of "
+        "training. Analogy: 3CosAdd over the 300,000 most frequent words, case-insensitive, "
+        "accuracy over the questions whose words are all known (coverage).\n"
+    )
+    args.out.write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

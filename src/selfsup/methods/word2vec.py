@@ -1,0 +1,704 @@
+"""word2vec: skip-gram and CBOW word vectors with negative sampling or hierarchical softmax.
+
+Mikolov, Chen, Corrado, Dean. "Efficient Estimation of Word Representations in Vector Space".
+ICLR workshop 2013. https://arxiv.org/abs/1301.3781
+Mikolov, Sutskever, Chen, Corrado, Dean. "Distributed Representations of Words and Phrases and
+their Compositionality". NeurIPS 2013. https://arxiv.org/abs/1310.4546
+
+Algorithm, as the authors' C tool (word2vec.c) runs it: frequent words are discarded at random
+(subsampling), then every remaining word is a centre whose window ``b`` is drawn uniformly from
+1..window. Skip-gram scores each (context, centre) pair in the window: the context word's input
+vector ``u`` against the centre's output vector ``v`` and ``negative`` noise words' output
+vectors, ``-log s(u.v) - sum log s(-u.v_noise)``; CBOW scores the mean of the context words'
+input vectors against the centre the same way. Hierarchical softmax replaces the noise words by
+the ``log s(+-u.v_n)`` of the inner nodes on the centre's path in a Huffman tree of the counts.
+
+Defaults (the C tool's and the papers'): skip-gram, 100-d, window 5, 5 negatives drawn from the
+unigram distribution raised to 0.75, no hierarchical softmax, subsampling threshold 1e-3,
+min_count 5, CBOW with the mean of the context vectors; input vectors uniform in
+[-0.5/dim, 0.5/dim], output vectors zero; plain SGD, lr 0.025 (skip-gram) or 0.05 (CBOW) decaying
+linearly to 1e-4 x lr over the run, no warm-up. CBOW starts at lr 0.05, as in the C tool
+(``recipe``).
+
+Run settings that matter: ``tokenizer.vocab_size`` unset keeps every word, so that min_count
+alone decides, as in the C tool (a value caps the word-level vocabulary before min_count);
+``seq_len`` is the block length in words (1000 = the C tool's sentence cap); ``batch_size`` is
+blocks per step (the gensim comparison in ``benchmarks/`` uses 16 blocks of 1000 words; a much
+larger step sums more updates of the frequent words into one and may need a lower lr).
+
+Choices, and where we differ from the C tool:
+    * Keep probability of a word of relative frequency f: ``sqrt(t/f) + t/f`` (capped at 1), the
+      C tool's and gensim's formula, not the paper's ``sqrt(t/f)``: it is the one every released
+      vector set and our gensim comparison use. f counts only words of at least min_count.
+    * The loss is summed over training examples (pairs for skip-gram, centres for CBOW): one SGD
+      step with lr a moves every row by a times the sum of its per-example gradients, which is
+      what the C tool's per-example updates add up to (to first order; the C tool applies them
+      one after another, several threads at once without locks). The value returned as ``loss``
+      is that sum divided by the number of examples, so runs with different batch sizes read
+      alike; its gradient stays the sum's. Under data parallelism the engine averages gradients
+      over processes: multiply lr by the number of processes to keep the C tool's step.
+    * CBOW: as in the C tool and gensim, every context word receives the whole error of the
+      averaged hidden vector (not 1/count of it): the gradient of the sum, the value of the mean.
+    * Exact sigmoids instead of the C tool's table over [-6, 6] (which skips hierarchical-softmax
+      nodes and clips negative-sampling gradients beyond it); noise words drawn exactly (Walker's
+      alias method) instead of from the C tool's quantised 1e8-entry table.
+    * Sentences: blocks of ``seq_len`` words, documents separated inside a block by [SEP]; no
+      window crosses either boundary. Words below min_count are removed before windows form.
+    * ``shared_negatives=True`` (off by default) draws one noise set per skip-gram centre for
+      all its context words instead of one per pair: each pair still sees K independent draws
+      from the noise distribution, so the expected gradient is the C tool's, for about half
+      the work on a CPU.
+    * Huffman ties are broken by node id (leaves first, then inner nodes in creation order), so
+      codes can differ from the C tool's where counts tie (both trees are optimal).
+
+Sparse gradients (``sparse=True``, default): only the rows a step used are touched by the
+engine's SGD (no momentum, no weight decay); set ``sparse=False`` for optimizers without sparse
+support (AdamW, LARS) and for DDP over NCCL. The word ids of a training split of at most
+``max_cached_words`` words are kept in memory after counting (word2vec.c and gensim likewise read
+the corpus in order every epoch); larger splits are tokenised again every epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import IterableDataset, get_worker_info
+
+from selfsup.config import ConfigError
+from selfsup.data.tokenizer import save_tokenizer
+from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
+
+ARCHITECTURES = ("skipgram", "cbow")
+
+
+# ---- tables computed from the word counts ------------------------------------------------------
+
+
+def keep_probability(counts: Tensor, sample: float) -> Tensor:
+    """Probability of keeping each occurrence of a word (word2vec.c's subsampling).
+
+    Args:
+        counts: ``(V,)`` occurrences of each word; 0 for words that are never trained on.
+        sample: threshold t; 0 keeps everything.
+
+    Returns:
+        ``(V,)`` float64 ``min(1, sqrt(t/f) + t/f)`` with ``f = count / sum(counts)``; 0 where
+        the count is 0.
+    """
+    counts = counts.double()
+    if sample <= 0:
+        return (counts > 0).double()
+    threshold = sample * counts.sum()
+    keep = (torch.sqrt(counts / threshold) + 1) * threshold / counts.clamp(min=1)
+    return torch.where(counts > 0, keep.clamp(max=1.0), 0.0)
+
+
+def alias_table(weights: Tensor) -> tuple[Tensor, Tensor]:
+    """Walker's alias table of a discrete distribution (Vose's construction).
+
+    Drawing ``i`` uniformly from 0..K-1 and keeping it with probability ``prob[i]``, else taking
+    ``alias[i]``, samples ``i`` with probability ``weights[i] / sum(weights)`` in O(1).
+
+    Args:
+        weights: ``(K,)`` non-negative weights, not all 0.
+
+    Returns:
+        ``(prob (K,) float32, alias (K,) int64)``; K = 0 gives empty tables.
+    """
+    k = len(weights)
+    if k == 0:
+        return torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    scaled = (weights.double() * k / weights.double().sum()).tolist()
+    prob, alias = [1.0] * k, list(range(k))
+    small = [i for i, p in enumerate(scaled) if p < 1.0]
+    large = [i for i, p in enumerate(scaled) if p >= 1.0]
+    while small and large:
+        s, g = small.pop(), large[-1]
+        prob[s], alias[s] = scaled[s], g
+        scaled[g] -= 1.0 - scaled[s]
+        if scaled[g] < 1.0:
+            small.append(large.pop())
+    return torch.tensor(prob, dtype=torch.float32), torch.tensor(alias, dtype=torch.long)
+
+
+def huffman_tree(counts: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
+    """Huffman codes and paths of K words, as word2vec's hierarchical softmax walks them.
+
+    Inner nodes are numbered 0..K-2 in the order they are created (the root is K-2); at each
+    merge the smaller subtree gets bit 0, the other bit 1 (ties: the lower node id, leaves
+    before inner nodes, which come in creation order).
+
+    Args:
+        counts: K >= 2 positive counts.
+
+    Returns:
+        ``(codes, points, lengths)``: ``codes (K, P)`` bool bits from the root down to the word,
+        ``points (K, P)`` the inner nodes passed on the way (root first), ``lengths (K,)`` the
+        number of valid entries per row (P = longest code; entries beyond a row's length are 0).
+    """
+    k = len(counts)
+    if k < 2:
+        raise ValueError(f"a Huffman tree needs at least 2 words, got {k}")
+    heap = [(int(c), i) for i, c in enumerate(counts)]  # node ids: leaves 0..K-1, inner K..2K-2
+    heapq.heapify(heap)
+    parent = np.zeros(2 * k - 1, dtype=np.int64)
+    bit = np.zeros(2 * k - 1, dtype=bool)
+    for node in range(k, 2 * k - 1):
+        (c1, n1), (c2, n2) = heapq.heappop(heap), heapq.heappop(heap)
+        parent[n1], parent[n2], bit[n2] = node, node, True
+        heapq.heappush(heap, (c1 + c2, node))
+    root = 2 * k - 2
+    depth = np.zeros(2 * k - 1, dtype=np.int64)
+    for node in range(root - 1, -1, -1):  # parents are created after their children
+        depth[node] = depth[parent[node]] + 1
+    lengths = depth[:k]
+    width = int(lengths.max())
+    codes = np.zeros((k, width), dtype=bool)
+    points = np.zeros((k, width), dtype=np.int64)
+    rows, node = np.arange(k), np.arange(k)
+    for step in range(width):  # walk all leaves up at once; entry depth-1-step from the root
+        alive = rows[lengths > step]
+        col = lengths[alive] - 1 - step
+        codes[alive, col] = bit[node[alive]]
+        node[alive] = parent[node[alive]]
+        points[alive, col] = node[alive] - k
+    return torch.from_numpy(codes), torch.from_numpy(points), torch.from_numpy(lengths)
+
+
+# ---- windows and losses --------------------------------------------------------------------------
+
+
+def context_windows(segment: Tensor, radius: Tensor, window: int) -> tuple[Tensor, Tensor]:
+    """Context positions of every centre word of a flat word stream.
+
+    Args:
+        segment: ``(M,)`` sentence id of each word, non-decreasing; windows stay inside one.
+        radius: ``(M,)`` each centre's window b in 1..window.
+        window: the largest window.
+
+    Returns:
+        ``(context (M, 2W), valid (M, 2W))``: positions ``i-W..i-1, i+1..i+W`` (clamped into the
+        stream) and True where that position is within ``radius[i]`` of i in the same sentence.
+    """
+    m = segment.shape[0]
+    offsets = torch.cat([torch.arange(-window, 0), torch.arange(1, window + 1)]).to(segment.device)
+    position = torch.arange(m, device=segment.device)[:, None] + offsets  # (M, 2W)
+    valid = (position >= 0) & (position < m) & (offsets.abs() <= radius[:, None])
+    position = position.clamp(0, max(m - 1, 0))
+    return position, valid & (segment[position] == segment[:, None])
+
+
+def logistic_loss(hidden: Tensor, outputs: Tensor, sign: Tensor, weight: Tensor) -> Tensor:
+    """``-sum log s(sign * h.v)`` over the (input, output) vector couples of a batch of examples.
+
+    Negative sampling scores an example against its target (sign +1) and K noise words (sign -1);
+    hierarchical softmax against the inner nodes on the target's Huffman path (sign
+    ``1 - 2 code``). A skip-gram centre's context words share its outputs (S > 1).
+
+    Args:
+        hidden: ``(M, S, D)`` input vectors of M examples (S = 1: one per example).
+        outputs: ``(M, T, D)`` output vectors each example is scored against.
+        sign: ``(M, T)`` +1 where the label is 1, -1 where it is 0.
+        weight: ``(M, S, T)`` 1 where the couple counts; 0 for padding and for the noise draws
+            equal to the target, which word2vec.c skips.
+
+    Returns:
+        The summed loss (a scalar).
+    """
+    hidden = hidden.to(outputs.dtype).transpose(1, 2)  # (M, D, S)
+    scores = torch.bmm(outputs, hidden).transpose(1, 2).float()  # (M, S, T)
+    return -(F.logsigmoid(sign[:, None, :] * scores) * weight).sum()
+
+
+def _mean_value_sum_gradient(total: Tensor, count: int) -> Tensor:
+    """``total / count`` as a value, with the gradient of ``total`` (see the module docstring)."""
+    return (total / max(count, 1)).detach() + (total - total.detach())  # x - x is exactly 0
+
+
+# ---- data: word blocks -------------------------------------------------------------------------
+
+
+def _text_of(sample: Any) -> str:  # noqa: ANN401
+    return sample if isinstance(sample, str) else sample["text"]
+
+
+def all_documents(dataset: Any) -> Iterator[str]:  # noqa: ANN401
+    """Every document of ``dataset``, whatever this process's rank (for counts that agree)."""
+    if hasattr(dataset, "parts") and hasattr(dataset, "read_part"):  # a PartitionedStream
+        for part in dataset.parts:
+            for raw in dataset.read_part(part):
+                yield _text_of(dataset.decode(raw))
+    elif isinstance(dataset, IterableDataset):
+        yield from (_text_of(s) for s in dataset)
+    else:
+        yield from (_text_of(dataset[i]) for i in range(len(dataset)))
+
+
+def _token_chunks(
+    texts: Iterable[str], tokenizer: Any, batch: int = 256
+) -> Iterator[list[np.ndarray]]:  # noqa: ANN401, E501
+    """Word ids of each text, ``batch`` texts per call to the tokenizer (and per item)."""
+    texts = iter(texts)
+    while chunk := [t for _, t in zip(range(batch), texts, strict=False)]:
+        encoded = tokenizer(chunk, add_special_tokens=False, return_attention_mask=False,
+                            return_token_type_ids=False, verbose=False)["input_ids"]  # fmt: skip
+        yield [np.asarray(ids, dtype=np.int64) for ids in encoded]
+
+
+def count_words(
+    dataset: Any,  # noqa: ANN401
+    tokenizer: Any,  # noqa: ANN401
+    max_cached_words: int = 0,
+) -> tuple[Tensor, list[np.ndarray] | None]:
+    """Occurrences of every token id over the whole of ``dataset``, and its documents' ids.
+
+    Returns:
+        ``(counts (V,) int64, documents)``: ``documents`` is every document's int32 ids in order
+        when the split has at most ``max_cached_words`` words, else None.
+    """
+    counts = np.zeros(len(tokenizer), dtype=np.int64)
+    documents: list[np.ndarray] | None = []
+    total = 0
+    for arrays in _token_chunks(all_documents(dataset), tokenizer):
+        flat = np.concatenate(arrays)
+        counts += np.bincount(flat, minlength=len(counts))
+        total += len(flat)
+        if documents is not None:
+            documents += [ids.astype(np.int32) for ids in arrays]
+            if total > max_cached_words:
+                documents = None
+    return torch.from_numpy(counts), documents
+
+
+def _share(n: int, rank: int, world_size: int) -> range:
+    """The contiguous range of ``n`` items that this (rank, DataLoader worker) reads."""
+    info = get_worker_info()
+    workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+    shards, shard = world_size * workers, rank * workers + worker
+    return range(n * shard // shards, n * (shard + 1) // shards)
+
+
+class WordBlocks(IterableDataset):
+    """Blocks of ``seq_len`` word ids: the words the method trains on, documents in order.
+
+    Words outside the trained vocabulary (``vocabulary[id]`` False: below min_count, [UNK]) are
+    removed first, as word2vec.c removes them before it forms windows. Consecutive documents are
+    separated by one [SEP]; the last block of each (rank, worker) share is padded with [PAD].
+    Items are ``{"input_ids": int64 (L,)}``. ``documents`` (the ids of every document, from
+    :func:`count_words`) are read instead of tokenising the dataset again, in their order every
+    epoch as word2vec.c and gensim read a corpus; documents (cached or of a map-style dataset)
+    are split here into contiguous ranges, one per (rank, worker); an iterable dataset splits
+    itself.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,  # noqa: ANN401
+        tokenizer: Any,  # noqa: ANN401
+        seq_len: int,
+        vocabulary: Tensor,
+        rank: int = 0,
+        world_size: int = 1,
+        documents: list[np.ndarray] | None = None,
+    ) -> None:
+        if seq_len < 2:
+            raise ValueError(f"seq_len must be at least 2 words, got {seq_len}")
+        self.dataset, self.tokenizer, self.seq_len = dataset, tokenizer, seq_len
+        self.vocabulary = vocabulary.numpy()
+        self.rank, self.world_size = rank, world_size
+        self.sep_id, self.pad_id = tokenizer.sep_token_id, tokenizer.pad_token_id
+        self.documents = None
+        if documents is not None:
+            kept = (ids[self.vocabulary[ids]].astype(np.int64) for ids in documents)
+            self.documents = [ids for ids in kept if len(ids)]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forwarded to the inner dataset (which may reshuffle its documents per epoch)."""
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def _id_arrays(self) -> Iterator[np.ndarray]:
+        """This share's documents as arrays of trained word ids."""
+        if self.documents is not None:
+            share = _share(len(self.documents), self.rank, self.world_size)
+            yield from self.documents[share.start : share.stop]
+            return
+        if isinstance(self.dataset, IterableDataset):
+            texts: Iterable[str] = (_text_of(s) for s in self.dataset)
+        else:
+            share = _share(len(self.dataset), self.rank, self.world_size)
+            texts = (_text_of(self.dataset[i]) for i in share)
+        for arrays in _token_chunks(texts, self.tokenizer):
+            yield from (ids[self.vocabulary[ids]] for ids in arrays)
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        size, sep = self.seq_len, np.array([self.sep_id])
+        stream, first = np.zeros(0, dtype=np.int64), True  # fewer than `size` words kept
+        for ids in self._id_arrays():
+            if not len(ids):
+                continue
+            stream = np.concatenate([stream, ids] if first else [stream, sep, ids])
+            first = False
+            whole = len(stream) // size * size
+            for start in range(0, whole, size):
+                yield {"input_ids": torch.from_numpy(stream[start : start + size].copy())}
+            stream = stream[whole:]
+        if len(stream):
+            tail = np.full(size, self.pad_id, dtype=np.int64)
+            tail[: len(stream)] = stream
+            yield {"input_ids": torch.from_numpy(tail)}
+
+
+# ---- the method ----------------------------------------------------------------------------------
+
+
+@register_method("word2vec", "word2vec (Mikolov et al. 2013): skip-gram/CBOW, negative sampling")
+class Word2Vec(Method):
+    """word2vec skip-gram or CBOW over a word-level tokenizer's vocabulary.
+
+    Args:
+        vocab_size: number of token ids (``len(tokenizer)``).
+        special_ids: ids of the special tokens (never trained on; [SEP] ends a document).
+        sep_id: the document separator's id.
+        architecture: "skipgram" or "cbow".
+        dim: vector size.
+        window: largest window; each centre draws its own from 1..window.
+        negative: noise words per example (0: none, hierarchical softmax only).
+        hierarchical_softmax: add the Huffman-tree hierarchical softmax loss.
+        sample: subsampling threshold t (0: keep every word).
+        min_count: words seen fewer times are dropped from training and export.
+        cbow_mean: CBOW averages the context vectors (False: sums them).
+        shared_negatives: skip-gram draws one set of noise words per centre, shared by its
+            context words, instead of one per pair (the same expected gradient, less work).
+        sparse: sparse gradients for the embedding tables (SGD then touches only the used rows).
+        max_cached_words: keep the word ids of a training split of at most this many words in
+            memory (4 bytes a word) instead of tokenising it again every epoch.
+        tokenizer: exported beside the vectors (optional).
+    """
+
+    kind: ClassVar[str] = "text"
+    tokenizer_kind: ClassVar[str] = "wordlevel"
+    protocols: ClassVar[tuple[str, ...]] = ("wordsim", "analogy", "knn", "linear")
+    defaults: ClassVar[OptimDefaults] = OptimDefaults(
+        optimizer="sgd", lr=0.025, momentum=0.0, weight_decay=0.0, warmup=0.0, final_lr=1e-4,
+        schedule="linear",
+    )  # fmt: skip
+
+    def recipe(self) -> OptimDefaults:
+        """Skip-gram's recipe above; CBOW starts at lr 0.05, as word2vec.c does."""
+        if self.architecture == "cbow":
+            return dataclasses.replace(self.defaults, lr=0.05)
+        return self.defaults
+
+    def __init__(
+        self,
+        vocab_size: int,
+        special_ids: Sequence[int],
+        sep_id: int,
+        *,
+        architecture: str = "skipgram",
+        dim: int = 100,
+        window: int = 5,
+        negative: int = 5,
+        hierarchical_softmax: bool = False,
+        sample: float = 1e-3,
+        min_count: int = 5,
+        cbow_mean: bool = True,
+        shared_negatives: bool = False,
+        sparse: bool = True,
+        max_cached_words: int = 100_000_000,
+        tokenizer: Any = None,  # noqa: ANN401
+    ) -> None:
+        super().__init__()
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture: unknown {architecture!r}. Valid: skipgram, cbow")
+        if negative < 0 or (negative == 0 and not hierarchical_softmax):
+            raise ValueError("negative must be >= 0, and > 0 unless hierarchical_softmax=True")
+        if dim < 1 or window < 1 or min_count < 1 or sample < 0:
+            raise ValueError("dim, window and min_count must be >= 1 and sample >= 0")
+        self.architecture, self.dim, self.window = architecture, dim, window
+        self.negative, self.sample, self.min_count = negative, sample, min_count
+        self.cbow_mean, self.sparse, self.sep_id = cbow_mean, sparse, sep_id
+        self.shared_negatives = shared_negatives
+        self.tokenizer, self.max_cached_words = tokenizer, max_cached_words
+        self.special_ids = sorted(set(special_ids))
+        self.input = nn.Embedding(vocab_size, dim, sparse=sparse)
+        nn.init.uniform_(self.input.weight, -0.5 / dim, 0.5 / dim)
+        self.output = nn.Embedding(vocab_size, dim, sparse=sparse) if negative else None
+        self.inner = nn.Embedding(vocab_size, dim, sparse=sparse) if hierarchical_softmax else None
+        for table in (self.output, self.inner):
+            if table is not None:
+                nn.init.zeros_(table.weight)
+        # Occurrences of every id over the training split: saved, so that evaluation and export
+        # know the vocabulary. The sampling tables derive from it (not saved; rebuilt on load).
+        self.register_buffer("counts", torch.zeros(vocab_size, dtype=torch.long))
+        self.register_load_state_dict_post_hook(Word2Vec._rebuild_after_load)
+        self._rebuild()
+
+    @classmethod
+    def build(
+        cls,
+        ctx: BuildContext,
+        *,
+        architecture: str = "skipgram",
+        dim: int = 100,
+        window: int = 5,
+        negative: int = 5,
+        hierarchical_softmax: bool = False,
+        sample: float = 1e-3,
+        min_count: int = 5,
+        cbow_mean: bool = True,
+        shared_negatives: bool = False,
+        sparse: bool = True,
+        max_cached_words: int = 100_000_000,
+    ) -> Word2Vec:
+        """Build over the run's word-level tokenizer (``ctx.tokenizer``)."""
+        tok = ctx.tokenizer
+        if tok is None or tok.sep_token_id is None or tok.pad_token_id is None:
+            raise ValueError("word2vec needs a tokenizer with [SEP] and [PAD] (tokenizer.kind)")
+        return cls(
+            len(tok), tok.all_special_ids, tok.sep_token_id, architecture=architecture, dim=dim,
+            window=window, negative=negative, hierarchical_softmax=hierarchical_softmax,
+            sample=sample, min_count=min_count, cbow_mean=cbow_mean,
+            shared_negatives=shared_negatives, sparse=sparse, max_cached_words=max_cached_words,
+            tokenizer=tok,
+        )  # fmt: skip
+
+    # -- vocabulary and sampling tables
+
+    @property
+    def vocabulary(self) -> Tensor:
+        """``(V,)`` bool: True for the ids trained on (count >= min_count, not special)."""
+        trained = self.counts >= self.min_count
+        trained[self.special_ids] = False
+        return trained
+
+    def set_counts(self, counts: Tensor) -> None:
+        """Store the training split's ``(V,)`` word counts and rebuild the sampling tables."""
+        if counts.shape != self.counts.shape:
+            raise ValueError(
+                f"counts {tuple(counts.shape)} != vocabulary {tuple(self.counts.shape)}"
+            )
+        self.counts.copy_(counts)
+        self._rebuild()
+
+    @staticmethod
+    def _rebuild_after_load(module: nn.Module, incompatible: Any) -> None:  # noqa: ANN401
+        module._rebuild()
+
+    def _rebuild(self) -> None:
+        device = self.counts.device
+        trained = self.vocabulary
+        kept = torch.where(trained, self.counts, 0)
+        self.register_buffer("keep", keep_probability(kept, self.sample).float(), persistent=False)
+        words = trained.nonzero()[:, 0]  # (K,) ids in the vocabulary
+        self.register_buffer("noise_words", words, persistent=False)
+        prob, alias = alias_table(kept[words].double() ** 0.75)
+        self.register_buffer("noise_prob", prob.to(device), persistent=False)  # (K,)
+        self.register_buffer("noise_alias", alias.to(device), persistent=False)  # (K,)
+        if self.inner is not None:  # (V, P) Huffman codes and paths, rows by word id
+            v = len(kept)
+            codes, points = torch.zeros(v, 1, dtype=torch.bool), torch.zeros(v, 1, dtype=torch.long)
+            lengths = torch.zeros(v, dtype=torch.long)
+            if len(words) >= 2:
+                c, p, n = huffman_tree(kept[words].tolist())
+                codes, points = c.new_zeros(v, c.shape[1]), p.new_zeros(v, p.shape[1])
+                rows = words.cpu()
+                codes[rows], points[rows], lengths[rows] = c, p, n
+            self.register_buffer("hs_codes", codes.to(device), persistent=False)
+            self.register_buffer("hs_points", points.to(device), persistent=False)
+            self.register_buffer("hs_lengths", lengths.to(device), persistent=False)
+
+    def training_data(
+        self,
+        dataset: Any,  # noqa: ANN401
+        tokenizer: Any,  # noqa: ANN401
+        seq_len: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> tuple[Any, Any]:
+        """Count the words of the whole split (every process, so the counts agree), then stream
+        blocks of ``seq_len`` trained words (see :class:`WordBlocks`)."""
+        counts, documents = count_words(dataset, tokenizer, self.max_cached_words)
+        self.set_counts(counts.to(self.counts.device))
+        if not self.vocabulary.any():
+            raise ConfigError(
+                f"method_args.min_count={self.min_count}: no word of the training data occurs "
+                "that often (lower min_count or raise tokenizer.vocab_size)"
+            )
+        vocabulary = self.vocabulary.cpu()
+        blocks = WordBlocks(dataset, tokenizer, seq_len, vocabulary, rank, world_size, documents)
+        return blocks, None
+
+    # -- training
+
+    def _noise(self, shape: tuple[int, ...]) -> Tensor:
+        """Word ids drawn from the unigram distribution raised to 0.75 (Walker's alias method)."""
+        device = self.noise_prob.device
+        slot = torch.randint(len(self.noise_prob), shape, device=device)
+        first = torch.rand(shape, device=device) < self.noise_prob[slot]
+        return self.noise_words[torch.where(first, slot, self.noise_alias[slot])]
+
+    def examples(self, ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The random part of a step: subsample, draw every centre's window.
+
+        Args:
+            ids: ``(B, L)`` word blocks; [SEP] ends a document, other special ids are skipped.
+
+        Returns:
+            ``(bags (M, 2W), valid (M, 2W), targets (M,), words)``: example m predicts the
+            centre word ``targets[m]`` from the context words ``bags[m]`` where ``valid[m]``
+            (True = in the centre's window and sentence; skip-gram: one pair per valid slot;
+            CBOW: only centres with a context word are examples); ``words`` is the subsampled
+            stream the centres come from.
+        """
+        b, length = ids.shape
+        rows = torch.arange(b, device=ids.device)[:, None]
+        segment = torch.cumsum(ids == self.sep_id, dim=1) + length * rows  # (B, L) sentence id
+        kept = torch.rand(ids.shape, device=ids.device) < self.keep[ids]  # (B, L) True = trained on
+        words, segment = ids[kept], segment[kept]  # (M,) the subsampled stream, in order
+        radius = torch.randint(1, self.window + 1, words.shape, device=ids.device)  # (M,)
+        context, valid = context_windows(segment, radius, self.window)  # (M, 2W)
+        bags = words[context]  # (M, 2W) context word ids (any id where not valid)
+        if self.architecture == "cbow":
+            has = valid.any(dim=1)
+            return bags[has], valid[has], words[has], words
+        return bags, valid, words, words
+
+    def objective(
+        self, bags: Tensor, valid: Tensor, targets: Tensor, noise: Tensor | None
+    ) -> Tensor:
+        """Loss summed over the examples of :meth:`examples` (a pure function of the draws).
+
+        Args:
+            bags, valid, targets: as returned by :meth:`examples` (M examples, S slots).
+            noise: noise word ids, ``(M, S, K)`` one set per skip-gram pair or ``(M, K)`` one
+                per example (CBOW; skip-gram with ``shared_negatives``); None without negative
+                sampling.
+
+        Returns:
+            Scalar: the sum of the negative-sampling and hierarchical-softmax losses.
+        """
+        if self.architecture == "cbow":
+            sizes = valid.sum(1)  # (M,) context words per example, packed into bags
+            hidden = F.embedding_bag(bags[valid], self.input.weight, sizes.cumsum(0) - sizes,
+                                     mode="sum", sparse=self.sparse)  # fmt: skip
+            if self.cbow_mean:  # the mean's value, the sum's gradient (word2vec.c's update)
+                hidden = hidden + (hidden / sizes[:, None] - hidden).detach()
+            hidden, slots = hidden[:, None], valid.new_ones(len(bags), 1)  # (M, 1, D)
+        elif noise is not None and noise.dim() == 3:  # one example per pair
+            centre, slot = valid.nonzero(as_tuple=True)  # (N,)
+            hidden = self.input(bags[centre, slot])[:, None]  # (N, 1, D)
+            targets, noise, slots = (
+                targets[centre],
+                noise[centre, slot],
+                valid.new_ones(len(centre), 1),
+            )
+        else:  # a centre's pairs scored against its outputs at once
+            hidden, slots = self.input(bags), valid  # (M, S, D)
+        terms = []
+        if self.output is not None and noise is not None:
+            outputs = self.output(torch.cat([targets[:, None], noise], dim=1))  # (M, 1+K, D)
+            sign = torch.ones(outputs.shape[:2], device=outputs.device)
+            sign[:, 1:] = -1
+            counted = torch.cat([torch.ones_like(targets[:, None], dtype=torch.bool),
+                                 noise != targets[:, None]], dim=1)  # fmt: skip
+            weight = slots[:, :, None] & counted[:, None]  # (M, S, 1+K)
+            terms.append(logistic_loss(hidden, outputs, sign, weight))
+        if self.inner is not None:
+            width = torch.arange(self.hs_codes.shape[1], device=targets.device)
+            on_path = width < self.hs_lengths[targets][:, None]  # (M, P)
+            nodes = self.inner(self.hs_points[targets])  # (M, P, D)
+            sign = 1.0 - 2.0 * self.hs_codes[targets].float()
+            weight = slots[:, :, None] & on_path[:, None]  # (M, S, P)
+            terms.append(logistic_loss(hidden, nodes, sign, weight))
+        return sum(terms[1:], terms[0])
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        ids = batch["input_ids"]  # (B, L)
+        if len(self.noise_words) == 0:
+            raise RuntimeError("word2vec has no vocabulary yet: call training_data first")
+        bags, valid, targets, words = self.examples(ids)
+        n = int(valid.sum()) if self.architecture == "skipgram" else len(targets)
+        noise = None
+        if self.output is not None:
+            per_pair = self.architecture == "skipgram" and not self.shared_negatives
+            noise = self._noise(
+                (*bags.shape, self.negative) if per_pair else (len(targets), self.negative)
+            )
+        total = self.objective(bags, valid, targets, noise)
+        return {
+            "loss": _mean_value_sum_gradient(total, n),
+            "examples": torch.tensor(float(n)),  # pairs (skip-gram) or centres (CBOW) per step
+            "words": torch.tensor(float(len(words))),  # after subsampling ("effective words")
+            "words_in_vocab": (self.keep[ids] > 0).sum().float(),  # before subsampling
+        }
+
+    # -- evaluation and export
+
+    @torch.no_grad()
+    def embed(self, batch: dict[str, Tensor]) -> Tensor:
+        """``(B, D)`` mean input vector of each row's non-special tokens (zeros for none)."""
+        ids = batch["input_ids"]  # (B, L)
+        regular = ~torch.isin(ids, torch.tensor(self.special_ids, device=ids.device))  # (B, L)
+        vectors = self.input.weight[ids] * regular[..., None]  # (B, L, D)
+        return vectors.sum(1) / regular.sum(1, keepdim=True).clamp(min=1)
+
+    def word_vectors(self) -> tuple[list[str], Tensor, Tensor]:
+        """The trained vocabulary by descending count (ties: id), as the C tool sorts it.
+
+        Returns:
+            ``(words, vectors (K, D) float32 on the CPU, counts (K,))``.
+        """
+        if self.tokenizer is None:
+            raise ValueError("word_vectors needs the tokenizer the method was built with")
+        ids = self.vocabulary.nonzero()[:, 0].cpu()
+        counts = self.counts.cpu()[ids]
+        order = torch.from_numpy(np.lexsort((ids.numpy(), -counts.numpy())))
+        ids, counts = ids[order], counts[order]
+        words = self.tokenizer.convert_ids_to_tokens(ids.tolist())
+        return words, self.input.weight.detach().float().cpu()[ids], counts
+
+    def export(self, path: Path) -> None:
+        """Write ``vectors.txt`` and ``vectors.bin`` (word2vec text and binary formats, which
+        ``gensim.models.KeyedVectors.load_word2vec_format`` reads), ``vocab.txt`` ("word count"
+        lines, the C tool's -save-vocab format), ``config.json`` and the tokenizer."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        words, vectors, counts = self.word_vectors()
+        write_word2vec(path / "vectors.txt", words, vectors, binary=False)
+        write_word2vec(path / "vectors.bin", words, vectors, binary=True)
+        lines = "".join(f"{w} {c}\n" for w, c in zip(words, counts.tolist(), strict=True))
+        (path / "vocab.txt").write_text(lines, encoding="utf-8")
+        config = {
+            "architecture": self.architecture, "dim": self.dim, "window": self.window,
+            "negative": self.negative, "hierarchical_softmax": self.inner is not None,
+            "sample": self.sample, "min_count": self.min_count, "cbow_mean": self.cbow_mean,
+            "words": len(words),
+        }  # fmt: skip
+        (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        save_tokenizer(self.tokenizer, path / "tokenizer")
+
+
+def write_word2vec(path: Path, words: Sequence[str], vectors: Tensor, binary: bool) -> None:
+    """Write ``vectors (K, D)`` in word2vec.c's format: a ``"K D"`` header line, then per word
+    ``word v_1 ... v_D`` as text, or ``word`` + space + D little-endian float32 + newline."""
+    array = vectors.float().numpy().astype("<f4")
+    with open(path, "wb") as f:
+        f.write(f"{array.shape[0]} {array.shape[1]}\n".encode())
+        if binary:
+            for word, row in zip(words, array, strict=True):
+                f.write(word.encode("utf-8") + b" " + row.tobytes() + b"\n")
+        else:
+            fmt = " ".join(["%.9g"] * array.shape[1])
+            for word, row in zip(words, array, strict=True):
+                f.write(f"{word} {fmt % tuple(row)}\n".encode())
