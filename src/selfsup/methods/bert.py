@@ -29,6 +29,10 @@ Deviations, each deliberate:
   ``optim.lr=1e-4`` for BERT-Base.
 * Warm-up is 10 % of the budget: the paper's 10k steps are 1 % of its 1M, which in a run of a few
   thousand steps is a handful of steps, too few for Adam's moment estimates at this lr.
+
+:class:`SentencePairPretraining` is this algorithm for any binary pair task (``pair_task``) and
+``transformers`` model: :class:`BertPretraining` is it with NSP and ``BertForPreTraining``;
+``albert`` (:mod:`selfsup.methods.albert`) with sentence-order prediction and ALBERT's model.
 """
 
 from __future__ import annotations
@@ -37,11 +41,11 @@ from typing import Any, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import BertConfig, BertForPreTraining
+from transformers import BertConfig, BertForPreTraining, PretrainedConfig
 
-from selfsup.data.segments import PairCollate, SentencePairs
+from selfsup.data.segments import LABEL_KEYS, PairCollate, SentencePairs
 from selfsup.methods.base import BuildContext, OptimDefaults, register_method
-from selfsup.methods.mlm import MaskedEncoder, bert_config, bert_config_fields, masked_lm_loss
+from selfsup.methods.mlm import MaskedEncoder, bert_config, masked_lm_loss
 from selfsup.views.tokens import IGNORE_INDEX
 
 
@@ -70,20 +74,26 @@ def pair_labels(batch: dict[str, Tensor], key: str, method: str) -> Tensor:
     return batch[key]
 
 
-@register_method("bert", "BERT (Devlin et al. 2019): masked LM + next-sentence prediction")
-class BertPretraining(MaskedEncoder):
-    """BERT pretraining (Devlin et al. 2019): MLM + next-sentence prediction on sentence pairs.
+class SentencePairPretraining(MaskedEncoder):
+    """Masked LM plus a binary task on sentence pairs: BERT's NSP, ALBERT's SOP.
+
+    The encoder reads ``[CLS] A [SEP] B [SEP]`` pairs of the task ``pair_task`` (see
+    :class:`~selfsup.data.segments.SentencePairs`); :meth:`pair_head` scores the pooled ``[CLS]``
+    output. Loss = mean MLM cross-entropy + pair-task cross-entropy. A subclass sets
+    ``method_name`` and ``pair_task`` and defines, besides ``MaskedEncoder``'s ``model_config`` (a
+    ``BertConfig`` here), ``create_model``, ``encoder`` and ``mlm_head``, the ``pair_head``.
 
     Args:
-        config: the encoder's ``BertConfig`` (``vocab_size`` at least ``len(tokenizer)``).
+        config: the encoder's config (``vocab_size`` at least ``len(tokenizer)``).
         tokenizer: the fast tokenizer of the data (gives [MASK], the special ids, and is exported).
-        mlm_probability: fraction of non-special tokens selected for prediction.
-        mask_replace: fraction of selected tokens replaced by [MASK].
-        random_replace: fraction of selected tokens replaced by a random regular token.
         short_seq_prob: probability of a shorter target length when building pairs.
+        **kwargs: the masking rates of :class:`~selfsup.methods.mlm.MaskedEncoder`.
     """
 
-    tokenizer_kind: ClassVar[str] = "wordpiece"
+    method_name: ClassVar[str]  # the registered name, for errors
+    pair_task: ClassVar[str]  # "nsp" or "sop": the pairs, their label key and the logged names
+    # BERT's recipe with this module's deviations (lr 5e-4, 10 % warm-up); ALBERT's module
+    # docstring gives its reasons for keeping it instead of LAMB
     defaults: ClassVar[OptimDefaults] = OptimDefaults(
         optimizer="adamw",
         lr=5e-4,
@@ -96,61 +106,36 @@ class BertPretraining(MaskedEncoder):
 
     def __init__(
         self,
-        config: BertConfig,
+        config: PretrainedConfig,
         tokenizer: Any,  # noqa: ANN401
         *,
-        mlm_probability: float = 0.15,
-        mask_replace: float = 0.8,
-        random_replace: float = 0.1,
         short_seq_prob: float = 0.1,
+        **kwargs: float,
     ) -> None:
-        super().__init__()
-        self.set_masking(
-            tokenizer, mlm_probability, mask_replace, random_replace, config.vocab_size
-        )
+        super().__init__(config, tokenizer, **kwargs)
         self.short_seq_prob = short_seq_prob
-        # encoder .bert (with the pooler NSP reads) + heads .cls.predictions / .cls.seq_relationship
-        self.model = BertForPreTraining(config)
-
-    @property
-    def encoder(self) -> nn.Module:
-        return self.model.bert
-
-    def mlm_head(self, hidden: Tensor) -> Tensor:
-        return self.model.cls.predictions(hidden)
 
     @classmethod
     def build(
-        cls,
-        ctx: BuildContext,
-        *,
-        mlm_probability: float = 0.15,
-        mask_replace: float = 0.8,
-        random_replace: float = 0.1,
-        short_seq_prob: float = 0.1,
-        max_position_embeddings: int | None = None,
-        **config_overrides: Any,
-    ) -> BertPretraining:
-        """Build from the run's backbone (default ``bert-mini``), tokenizer and ``seq_len``.
-
-        ``max_position_embeddings`` defaults to ``max(512, ctx.seq_len)``; other keyword arguments
-        override ``BertConfig`` fields (``hidden_size``, ``num_hidden_layers``, ...).
-        """
-        config = bert_config(ctx, "bert", max_position_embeddings, **config_overrides)
-        return cls(
-            config,
-            ctx.tokenizer,
-            mlm_probability=mlm_probability,
-            mask_replace=mask_replace,
-            random_replace=random_replace,
-            short_seq_prob=short_seq_prob,
-        )
+        cls, ctx: BuildContext, *, short_seq_prob: float = 0.1, **kwargs: Any
+    ) -> SentencePairPretraining:
+        """``MaskedEncoder.build`` (the masking rates, ``max_position_embeddings``, config fields
+        and ``model_config``'s own arguments) with ``short_seq_prob`` for the pairs."""
+        method = super().build(ctx, **kwargs)
+        method.short_seq_prob = short_seq_prob
+        return method
 
     @classmethod
-    def argument_names(cls) -> list[str]:
-        """The masking rates, ``short_seq_prob``, ``max_position_embeddings`` and any
-        ``BertConfig`` field."""
-        return sorted({*super().argument_names(), *bert_config_fields()})
+    def model_config(
+        cls, ctx: BuildContext, max_position_embeddings: int | None, **config_overrides: Any
+    ) -> BertConfig:
+        """The backbone's ``BertConfig``: ``max_position_embeddings`` defaults to
+        ``max(512, ctx.seq_len)``; ``config_overrides`` are ``BertConfig`` fields."""
+        return bert_config(ctx, cls.method_name, max_position_embeddings, **config_overrides)
+
+    def pair_head(self, pooled: Tensor) -> Tensor:  # pragma: no cover
+        """Scores ``(B, 2)`` of the pair task from the pooled ``[CLS]`` output ``(B, D)``."""
+        raise NotImplementedError
 
     def training_data(
         self,
@@ -160,7 +145,8 @@ class BertPretraining(MaskedEncoder):
         rank: int = 0,
         world_size: int = 1,
     ) -> tuple[SentencePairs, PairCollate]:
-        """IsNext / NotNext sentence pairs of the documents, padded to each batch's longest.
+        """Sentence pairs of the documents for ``pair_task`` (NSP: IsNext / NotNext; SOP:
+        in-order / swapped consecutive segments), padded to each batch's longest.
 
         The pairs' random stream is seeded by the source's ``seed`` (the run's seed), the epoch,
         the rank and the DataLoader worker.
@@ -169,7 +155,7 @@ class BertPretraining(MaskedEncoder):
             dataset,
             tokenizer,
             seq_len,
-            task="nsp",
+            task=self.pair_task,
             short_seq_prob=self.short_seq_prob,
             seed=getattr(dataset, "seed", 0),
             rank=rank,
@@ -178,22 +164,54 @@ class BertPretraining(MaskedEncoder):
         return pairs, PairCollate(tokenizer.pad_token_id)
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        is_random_next = pair_labels(batch, "next_sentence_label", "bert")  # (B,) 1 = NotNext
+        # (B,) NSP: 1 = NotNext; SOP: 1 = swapped
+        pair_label = pair_labels(batch, LABEL_KEYS[self.pair_task], self.method_name)
         masked, labels, attention_mask = self.mask(batch)
-        out = self.model.bert(
+        out = self.encoder(
             input_ids=masked,
             attention_mask=attention_mask,
             token_type_ids=batch.get("token_type_ids"),
         )
         selected = labels != IGNORE_INDEX  # (B, L) True = masked, predicted
-        mlm_logits = self.model.cls.predictions(out.last_hidden_state[selected])  # (N, V)
+        mlm_logits = self.mlm_head(out.last_hidden_state[selected])  # (N, V)
         mlm_loss, mlm_acc = masked_lm_loss(mlm_logits, labels[selected])
-        nsp_logits = self.model.cls.seq_relationship(out.pooler_output)  # (B, 2)
-        nsp_loss, nsp_acc = pair_loss(nsp_logits, is_random_next)
+        task_logits = self.pair_head(out.pooler_output)  # (B, 2)
+        task_loss, task_acc = pair_loss(task_logits, pair_label)
+        task = self.pair_task
         return {
-            "loss": mlm_loss + nsp_loss,
+            "loss": mlm_loss + task_loss,
             "mlm_loss": mlm_loss.detach(),
-            "nsp_loss": nsp_loss.detach(),
+            f"{task}_loss": task_loss.detach(),
             "mlm_acc": mlm_acc,
-            "nsp_acc": nsp_acc,
+            f"{task}_acc": task_acc,
         }
+
+
+@register_method("bert", "BERT (Devlin et al. 2019): masked LM + next-sentence prediction")
+class BertPretraining(SentencePairPretraining):
+    """BERT pretraining (Devlin et al. 2019): MLM + next-sentence prediction on sentence pairs.
+
+    Args:
+        config: the encoder's ``BertConfig`` (``vocab_size`` at least ``len(tokenizer)``).
+        tokenizer: the fast tokenizer of the data (gives [MASK], the special ids, and is exported).
+        short_seq_prob: probability of a shorter target length when building pairs.
+        mlm_probability, mask_replace, random_replace: the masking rates (``MaskedEncoder``).
+    """
+
+    method_name: ClassVar[str] = "bert"
+    pair_task: ClassVar[str] = "nsp"  # IsNext / NotNext pairs
+    tokenizer_kind: ClassVar[str] = "wordpiece"
+
+    def create_model(self, config: BertConfig) -> BertForPreTraining:
+        # encoder .bert (with the pooler NSP reads) + heads .cls.predictions / .cls.seq_relationship
+        return BertForPreTraining(config)
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.model.bert
+
+    def mlm_head(self, hidden: Tensor) -> Tensor:
+        return self.model.cls.predictions(hidden)
+
+    def pair_head(self, pooled: Tensor) -> Tensor:
+        return self.model.cls.seq_relationship(pooled)

@@ -14,19 +14,21 @@ of 512 tokens (128 for the first 90 % of steps), dropout 0.1, mask probability 0
 replacement. The sizes are in ``selfsup.backbones.text`` (default ``bert-mini``).
 
 :class:`MaskedEncoder` holds what every masked-token method of the library shares (``mlm``,
-``bert``, ``roberta``, ``albert``): the masking, ``token_logits`` / ``predict_masked`` for the
-``mlm`` and ``pseudo_perplexity`` evaluation protocols, mean-pooled ``embed`` and ``export``.
+``bert``, ``roberta``, ``albert``): the masking and its rates (constructor and ``build`` keywords),
+``build``, the masked-LM ``forward``, ``token_logits`` / ``predict_masked`` for the ``mlm`` and
+``pseudo_perplexity`` evaluation protocols, mean-pooled ``embed`` and ``export``.
 """
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import BertConfig, PretrainedConfig
+from transformers import BertConfig, PretrainedConfig, PreTrainedModel
 
 from selfsup.backbones.text import (
     PooledEncoder,
@@ -114,9 +116,19 @@ def bert_config(
 class MaskedEncoder(Method):
     """Base of the methods that train a Transformer encoder to predict masked tokens.
 
-    A subclass builds its ``transformers`` model, calls :meth:`set_masking`, and defines
-    ``encoder`` (the base model that ``export`` writes: ``BertModel``, ``RobertaModel``, ...) and
-    ``mlm_head`` (hidden states to vocabulary scores).
+    It takes the masking rates (for every subclass: its constructor's and ``build``'s keywords)
+    and keeps the pretraining model as ``self.model``. A subclass defines :meth:`model_config`
+    (the run's context to its ``transformers`` config), :meth:`create_model` (that config to the
+    model), ``encoder`` (the base model that ``export`` writes: ``BertModel``, ``RobertaModel``,
+    ...) and ``mlm_head`` (hidden states to vocabulary scores). ``forward`` is the masked-LM loss;
+    a subclass with a second task overrides it.
+
+    Args:
+        config: the encoder's config (``vocab_size`` at least ``len(tokenizer)``).
+        tokenizer: the fast tokenizer of the data (gives [MASK], the special ids, and is exported).
+        mlm_probability: fraction of non-special tokens selected for prediction.
+        mask_replace: fraction of selected tokens replaced by [MASK].
+        random_replace: fraction of selected tokens replaced by a random regular token.
     """
 
     kind: ClassVar[str] = "text"
@@ -127,6 +139,77 @@ class MaskedEncoder(Method):
         "linear",
         "finetune",
     )
+
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        tokenizer: Any,  # noqa: ANN401
+        *,
+        mlm_probability: float = 0.15,
+        mask_replace: float = 0.8,
+        random_replace: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.set_masking(
+            tokenizer, mlm_probability, mask_replace, random_replace, config.vocab_size
+        )
+        self.model = self.create_model(config)
+
+    @classmethod
+    def build(
+        cls,
+        ctx: BuildContext,
+        *,
+        mlm_probability: float = 0.15,
+        mask_replace: float = 0.8,
+        random_replace: float = 0.1,
+        max_position_embeddings: int | None = None,
+        **config_overrides: Any,
+    ) -> MaskedEncoder:
+        """Build from the run's backbone (default ``bert-mini``), tokenizer and ``seq_len``.
+
+        ``max_position_embeddings`` defaults to ``max(512, ctx.seq_len)`` so that the exported
+        encoder accepts BERT's usual lengths; other keyword arguments override ``BertConfig``
+        fields (``hidden_size``, ``num_hidden_layers``, ...) or are :meth:`model_config`'s own.
+        """
+        config = cls.model_config(ctx, max_position_embeddings, **config_overrides)
+        return cls(
+            config,
+            ctx.tokenizer,
+            mlm_probability=mlm_probability,
+            mask_replace=mask_replace,
+            random_replace=random_replace,
+        )
+
+    @classmethod
+    def model_config(  # pragma: no cover
+        cls, ctx: BuildContext, max_position_embeddings: int | None, **config_overrides: Any
+    ) -> PretrainedConfig:
+        """The ``transformers`` config of the run's backbone for ``ctx.tokenizer`` (see
+        :func:`bert_config`); keyword-only parameters a subclass adds are method arguments."""
+        raise NotImplementedError
+
+    def create_model(self, config: PretrainedConfig) -> PreTrainedModel:  # pragma: no cover
+        """The ``transformers`` pretraining model (encoder and heads) of ``config``."""
+        raise NotImplementedError
+
+    @classmethod
+    def config_fields(cls) -> set[str]:
+        """Names of the config fields ``build`` accepts as overrides: ``BertConfig``'s."""
+        return bert_config_fields()
+
+    @classmethod
+    def argument_names(cls) -> list[str]:
+        """The masking rates and ``max_position_embeddings`` (:meth:`MaskedEncoder.build`), a
+        subclass's own keywords (its ``build``'s, constructor's and :meth:`model_config`'s) and
+        any :meth:`config_fields` name."""
+
+        def keywords(function: Any) -> set[str]:  # noqa: ANN401
+            parameters = inspect.signature(function).parameters.values()
+            return {p.name for p in parameters if p.kind is p.KEYWORD_ONLY}
+
+        shared = keywords(MaskedEncoder.build) | keywords(cls.model_config)
+        return sorted({*super().argument_names(), *shared, *cls.config_fields()})
 
     def set_masking(
         self,
@@ -245,6 +328,11 @@ class MaskedEncoder(Method):
         logits = self.token_logits(masked, attention_mask, selected, batch.get("token_type_ids"))
         return logits, labels[selected]
 
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        logits, targets = self.predict_masked(batch)  # a fresh mask: dynamic masking
+        loss, accuracy = masked_lm_loss(logits, targets)
+        return {"loss": loss, "mlm_acc": accuracy}
+
     @torch.no_grad()
     def encoder_for_finetuning(self) -> nn.Module:
         """The encoder as ``(input_ids, attention_mask) -> (B, D)`` for ``--protocol finetune``
@@ -281,9 +369,7 @@ class MaskedLM(MaskedEncoder):
         config: the encoder's ``BertConfig`` or ``DebertaV2Config`` (``vocab_size`` at least
             ``len(tokenizer)``).
         tokenizer: the fast tokenizer of the data (gives [MASK], the special ids, and is exported).
-        mlm_probability: fraction of non-special tokens selected for prediction.
-        mask_replace: fraction of selected tokens replaced by [MASK].
-        random_replace: fraction of selected tokens replaced by a random regular token.
+        mlm_probability, mask_replace, random_replace: the masking rates (:class:`MaskedEncoder`).
     """
 
     # BERT used lr 1e-4 for 1M steps of BERT-Base. The runs this library targets are short
@@ -294,21 +380,18 @@ class MaskedLM(MaskedEncoder):
         optimizer="adamw", lr=5e-4, weight_decay=0.01, betas=(0.9, 0.999)
     )
 
-    def __init__(
-        self,
-        config: PretrainedConfig,
-        tokenizer: Any,
-        *,
-        mlm_probability: float = 0.15,
-        mask_replace: float = 0.8,
-        random_replace: float = 0.1,
-    ) -> None:
-        super().__init__()
-        self.set_masking(
-            tokenizer, mlm_probability, mask_replace, random_replace, config.vocab_size
+    @classmethod
+    def model_config(
+        cls, ctx: BuildContext, max_position_embeddings: int | None, **config_overrides: Any
+    ) -> PretrainedConfig:
+        """The backbone's ``BertConfig`` or, for a DeBERTa backbone, ``DebertaV2Config``."""
+        return bert_config(
+            ctx, "mlm", max_position_embeddings, allow_deberta=True, **config_overrides
         )
+
+    def create_model(self, config: PretrainedConfig) -> PreTrainedModel:
         # encoder .bert / .deberta + head .cls, decoder tied to the input embeddings
-        self.model = mlm_model_class(config)(config)
+        return mlm_model_class(config)(config)
 
     @property
     def encoder(self) -> nn.Module:
@@ -318,44 +401,9 @@ class MaskedLM(MaskedEncoder):
         return self.model.cls(hidden)
 
     @classmethod
-    def build(
-        cls,
-        ctx: BuildContext,
-        *,
-        mlm_probability: float = 0.15,
-        mask_replace: float = 0.8,
-        random_replace: float = 0.1,
-        max_position_embeddings: int | None = None,
-        **config_overrides: Any,
-    ) -> MaskedLM:
-        """Build from the run's backbone name (default ``bert-mini``), tokenizer and ``seq_len``.
-
-        ``max_position_embeddings`` defaults to ``max(512, ctx.seq_len)`` so that the exported
-        encoder accepts BERT's usual lengths; other keyword arguments override ``BertConfig``
-        fields (``hidden_size``, ``num_hidden_layers``, ...).
-        """
-        config = bert_config(
-            ctx, "mlm", max_position_embeddings, allow_deberta=True, **config_overrides
-        )
-        return cls(
-            config,
-            ctx.tokenizer,
-            mlm_probability=mlm_probability,
-            mask_replace=mask_replace,
-            random_replace=random_replace,
-        )
-
-    @classmethod
-    def argument_names(cls) -> list[str]:
-        """The masking rates, ``max_position_embeddings`` and any ``BertConfig`` or (for DeBERTa
-        backbones) ``DebertaV2Config`` field."""
-        fields = bert_config_fields() | deberta_config_fields()
-        return sorted({*super().argument_names(), *fields})
-
-    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        logits, targets = self.predict_masked(batch)
-        loss, accuracy = masked_lm_loss(logits, targets)
-        return {"loss": loss, "mlm_acc": accuracy}
+    def config_fields(cls) -> set[str]:
+        """Any ``BertConfig`` or (for DeBERTa backbones) ``DebertaV2Config`` field."""
+        return bert_config_fields() | deberta_config_fields()
 
 
 @torch.no_grad()

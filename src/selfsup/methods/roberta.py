@@ -35,26 +35,20 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 from transformers import RobertaConfig, RobertaForMaskedLM
 
-from selfsup.backbones.text import bert_config_fields
 from selfsup.methods.base import BuildContext, OptimDefaults, register_method
-from selfsup.methods.mlm import (
-    MaskedEncoder,
-    bert_config,
-    encoder_fields,
-    masked_lm_loss,
-)
+from selfsup.methods.mlm import MaskedEncoder, bert_config, encoder_fields
 
 
 @register_method("roberta", "RoBERTa (Liu et al. 2019): dynamic masking, full-sentence packing")
 class RobertaPretraining(MaskedEncoder):
     """RoBERTa pretraining (Liu et al. 2019): MLM with dynamic masking on packed blocks, no NSP.
 
+    ``forward`` is :class:`~selfsup.methods.mlm.MaskedEncoder`'s: a fresh mask at every call.
+
     Args:
         config: the encoder's ``RobertaConfig`` (``vocab_size`` at least ``len(tokenizer)``).
         tokenizer: the fast tokenizer of the data (gives <mask>, the special ids, and is exported).
-        mlm_probability: fraction of non-special tokens selected for prediction.
-        mask_replace: fraction of selected tokens replaced by <mask>.
-        random_replace: fraction of selected tokens replaced by a random regular token.
+        mlm_probability, mask_replace, random_replace: the masking rates (``MaskedEncoder``).
     """
 
     tokenizer_kind: ClassVar[str] = "bpe"
@@ -68,44 +62,12 @@ class RobertaPretraining(MaskedEncoder):
         schedule="linear",
     )
 
-    def __init__(
-        self,
-        config: RobertaConfig,
-        tokenizer: Any,  # noqa: ANN401
-        *,
-        mlm_probability: float = 0.15,
-        mask_replace: float = 0.8,
-        random_replace: float = 0.1,
-    ) -> None:
-        super().__init__()
-        self.set_masking(
-            tokenizer, mlm_probability, mask_replace, random_replace, config.vocab_size
-        )
-        # encoder .roberta (no pooler) + head .lm_head, decoder tied to the input embeddings
-        self.model = RobertaForMaskedLM(config)
-
-    @property
-    def encoder(self) -> nn.Module:
-        return self.model.roberta
-
-    def mlm_head(self, hidden: Tensor) -> Tensor:
-        return self.model.lm_head(hidden)
-
     @classmethod
-    def build(
-        cls,
-        ctx: BuildContext,
-        *,
-        mlm_probability: float = 0.15,
-        mask_replace: float = 0.8,
-        random_replace: float = 0.1,
-        max_position_embeddings: int | None = None,
-        **config_overrides: Any,
-    ) -> RobertaPretraining:
-        """Build from the run's backbone (default ``bert-mini``), tokenizer and ``seq_len``.
-
-        The backbone's ``BertConfig`` (with ``config_overrides``, ``BertConfig`` field names)
-        gives the sizes. ``max_position_embeddings`` is the longest input (default
+    def model_config(
+        cls, ctx: BuildContext, max_position_embeddings: int | None, **config_overrides: Any
+    ) -> RobertaConfig:
+        """The backbone's ``BertConfig`` (with ``config_overrides``, ``BertConfig`` field names)
+        as a ``RobertaConfig``. ``max_position_embeddings`` is the longest input (default
         ``max(512, seq_len)``); the position table gets ``pad_token_id + 1`` more rows.
         """
         bert = bert_config(ctx, "roberta", max_position_embeddings, **config_overrides)
@@ -114,25 +76,19 @@ class RobertaPretraining(MaskedEncoder):
         fields["max_position_embeddings"] += tokenizer.pad_token_id + 1  # positions after pad
         fields["type_vocab_size"] = 1  # no segments
         fields["layer_norm_eps"] = config_overrides.get("layer_norm_eps", 1e-5)  # fairseq's
-        config = RobertaConfig(
+        return RobertaConfig(
             **fields,
             bos_token_id=tokenizer.cls_token_id,
             eos_token_id=tokenizer.sep_token_id,
         )
-        return cls(
-            config,
-            tokenizer,
-            mlm_probability=mlm_probability,
-            mask_replace=mask_replace,
-            random_replace=random_replace,
-        )
 
-    @classmethod
-    def argument_names(cls) -> list[str]:
-        """The masking rates, ``max_position_embeddings`` and any ``BertConfig`` field."""
-        return sorted({*super().argument_names(), *bert_config_fields()})
+    def create_model(self, config: RobertaConfig) -> RobertaForMaskedLM:
+        # encoder .roberta (no pooler) + head .lm_head, decoder tied to the input embeddings
+        return RobertaForMaskedLM(config)
 
-    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        logits, targets = self.predict_masked(batch)  # a fresh mask: dynamic masking
-        loss, accuracy = masked_lm_loss(logits, targets)
-        return {"loss": loss, "mlm_acc": accuracy}
+    @property
+    def encoder(self) -> nn.Module:
+        return self.model.roberta
+
+    def mlm_head(self, hidden: Tensor) -> Tensor:
+        return self.model.lm_head(hidden)
