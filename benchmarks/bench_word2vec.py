@@ -203,7 +203,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2, help="gensim worker threads")
     parser.add_argument("--torch-threads", type=int, default=None, help="default: --workers")
-    parser.add_argument("--batch-size", type=int, default=16, help="selfsup: 1000-word blocks")
+    parser.add_argument("--batch-size", type=int, default=1, help="selfsup: 1000-word blocks")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
                         help="a further selfsup word2vec argument, e.g. shared_negatives=true")  # fmt: skip
