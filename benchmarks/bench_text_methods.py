@@ -66,7 +66,9 @@ def pretrain_one(name: str, budget: str, data: str, out: Path) -> Path:
         "checkpoint_every": 100_000,
         "progress": False,
     }
-    if name != "word2vec":
+    if name == "word2vec":  # steps of about 1,000 words (see the method's docstring)
+        values.update(batch_size=1, seq_len=1000)
+    else:
         values["backbone"] = "bert-mini"
     return pretrain(load_config(values=values), overwrite=True)
 
