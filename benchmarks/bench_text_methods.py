@@ -48,7 +48,7 @@ OWN_FIGURES = {
     "pseudo_perplexity": ("pseudo_perplexity", "pseudo-perplexity"),
     "perplexity": ("perplexity", "perplexity"),
     "wordsim": ("wordsim353_spearman", "WordSim-353 Spearman"),
-    "analogy": ("accuracy", "analogy acc %"),
+    "analogy": ("total_accuracy", "analogy acc %"),
 }
 DOWNSTREAM = "polarity"
 

@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -160,20 +158,10 @@ def run_selfsup(
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import gensim
+    from bench_simclr import machine as base
 
-    return (
-        f"{cpu}, {os.cpu_count()} cores; python {platform.python_version()}, "
-        f"torch {torch.__version__}, gensim {gensim.__version__}"
-    )
+    return f"{base()}, gensim {gensim.__version__}"
 
 
 def table(results: dict[tuple[str, str], dict]) -> str:

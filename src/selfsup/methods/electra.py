@@ -45,8 +45,8 @@ from transformers import BertConfig, ElectraConfig, ElectraForMaskedLM, ElectraF
 from selfsup.backbones.text import PooledEncoder, bert_config_fields, build_text_config, mean_pool
 from selfsup.data.tokenizer import save_tokenizer
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
-from selfsup.methods.mlm import masked_lm_loss
-from selfsup.views.tokens import IGNORE_INDEX, mask_tokens
+from selfsup.methods.mlm import mask_batch, masked_lm_loss
+from selfsup.views.tokens import IGNORE_INDEX
 
 # ELECTRA-Small's factorised embedding (table 6); other sizes embed at their hidden size.
 PAPER_EMBEDDING_SIZE = {"electra-small": 128}
@@ -264,25 +264,17 @@ class Electra(Method):
             ``replaced (B, L)`` (True = differs from the original), ``disc_logits (B, L)`` and
             ``attention_mask (B, L)``.
         """
-        ids = batch["input_ids"]
-        attention_mask = batch.get("attention_mask")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(ids)
-        special = batch.get("special_tokens_mask")
-        if special is None:
-            special = torch.isin(ids, torch.tensor(self.special_token_ids, device=ids.device))
-        masked, labels = mask_tokens(
-            ids,
-            special,
+        masked, labels, attention_mask = mask_batch(
+            batch,
             mask_token_id=self.mask_token_id,
             vocab_size=self.vocab_size,
+            special_token_ids=self.special_token_ids,
             mlm_probability=self.mlm_probability,
             mask_replace=self.mask_replace,
-            random_replace=0.0,
-            attention_mask=attention_mask,
-            special_token_ids=self.special_token_ids,
+            random_replace=0.0,  # ELECTRA: [MASK] (or, with mask_replace < 1, unchanged) only
             generator=generator,
         )
+        ids = batch["input_ids"]
         selected = labels != IGNORE_INDEX  # (B, L) True = masked, predicted by the generator
         hidden = self.generator.electra(input_ids=masked, attention_mask=attention_mask)
         # the vocabulary projection only at the ~15 % masked positions, as in mlm

@@ -61,6 +61,55 @@ ENCODER_FIELDS = (
 )
 
 
+def mask_batch(
+    batch: dict[str, Tensor],
+    *,
+    mask_token_id: int,
+    vocab_size: int,
+    special_token_ids: list[int],
+    mlm_probability: float,
+    mask_replace: float,
+    random_replace: float,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Select and corrupt tokens of ``batch["input_ids"]`` for masked-token prediction.
+
+    Args:
+        batch: ``input_ids (B, L)``, optional ``attention_mask (B, L)`` (1 = token) and
+            ``special_tokens_mask (B, L)`` (True = special; derived from ``special_token_ids``
+            if absent). Special and padding tokens are never selected.
+        mask_token_id, vocab_size, special_token_ids: the tokenizer's [MASK], size and specials.
+        mlm_probability, mask_replace, random_replace: selection rate and the fractions of
+            selected tokens replaced by [MASK] and by a random regular token (BERT: 0.15, 0.8,
+            0.1; ELECTRA: 0.15, 1.0, 0.0).
+        generator: RNG on the batch's device; None = torch's global RNG.
+
+    Returns:
+        ``(masked_ids, labels, attention_mask)``, all ``(B, L)``; ``labels`` holds the original
+        id at selected positions and ``IGNORE_INDEX`` elsewhere.
+    """
+    ids = batch["input_ids"]
+    attention_mask = batch.get("attention_mask")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(ids)
+    special = batch.get("special_tokens_mask")
+    if special is None:
+        special = torch.isin(ids, torch.tensor(special_token_ids, device=ids.device))
+    masked, labels = mask_tokens(
+        ids,
+        special,
+        mask_token_id=mask_token_id,
+        vocab_size=vocab_size,
+        mlm_probability=mlm_probability,
+        mask_replace=mask_replace,
+        random_replace=random_replace,
+        attention_mask=attention_mask,
+        special_token_ids=special_token_ids,
+        generator=generator,
+    )
+    return masked, labels, attention_mask
+
+
 def masked_lm_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     """Mean cross-entropy and accuracy of the predictions at the masked positions.
 
@@ -263,26 +312,16 @@ class MaskedEncoder(Method):
             ``(masked_ids, labels, attention_mask)``, all ``(B, L)``; ``labels`` holds the
             original id at selected positions and ``IGNORE_INDEX`` elsewhere.
         """
-        ids = batch["input_ids"]
-        attention_mask = batch.get("attention_mask")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(ids)
-        special = batch.get("special_tokens_mask")
-        if special is None:
-            special = torch.isin(ids, torch.tensor(self.special_token_ids, device=ids.device))
-        masked, labels = mask_tokens(
-            ids,
-            special,
+        return mask_batch(
+            batch,
             mask_token_id=self.mask_token_id,
             vocab_size=self.vocab_size,
+            special_token_ids=self.special_token_ids,
             mlm_probability=self.mlm_probability,
             mask_replace=self.mask_replace,
             random_replace=self.random_replace,
-            attention_mask=attention_mask,
-            special_token_ids=self.special_token_ids,
             generator=generator,
         )
-        return masked, labels, attention_mask
 
     def token_logits(
         self,
