@@ -21,16 +21,40 @@ from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 
-def _text_of(sample: Any, key: str) -> str:
+def text_of(sample: Any, key: str) -> str:  # noqa: ANN401
+    """The text of a sample: the sample itself when it is a string, else ``sample[key]``."""
     return sample if isinstance(sample, str) else sample[key]
 
 
-def _separator_id(tokenizer: Any) -> int:
+def separator_id(tokenizer: Any) -> int:
     """[SEP] for BERT-style tokenizers, the end-of-sequence token (``</s>``) otherwise."""
     sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
     if sep is None:
         raise ValueError("the tokenizer has neither a sep_token nor an eos_token")
     return sep
+
+
+def shard_documents(
+    dataset: Any,  # noqa: ANN401
+    text_key: str,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[str]:
+    """The texts of this process's and DataLoader worker's share of ``dataset``.
+
+    An iterable dataset shards itself by worker and rank (selfsup's streams do); a map-style one
+    is cut into ``world_size x workers`` contiguous shares here.
+    """
+    if isinstance(dataset, IterableDataset):
+        for sample in dataset:
+            yield text_of(sample, text_key)
+        return
+    info = get_worker_info()
+    workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+    shards, shard = world_size * workers, rank * workers + worker
+    n = len(dataset)
+    for i in range(n * shard // shards, n * (shard + 1) // shards):
+        yield text_of(dataset[i], text_key)
 
 
 class PackedBlocks(IterableDataset):
@@ -91,7 +115,7 @@ class PackedBlocks(IterableDataset):
         if cls is None:
             raise ValueError("the tokenizer has neither a cls_token nor a bos_token")
         self.cls_id = cls
-        self.sep_id = _separator_id(tokenizer)
+        self.sep_id = separator_id(tokenizer)
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
 
     def set_epoch(self, epoch: int) -> None:
@@ -100,16 +124,7 @@ class PackedBlocks(IterableDataset):
             self.dataset.set_epoch(epoch)
 
     def _documents(self) -> Iterator[str]:
-        if isinstance(self.dataset, IterableDataset):
-            for sample in self.dataset:  # the iterable source shards by worker/rank itself
-                yield _text_of(sample, self.text_key)
-            return
-        info = get_worker_info()
-        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
-        shards, shard = self.world_size * workers, self.rank * workers + worker
-        n = len(self.dataset)
-        for i in range(n * shard // shards, n * (shard + 1) // shards):
-            yield _text_of(self.dataset[i], self.text_key)
+        return shard_documents(self.dataset, self.text_key, self.rank, self.world_size)
 
     def _token_lists(self) -> Iterator[list[int]]:
         """Token ids of each non-empty document, tokenised ``batch_size`` documents at a time."""

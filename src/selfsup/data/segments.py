@@ -57,7 +57,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from selfsup.data.packing import _separator_id, _text_of
+from selfsup.data.packing import separator_id, shard_documents
 from selfsup.data.streaming import seeded_rng
 
 TASKS = ("nsp", "sop")
@@ -282,7 +282,7 @@ class SentencePairs(IterableDataset):
         self.world_size = world_size
         self.epoch = 0
         self.cls_id = cls
-        self.sep_id = _separator_id(tokenizer)
+        self.sep_id = separator_id(tokenizer)
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
 
     def set_epoch(self, epoch: int) -> None:
@@ -292,16 +292,7 @@ class SentencePairs(IterableDataset):
             self.dataset.set_epoch(epoch)
 
     def _documents(self) -> Iterator[str]:
-        if isinstance(self.dataset, IterableDataset):
-            for sample in self.dataset:  # the iterable source shards by worker/rank itself
-                yield _text_of(sample, self.text_key)
-            return
-        info = get_worker_info()
-        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
-        shards, shard = self.world_size * workers, self.rank * workers + worker
-        n = len(self.dataset)  # type: ignore[arg-type]
-        for i in range(n * shard // shards, n * (shard + 1) // shards):
-            yield _text_of(self.dataset[i], self.text_key)  # type: ignore[index]
+        return shard_documents(self.dataset, self.text_key, self.rank, self.world_size)
 
     def _pools(self) -> Iterator[list[Document]]:
         """Tokenised non-empty documents, ``pool_size`` at a time."""
