@@ -125,6 +125,7 @@ def test_method_step(name, tiny_tokenizer, tiny_corpus):
     method.eval()
     feats = method.embed(batch)
     assert feats.ndim == 2 and feats.shape[0] == 4 and torch.isfinite(feats).all()
+    assert not feats.requires_grad  # evaluation builds no autograd graph
     if "finetune" in cls.protocols:  # the encoder the finetune protocol trains
         encoder = method.encoder_for_finetuning()
         ids = batch["input_ids"]

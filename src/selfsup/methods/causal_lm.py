@@ -276,12 +276,12 @@ class CausalLM(Method):
         nll, count = self.token_nll(batch)
         return {"loss": nll / count.clamp_min(1)}
 
-    @torch.no_grad()
     def encoder_for_finetuning(self) -> nn.Module:
         """The encoder as ``(input_ids, attention_mask) -> (B, D)`` for ``--protocol finetune``
         (pooled like ``embed``; its weights are shared, the protocol copies them)."""
         return PooledEncoder(self.model.transformer, "mean")
 
+    @torch.no_grad()
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         """Mean of the final hidden states over real tokens: ``(B, D)``.
 

@@ -124,6 +124,7 @@ class CLIP(Method):
     def after_step(self, step: int, total_steps: int) -> None:
         self.criterion.clamp_()
 
+    @torch.no_grad()
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         return self.image_encoder(self.preprocess(batch["image"]))
 

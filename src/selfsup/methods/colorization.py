@@ -186,6 +186,7 @@ class Colorization(ImageMethod):
         targets = soft_encode(ab, self.centres, self.neighbours, self.sigma)  # (N, Q)
         return {"loss": colorization_loss(logits, targets, self.pixel_weights(nearest))}
 
+    @torch.no_grad()
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         """Pooled encoder features of the grayscale input it was trained on: (B, D)."""
         return self.backbone(lightness_input(self.preprocess(batch["image"])))

@@ -230,6 +230,7 @@ class DINO(ImageMethod):
         """The backbone that ``embed`` and ``export`` use: the teacher's by default."""
         return self.teacher_backbone if self.evaluate_teacher else self.backbone
 
+    @torch.no_grad()
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         return self.encoder()(self.preprocess(batch["image"]))
 

@@ -42,10 +42,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import BertConfig, ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
-from selfsup.backbones.text import PooledEncoder, bert_config_fields, build_text_config, mean_pool
+from selfsup.backbones.text import PooledEncoder, bert_config_fields, build_text_config
 from selfsup.data.tokenizer import save_tokenizer
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
-from selfsup.methods.mlm import mask_batch, masked_lm_loss
+from selfsup.methods.mlm import encoder_fields, mask_batch, masked_lm_loss
 from selfsup.views.tokens import IGNORE_INDEX
 
 # ELECTRA-Small's factorised embedding (table 6); other sizes embed at their hidden size.
@@ -64,28 +64,7 @@ def electra_configs(
     Returns:
         ``(discriminator, generator)`` configs.
     """
-    common = {
-        name: getattr(bert, name)
-        for name in (
-            "vocab_size",
-            "num_hidden_layers",
-            "hidden_act",
-            "hidden_dropout_prob",
-            "attention_probs_dropout_prob",
-            "max_position_embeddings",
-            "type_vocab_size",
-            "initializer_range",
-            "layer_norm_eps",
-            "pad_token_id",
-        )
-    }
-    disc = ElectraConfig(
-        embedding_size=embedding_size,
-        hidden_size=bert.hidden_size,
-        intermediate_size=bert.intermediate_size,
-        num_attention_heads=bert.num_attention_heads,
-        **common,
-    )
+    disc = ElectraConfig(embedding_size=embedding_size, **encoder_fields(bert))
     hidden = round(bert.hidden_size / generator_size_divisor)
     heads = max(1, hidden // (bert.hidden_size // bert.num_attention_heads))
     if hidden < 1 or hidden % heads:
@@ -93,13 +72,12 @@ def electra_configs(
             f"generator_size_divisor {generator_size_divisor}: a generator of hidden size "
             f"{hidden} cannot have {heads} attention heads"
         )
-    gen = ElectraConfig(
-        embedding_size=embedding_size,
-        hidden_size=hidden,
-        intermediate_size=round(bert.intermediate_size / generator_size_divisor),
-        num_attention_heads=heads,
-        **common,
-    )
+    widths = {
+        "hidden_size": hidden,
+        "intermediate_size": round(bert.intermediate_size / generator_size_divisor),
+        "num_attention_heads": heads,
+    }
+    gen = ElectraConfig(embedding_size=embedding_size, **{**encoder_fields(bert), **widths})
     return disc, gen
 
 
@@ -313,22 +291,19 @@ class Electra(Method):
             "replaced": out["replaced"][real].float().mean(),  # fraction of real tokens
         }
 
-    @torch.no_grad()
     def encoder_for_finetuning(self) -> nn.Module:
         """The encoder as ``(input_ids, attention_mask) -> (B, D)`` for ``--protocol finetune``
         (pooled like ``embed``; its weights are shared, the protocol copies them)."""
         return PooledEncoder(self.discriminator.electra, "mean")
 
+    @torch.no_grad()
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         """Mean of the discriminator's last hidden states over non-padding tokens: ``(B, D)``."""
         ids = batch["input_ids"]
         attention_mask = batch.get("attention_mask")
         if attention_mask is None:
             attention_mask = torch.ones_like(ids)
-        hidden = self.discriminator.electra(
-            input_ids=ids, attention_mask=attention_mask
-        ).last_hidden_state
-        return mean_pool(hidden, attention_mask)  # (B, D)
+        return self.encoder_for_finetuning()(ids, attention_mask)
 
     def export(self, path: Path) -> None:
         """Write the discriminator's encoder (``ElectraModel``, no heads) and the tokenizer.

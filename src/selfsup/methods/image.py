@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from selfsup.backbones import VisionBackbone, create_vision_backbone
@@ -49,6 +50,7 @@ class ImageMethod(Method):
         self.preprocess = EvalTransform(image_size)
         return self.backbone
 
+    @torch.no_grad()
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         return self.backbone(self.preprocess(batch["image"]))
 

@@ -36,7 +36,6 @@ from selfsup.backbones.text import (
     build_mlm_model,
     build_text_config,
     deberta_config_fields,
-    mean_pool,
     mlm_model_class,
 )
 from selfsup.data.tokenizer import save_tokenizer
@@ -372,20 +371,19 @@ class MaskedEncoder(Method):
         loss, accuracy = masked_lm_loss(logits, targets)
         return {"loss": loss, "mlm_acc": accuracy}
 
-    @torch.no_grad()
     def encoder_for_finetuning(self) -> nn.Module:
         """The encoder as ``(input_ids, attention_mask) -> (B, D)`` for ``--protocol finetune``
         (pooled like ``embed``; its weights are shared, the protocol copies them)."""
         return PooledEncoder(self.encoder, "mean")
 
+    @torch.no_grad()
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         """Mean of the encoder's last hidden states over non-padding tokens: ``(B, D)``."""
         ids = batch["input_ids"]
         attention_mask = batch.get("attention_mask")
         if attention_mask is None:
             attention_mask = torch.ones_like(ids)
-        hidden = self.encoder(input_ids=ids, attention_mask=attention_mask).last_hidden_state
-        return mean_pool(hidden, attention_mask)  # (B, D)
+        return self.encoder_for_finetuning()(ids, attention_mask)
 
     def export(self, path: Path) -> None:
         """Write the encoder (no pretraining heads) and the tokenizer to the directory ``path``.

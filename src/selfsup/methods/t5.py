@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from torch.utils.data import IterableDataset
 from transformers import T5Config, T5ForConditionalGeneration
 
-from selfsup.backbones.text import PooledEncoder, build_t5_config, mean_pool
+from selfsup.backbones.text import PooledEncoder, build_t5_config
 from selfsup.data.packing import PackedBlocks
 from selfsup.data.tokenizer import save_tokenizer
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
@@ -346,20 +346,19 @@ class T5SpanCorruption(Method):
         accuracy = (logits.detach().argmax(dim=-1) == targets).float().mean()
         return {"loss": loss, "target_acc": accuracy}
 
-    @torch.no_grad()
     def encoder_for_finetuning(self) -> nn.Module:
         """The encoder as ``(input_ids, attention_mask) -> (B, D)`` for ``--protocol finetune``
         (pooled like ``embed``; its weights are shared, the protocol copies them)."""
         return PooledEncoder(self.model.encoder, "mean")
 
+    @torch.no_grad()
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         """Mean of the encoder's last hidden states over non-padding tokens: ``(B, D)``."""
         ids = batch["input_ids"]
         attention_mask = batch.get("attention_mask")
         if attention_mask is None:
             attention_mask = torch.ones_like(ids)
-        hidden = self.model.encoder(input_ids=ids, attention_mask=attention_mask).last_hidden_state
-        return mean_pool(hidden, attention_mask)  # (B, D)
+        return self.encoder_for_finetuning()(ids, attention_mask)
 
     def export(self, path: Path) -> None:
         """Write the whole encoder-decoder and the tokenizer.
