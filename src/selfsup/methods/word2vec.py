@@ -389,6 +389,7 @@ class Word2Vec(Method):
 
     kind: ClassVar[str] = "text"
     tokenizer_kind: ClassVar[str] = "wordlevel"
+    provided_args: ClassVar[frozenset[str]] = frozenset({"vocab_size", "special_ids", "sep_id"})
     protocols: ClassVar[tuple[str, ...]] = ("wordsim", "analogy", "knn", "linear")
     defaults: ClassVar[OptimDefaults] = OptimDefaults(
         optimizer="sgd", lr=0.025, momentum=0.0, weight_decay=0.0, warmup=0.0, final_lr=1e-4,
@@ -447,33 +448,13 @@ class Word2Vec(Method):
         self._rebuild()
 
     @classmethod
-    def build(
-        cls,
-        ctx: BuildContext,
-        *,
-        architecture: str = "skipgram",
-        dim: int = 100,
-        window: int = 5,
-        negative: int = 5,
-        hierarchical_softmax: bool = False,
-        sample: float = 1e-3,
-        min_count: int = 5,
-        cbow_mean: bool = True,
-        shared_negatives: bool = False,
-        sparse: bool = True,
-        max_cached_words: int = 100_000_000,
-    ) -> Word2Vec:
-        """Build over the run's word-level tokenizer (``ctx.tokenizer``)."""
+    def build(cls, ctx: BuildContext, **kwargs: Any) -> Word2Vec:
+        """Build over the run's word-level tokenizer (``ctx.tokenizer``); ``kwargs`` are the
+        keyword arguments of the constructor."""
         tok = ctx.tokenizer
         if tok is None or tok.sep_token_id is None or tok.pad_token_id is None:
             raise ValueError("word2vec needs a tokenizer with [SEP] and [PAD] (tokenizer.kind)")
-        return cls(
-            len(tok), tok.all_special_ids, tok.sep_token_id, architecture=architecture, dim=dim,
-            window=window, negative=negative, hierarchical_softmax=hierarchical_softmax,
-            sample=sample, min_count=min_count, cbow_mean=cbow_mean,
-            shared_negatives=shared_negatives, sparse=sparse, max_cached_words=max_cached_words,
-            tokenizer=tok,
-        )  # fmt: skip
+        return cls(len(tok), tok.all_special_ids, tok.sep_token_id, tokenizer=tok, **kwargs)
 
     # -- vocabulary and sampling tables
 
