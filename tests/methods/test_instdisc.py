@@ -100,9 +100,9 @@ def spy_noise(method, monkeypatch):
     return draws
 
 
-def test_z_estimated_from_the_first_batch_then_fixed(monkeypatch):
+def test_z_estimated_from_the_first_batch_then_fixed_with_momentum_one(monkeypatch):
     torch.manual_seed(0)
-    method = build()
+    method = build(z_momentum=1.0)  # the paper's fixed Z
     draws = spy_noise(method, monkeypatch)
     assert float(method.z) == 0.0
     method(make_batch())
@@ -122,7 +122,7 @@ def test_loss_equals_the_nce_formula_of_the_paper(monkeypatch):
     """Wu et al. section 3.2 with probabilities: P(i|f) = exp(v_i . f / t) / Z,
     h = P / (P + K / N), loss = -log h(positive) - sum_k log(1 - h(noise_k))."""
     torch.manual_seed(0)
-    method = build(temperature=0.1)
+    method = build(temperature=0.1, z_momentum=1.0)
     draws = spy_noise(method, monkeypatch)
     method.z.fill_(3.0)  # a known constant instead of the first-batch estimate
     batch = make_batch()
@@ -138,6 +138,42 @@ def test_loss_equals_the_nce_formula_of_the_paper(monkeypatch):
             term -= math.log(1 - p / (p + k / N))
         total += term
     assert loss == pytest.approx(total / 4, rel=1e-5)
+
+
+@pytest.mark.parametrize("z_momentum", [0.0, 0.9])
+def test_z_follows_each_training_batch_by_default(monkeypatch, z_momentum):
+    torch.manual_seed(0)
+    method = build(z_momentum=z_momentum)
+    draws = spy_noise(method, monkeypatch)
+    zs = []
+    for step, index in enumerate([(3, 7, 11, 19), (0, 1, 2, 3)]):
+        bank = method.bank.double().clone()  # before this step's update
+        method(make_batch(index))
+        _, f = method._pending[0]
+        estimate = N * torch.exp(f.double() @ bank[draws[step]].T / 0.07).mean()
+        method.after_step(step + 1, 10)
+        zs.append(float(estimate))
+    expected = z_momentum * zs[0] + (1 - z_momentum) * zs[1]
+    assert float(method.z) == pytest.approx(expected, rel=1e-4)
+    method.eval()  # evaluation reads Z, never updates it
+    with torch.no_grad():
+        method(make_batch())
+    assert float(method.z) == pytest.approx(expected, rel=1e-4)
+
+
+def test_proximal_term_adds_lambda_times_the_squared_distance_to_the_bank_row(monkeypatch):
+    torch.manual_seed(0)
+    method = build(z_momentum=1.0)
+    spy_noise(method, monkeypatch)
+    batch = make_batch()
+    torch.manual_seed(1)
+    plain = float(method(batch)["loss"].detach())
+    _, f = method._pending[0]
+    method.proximal = 50.0
+    torch.manual_seed(1)
+    with_term = float(method(batch)["loss"].detach())
+    distance = (f - method.bank[batch["index"]]).pow(2).sum(1).mean()
+    assert with_term - plain == pytest.approx(50.0 * float(distance), rel=1e-4)
 
 
 def test_softmax_loss_is_cross_entropy_over_the_positive_and_the_noise_rows(monkeypatch):
