@@ -97,6 +97,10 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="evaluate the untrained encoder (baseline)",
     )
+    e.add_argument(
+        "--pooling",
+        help="text encoders: pool token states by mean, cls or last (default: the method's)",
+    )
 
     m = sub.add_parser("embed", help="write a run's embeddings of a dataset to .npy")
     m.add_argument("run_dir")
@@ -106,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--limit", type=int)
     m.add_argument("--batch-size", dest="batch_size", type=int, default=256)
     m.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, ...")
+    m.add_argument("--pooling", help="text encoders: mean, cls or last (default: the method's)")
 
     sub.add_parser("list", help="list methods, backbones and datasets")
     return parser
@@ -173,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = evaluate(
                 args.run_dir, args.protocol, args.data, args.k, args.temperature,
                 args.bank_size, args.query_size, args.batch_size, args.device,
-                random_init=args.random_init, extra=extra,
+                random_init=args.random_init, extra=extra, pooling=args.pooling,
             )  # fmt: skip
             print(json.dumps(result, indent=2))
         elif args.command == "embed":
@@ -187,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.batch_size,
                 args.limit,
                 args.device,
+                pooling=args.pooling,
             )
             print(f"wrote {out}")
     except (ConfigError, DataError, UnknownNameError, FileExistsError) as err:

@@ -27,10 +27,17 @@ def test_simcse_pretrain_then_knn_and_finetune_on_polarity(tmp_path, capsys):
     assert all(r["loss"] > 0 and -1 <= r["positive_cos"] <= 1 for r in lines)
     capsys.readouterr()
 
-    assert main(["evaluate", str(run), "--protocol", "knn", "--data", "polarity", "--k", "10"]) == 0
+    knn_args = ["evaluate", str(run), "--protocol", "knn", "--data", "polarity", "--k", "10"]
+    assert main(knn_args) == 0
     knn = json.loads(capsys.readouterr().out)
     assert knn["data"] == "polarity" and knn["bank"] == 150 and knn["queries"] == 50
-    assert 0 <= knn["top1"] <= 100
+    assert 0 <= knn["top1"] <= 100 and knn["pooling"] == "cls"
+    assert main([*knn_args, "--pooling", "mean"]) == 0
+    mean = json.loads(capsys.readouterr().out)
+    assert mean["pooling"] == "mean" and mean["bank"] == 150
+    assert main([*knn_args, "--pooling", "last"]) == 2
+    err = capsys.readouterr().err
+    assert "--pooling: pooling 'last' does not apply" in err and "valid: cls, mean" in err
 
     ft = ["evaluate", str(run), "--protocol", "finetune", "--data", "polarity"]
     assert main([*ft, "--arg", "epochs=1"]) == 0
@@ -44,7 +51,7 @@ def test_simcse_pretrain_then_knn_and_finetune_on_polarity(tmp_path, capsys):
     encoder = sum(p.numel() for p in method.encoder.parameters())
     assert result["trainable_params"] == encoder + 32 * 2 + 2  # encoder + linear head, no MLP
     records = (run / "results.jsonl").read_text().splitlines()
-    assert [json.loads(r)["protocol"] for r in records] == ["knn", "finetune"]
+    assert [json.loads(r)["protocol"] for r in records] == ["knn", "knn", "finetune"]
     assert main([*ft, "--arg", "epoch=1"]) == 2
     assert "Valid: batch_size" in capsys.readouterr().err
 

@@ -303,6 +303,29 @@ def mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
     return total / weights.sum(dim=1).clamp_min(1.0)
 
 
+POOLINGS = ("mean", "cls", "last")
+
+
+def pool(hidden: Tensor, attention_mask: Tensor, pooling: str) -> Tensor:
+    """One ``(B, D)`` vector per sequence from token states ``hidden: (B, L, D)``.
+
+    Args:
+        hidden: final hidden states.
+        attention_mask: ``(B, L)``, 1 at real tokens, padding on the right.
+        pooling: ``"mean"`` over real tokens, ``"cls"`` the first token's state (BERT's [CLS]),
+            ``"last"`` the last real token's state (the only one a causal model lets see the
+            whole text).
+    """
+    if pooling == "mean":
+        return mean_pool(hidden, attention_mask)
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "last":
+        last = (attention_mask.sum(dim=1) - 1).clamp_min(0)  # (B,)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    raise ValueError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
+
+
 class TextEncoder(nn.Module):
     """A BERT encoder giving one ``(B, D)`` feature vector per sequence.
 
@@ -315,8 +338,8 @@ class TextEncoder(nn.Module):
 
     def __init__(self, bert: BertConfig | BertModel, pooling: str = "mean") -> None:
         super().__init__()
-        if pooling not in ("mean", "cls"):
-            raise ValueError(f"unknown pooling {pooling!r}; valid: cls, mean")
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
         self.bert = (
             bert if isinstance(bert, BertModel) else BertModel(bert, add_pooling_layer=False)
         )
@@ -331,9 +354,7 @@ class TextEncoder(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        if self.pooling == "cls":
-            return hidden[:, 0]  # (B, D)
-        return mean_pool(hidden, attention_mask)  # (B, D)
+        return pool(hidden, attention_mask, self.pooling)  # (B, D)
 
 
 def create_text_encoder(
@@ -355,17 +376,17 @@ class PooledEncoder(nn.Module):
     Args:
         model: a base model whose output has ``last_hidden_state (B, L, D)`` (shared, not
             copied).
-        pooling: ``"mean"`` over non-padding tokens or ``"cls"`` (the first token's state).
+        pooling: ``"mean"``, ``"cls"`` or ``"last"`` (see :func:`pool`).
     """
 
     def __init__(self, model: nn.Module, pooling: str = "mean") -> None:
         super().__init__()
-        if pooling not in ("mean", "cls"):
-            raise ValueError(f"unknown pooling {pooling!r}; valid: cls, mean")
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
         self.model, self.pooling = model, pooling
         self.dim = int(model.config.hidden_size)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Pooled features ``(B, D)``; ``attention_mask`` (B, L) is 1 at tokens."""
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return hidden[:, 0] if self.pooling == "cls" else mean_pool(hidden, attention_mask)
+        return pool(hidden, attention_mask, self.pooling)

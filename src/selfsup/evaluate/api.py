@@ -25,6 +25,7 @@ from selfsup.evaluate.zeroshot import (
     retrieval_recall,
     zeroshot_accuracy,
 )
+from selfsup.methods.base import Method
 from selfsup.runs import Run, load_run
 
 BUILTIN_PROTOCOLS = ("knn", "linear", "zeroshot", "retrieval", "mlm")
@@ -61,6 +62,15 @@ def _record(run: Run, result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _set_pooling(method: Method, pooling: str | None) -> None:
+    if pooling is None:
+        return
+    try:
+        method.set_pooling(pooling)
+    except ValueError as err:
+        raise ConfigError(f"--pooling: {err}") from None
+
+
 def evaluate(
     run_dir: str | Path,
     protocol: str = "knn",
@@ -74,6 +84,7 @@ def evaluate(
     seed: int = 0,
     random_init: bool = False,
     extra: dict[str, str] | None = None,
+    pooling: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate the run's encoder and append the result to ``results.jsonl``.
 
@@ -92,6 +103,8 @@ def evaluate(
         seed: masking seed of the "mlm" protocol.
         random_init: evaluate the run's encoder at its random initialisation (the baseline).
         extra: protocol-specific options (``--arg KEY=VALUE``) of registered protocols.
+        pooling: text encoders: how token states are pooled ("mean", "cls" or "last", as the
+            method allows); default the method's. Recorded with the result.
 
     Returns:
         The result record (also appended to ``run_dir/results.jsonl``).
@@ -110,7 +123,10 @@ def evaluate(
             f"protocol {protocol} does not apply to a {run.config.method} run ({run.path}); "
             f"its protocols: {', '.join(method.protocols)}"
         )
+    _set_pooling(method, pooling)
     base = {"protocol": protocol, "data": source.name, "seed": seed, "random_init": random_init}
+    if method.pooling is not None:
+        base["pooling"] = method.pooling
     if protocol in EVAL_PROTOCOLS:
         options = EvalOptions(
             k, temperature, bank_size, query_size, batch_size, device, seed, dict(extra or {})
@@ -190,13 +206,16 @@ def embed(
     batch_size: int = 256,
     limit: int | None = None,
     device: str = "auto",
+    pooling: str | None = None,
 ) -> Path:
     """Write the encoder's (N, D) features of ``data``'s ``split`` to ``out`` (.npy).
 
     Labels, when the data has them, go to ``out`` with ``.labels.npy`` in place of ``.npy``.
+    ``pooling`` chooses how a text encoder pools token states (see :func:`evaluate`).
     """
     device = resolve_device(device)
     run = load_run(run_dir, device)
+    _set_pooling(run.method, pooling)
     source = _source(run, data)
     dataset = source.train if split == "train" else source.test
     if dataset is None:

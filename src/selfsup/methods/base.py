@@ -129,6 +129,22 @@ class Method(nn.Module):
     # Text and pair methods: the tokenizer kind trained when the run config names none
     # ("wordpiece", "bpe", "unigram" or "wordlevel"; see selfsup.data.tokenizer).
     tokenizer_kind: ClassVar[str] = "wordpiece"
+    # Text encoders: how ``embed`` may pool token states into one vector ("mean", "cls",
+    # "last"; see selfsup.backbones.text.pool), the method's default first. Empty: no choice.
+    poolings: ClassVar[tuple[str, ...]] = ()
+    _pooling: str | None = None
+
+    @property
+    def pooling(self) -> str | None:
+        """The pooling ``embed`` and ``encoder_for_finetuning`` use (None: not a choice)."""
+        return self._pooling or (self.poolings[0] if self.poolings else None)
+
+    def set_pooling(self, pooling: str) -> None:
+        """Pool ``embed``'s features with ``pooling`` from now on (``selfsup evaluate --pooling``)."""
+        if pooling not in self.poolings:
+            valid = ", ".join(self.poolings) or "none (this method's features are not pooled)"
+            raise ValueError(f"pooling {pooling!r} does not apply to this method; valid: {valid}")
+        self._pooling = pooling
 
     def recipe(self) -> OptimDefaults:
         """The optimisation recipe of this instance: ``defaults`` unless a method argument

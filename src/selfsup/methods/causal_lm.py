@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import GPT2Config, GPT2LMHeadModel, PretrainedConfig
 
-from selfsup.backbones.text import PooledEncoder, mean_pool
+from selfsup.backbones.text import PooledEncoder, pool
 from selfsup.data.packing import PackedBlocks
 from selfsup.data.tokenizer import save_tokenizer
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
@@ -161,6 +161,7 @@ class CausalLM(Method):
     """
 
     kind: ClassVar[str] = "text"
+    poolings: ClassVar[tuple[str, ...]] = ("mean", "last")
     tokenizer_kind: ClassVar[str] = "bpe"
     protocols: ClassVar[tuple[str, ...]] = ("perplexity", "knn", "linear", "finetune")
 
@@ -279,19 +280,19 @@ class CausalLM(Method):
     def encoder_for_finetuning(self) -> nn.Module:
         """The encoder as ``(input_ids, attention_mask) -> (B, D)`` for ``--protocol finetune``
         (pooled like ``embed``; its weights are shared, the protocol copies them)."""
-        return PooledEncoder(self.model.transformer, "mean")
+        return PooledEncoder(self.model.transformer, self.pooling or "mean")
 
     @torch.no_grad()
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
-        """Mean of the final hidden states over real tokens: ``(B, D)``.
+        """Final hidden states pooled over real tokens: ``(B, D)``, their mean by default.
 
-        The last real token's state (the only one that has seen the whole text) is the other
-        common choice for a causal model. Texts tokenised with the BPE template (``<s> text
-        </s>``, as the kNN / linear protocols do) start with ``<s>``, which training blocks never
-        contain; its state is averaged in like any other.
+        ``pooling="last"`` takes the last real token's state instead, the only one that has seen
+        the whole text. Texts tokenised with the BPE template (``<s> text </s>``, as the kNN /
+        linear protocols do) start with ``<s>``, which training blocks never contain; its state
+        is averaged in like any other.
         """
         hidden, attention_mask = self._hidden(batch)
-        return mean_pool(hidden, attention_mask)  # (B, D)
+        return pool(hidden, attention_mask, self.pooling or "mean")  # (B, D)
 
     def export(self, path: Path) -> None:
         """Write the decoder (``GPT2Model``) and the tokenizer to the directory ``path``.

@@ -135,6 +135,7 @@ class Electra(Method):
     """
 
     kind: ClassVar[str] = "text"
+    poolings: ClassVar[tuple[str, ...]] = ("mean", "cls")
     protocols: ClassVar[tuple[str, ...]] = ("knn", "linear", "finetune")
     defaults: ClassVar[OptimDefaults] = OptimDefaults(
         optimizer="adamw",
@@ -294,7 +295,7 @@ class Electra(Method):
     def encoder_for_finetuning(self) -> nn.Module:
         """The encoder as ``(input_ids, attention_mask) -> (B, D)`` for ``--protocol finetune``
         (pooled like ``embed``; its weights are shared, the protocol copies them)."""
-        return PooledEncoder(self.discriminator.electra, "mean")
+        return PooledEncoder(self.discriminator.electra, self.pooling or "mean")
 
     @torch.no_grad()
     def embed(self, batch: dict[str, Tensor]) -> Tensor:

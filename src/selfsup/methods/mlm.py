@@ -180,6 +180,7 @@ class MaskedEncoder(Method):
     """
 
     kind: ClassVar[str] = "text"
+    poolings: ClassVar[tuple[str, ...]] = ("mean", "cls")
     protocols: ClassVar[tuple[str, ...]] = (
         "mlm",
         "pseudo_perplexity",
@@ -374,7 +375,7 @@ class MaskedEncoder(Method):
     def encoder_for_finetuning(self) -> nn.Module:
         """The encoder as ``(input_ids, attention_mask) -> (B, D)`` for ``--protocol finetune``
         (pooled like ``embed``; its weights are shared, the protocol copies them)."""
-        return PooledEncoder(self.encoder, "mean")
+        return PooledEncoder(self.encoder, self.pooling or "mean")
 
     @torch.no_grad()
     def embed(self, batch: dict[str, Tensor]) -> Tensor:

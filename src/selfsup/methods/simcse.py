@@ -85,6 +85,7 @@ class SimCSE(Method):
     """
 
     kind: ClassVar[str] = "text"
+    poolings: ClassVar[tuple[str, ...]] = ("cls", "mean")
     protocols: ClassVar[tuple[str, ...]] = ("knn", "linear", "finetune")
     tokenizer_kind: ClassVar[str] = "wordpiece"
     # From-scratch recipe; the paper's 3e-5 / no warm-up / no decay is for a pretrained BERT
@@ -117,6 +118,7 @@ class SimCSE(Method):
             self.mlp = nn.Sequential(dense, nn.Tanh())
         self.tokenizer = tokenizer
         self.temperature = temperature
+        self._pooling = pooling
 
     @classmethod
     def build(
@@ -187,12 +189,14 @@ class SimCSE(Method):
     @torch.no_grad()
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         """The test-time sentence embedding ``(B, D)``: [CLS] without the MLP, or the mean."""
-        return self.encoder(batch["input_ids"], batch.get("attention_mask"))
+        return self.encoder_for_finetuning()(batch["input_ids"], batch.get("attention_mask"))
 
     def encoder_for_finetuning(self) -> TextEncoder:
         """The encoder (shared weights) mapping ``input_ids, attention_mask`` to ``(B, D)``,
         pooled as ``embed`` pools; see :mod:`selfsup.evaluate.protocols.finetune`."""
-        return self.encoder
+        if self.pooling == self.encoder.pooling:
+            return self.encoder
+        return TextEncoder(self.encoder.bert, self.pooling or "cls")
 
     def export(self, path: Path) -> None:
         """Write the ``BertModel`` (no MLP) and the tokenizer to the directory ``path``; both

@@ -220,6 +220,7 @@ class T5SpanCorruption(Method):
     """
 
     kind: ClassVar[str] = "text"
+    poolings: ClassVar[tuple[str, ...]] = ("mean",)
     tokenizer_kind: ClassVar[str] = "unigram"
     protocols: ClassVar[tuple[str, ...]] = ("knn", "linear", "finetune")
     defaults: ClassVar[OptimDefaults] = OptimDefaults(
@@ -349,7 +350,7 @@ class T5SpanCorruption(Method):
     def encoder_for_finetuning(self) -> nn.Module:
         """The encoder as ``(input_ids, attention_mask) -> (B, D)`` for ``--protocol finetune``
         (pooled like ``embed``; its weights are shared, the protocol copies them)."""
-        return PooledEncoder(self.model.encoder, "mean")
+        return PooledEncoder(self.model.encoder, self.pooling or "mean")
 
     @torch.no_grad()
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
