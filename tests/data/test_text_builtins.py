@@ -112,3 +112,32 @@ def test_wiki_articles_stream_plain_text(wiki):
         assert all(m not in article for m in MARKUP), [m for m in MARKUP if m in article]
         assert not any(line.startswith(("==", "*", "#", "|")) for line in article.splitlines())
         assert len(article.split()) >= 50
+
+
+def test_wiki_topics_labels_sentences_of_the_held_out_articles_only(wiki):
+    from selfsup.data.builtin import wiki_pages
+    from selfsup.data.wiki_topics import MIN_SENTENCES, MIN_WORDS, sentences
+
+    topics = build_source("wiki-topics", seed=5)
+    assert topics.kind == "text" and topics.name == "wiki-topics"
+    assert "wiki-topics" in dict(list_datasets())
+    train, test = list(topics.train), list(topics.test)
+    assert topics.num_samples == len(train) and 1000 < len(train) + len(test) < 2000
+    assert len(test) == pytest.approx((len(train) + len(test)) / 4, abs=1)
+    held_out = [s["text"] for s in wiki.test]
+    # every class is a held-out article with enough sentences; the others are left out
+    titles = dict(wiki_pages())
+    assert len(topics.classes) == sum(len(sentences(t)) >= MIN_SENTENCES for t in held_out) == 8
+    assert all(titles[c] in held_out for c in topics.classes)
+    training_text = " ".join(s["text"] for s in wiki.train)
+    for sample in train[:50] + test[:50]:
+        assert len(sample["text"].split()) >= MIN_WORDS
+        assert sample["text"] in " ".join(titles[topics.classes[sample["label"]]].split())
+    assert not any(s["text"] in training_text for s in test[:20])
+    # stratified and fixed: every class in both splits, the same split for any seed
+    assert {s["label"] for s in test} == set(range(8)) == {s["label"] for s in train}
+    again = build_source("wiki-topics", seed=0)
+    assert [s["text"] for s in again.test] == [s["text"] for s in test]
+    assert sentences("One two three four five six seven eight. Too short! Yes?") == [
+        "One two three four five six seven eight."
+    ]

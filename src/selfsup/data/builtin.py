@@ -51,6 +51,7 @@ __all__ = [
     "load_polarity",
     "strip_wiki_markup",
     "wiki_articles",
+    "wiki_pages",
 ]
 
 DIGITS_TEST_FRACTION = 0.25
@@ -330,6 +331,12 @@ def wiki_articles(min_words: int = WIKI_MIN_WORDS) -> Iterator[str]:
     Raises:
         DataError: gensim or its bundled file is missing.
     """
+    for _, text in wiki_pages(min_words):
+        yield text
+
+
+def wiki_pages(min_words: int = WIKI_MIN_WORDS) -> Iterator[tuple[str, str]]:
+    """``(title, plain text)`` of the articles :func:`wiki_articles` streams, in the same order."""
     path = gensim_data_file(WIKI_FILE)
     with bz2.open(path, "rb") as f:
         for _, elem in ET.iterparse(f, events=("end",)):
@@ -338,13 +345,14 @@ def wiki_articles(min_words: int = WIKI_MIN_WORDS) -> Iterator[str]:
             fields = {_local(child.tag): child for child in elem.iter()}
             namespace = fields["ns"].text if "ns" in fields else "0"
             source = fields["text"].text if "text" in fields else None
+            title = fields["title"].text if "title" in fields else None
             redirect = "redirect" in fields or (source or "").lstrip()[:9].upper() == "#REDIRECT"
             elem.clear()  # keep memory flat while streaming
             if namespace != "0" or redirect or not source:
                 continue
             text = strip_wiki_markup(source)
             if len(text.split()) >= min_words:
-                yield text
+                yield title or "", text
 
 
 @functools.lru_cache(maxsize=1)
