@@ -304,9 +304,11 @@ def test_loss_value_is_per_example_and_gradient_the_sum():
     out = method({"input_ids": ids})
     torch.manual_seed(3)
     bags, valid, targets, _ = method.examples(ids)
-    noise = method._noise((*bags.shape, method.negative))  # one set per pair
-    total = method.objective(bags, valid, targets, noise)
-    pairs = int(valid.sum())
+    centre, slot = valid.nonzero(as_tuple=True)  # one example and one noise set per pair
+    pairs = len(centre)
+    targets = targets[centre]
+    noise = method._noise((pairs, method.negative))
+    total = method.objective(bags[centre, slot][:, None], valid.new_ones(pairs, 1), targets, noise)
     assert float(out["loss"].detach()) == pytest.approx(float(total.detach()) / pairs, rel=1e-6)
     assert float(out["examples"]) == pairs and float(out["words"]) == 20
     out["loss"].backward()
@@ -315,7 +317,7 @@ def test_loss_value_is_per_example_and_gradient_the_sum():
     total.backward()
     assert torch.allclose(g_mean, grad(method.input))
     # output vectors start at 0: log 2 per term, noise draws equal to the target skipped
-    skipped = ((noise == targets[:, None, None]) & valid[:, :, None]).sum()
+    skipped = (noise == targets[:, None]).sum()
     terms = pairs * 6 - int(skipped)
     assert float(out["loss"].detach()) == pytest.approx(terms * math.log(2) / pairs, rel=1e-6)
 
@@ -430,6 +432,18 @@ def test_cli_pretrain_then_wordsim_and_analogy(tmp_path, capsys):
     assert "restrict_vocab" in capsys.readouterr().err
 
 
+def test_fused_sgd_refuses_optimizer_settings_it_would_ignore(tmp_path, capsys):
+    from selfsup.cli import main
+
+    args = ["pretrain", "--method", "word2vec", "--data", "lee", "--budget", "1steps",
+            "--out", str(tmp_path / "run"), "num_workers=0", "progress=false",
+            "tokenizer.vocab_size=2000", "method_args.dim=8"]  # fmt: skip
+    assert main([*args, "optim.momentum=0.9"]) == 2
+    assert "method_args.fused=false" in capsys.readouterr().err
+    again = [args[0], "--overwrite", *args[1:], "optim.momentum=0.9", "method_args.fused=false"]
+    assert main(again) == 0
+
+
 def test_registered_with_the_reference_defaults():
     cls = METHODS.get("word2vec")
     assert cls.kind == "text" and cls.tokenizer_kind == "wordlevel"
@@ -456,3 +470,53 @@ def test_cached_documents_give_the_blocks_of_the_text_and_split_across_workers(l
     words = sorted(int(w) for b in loader for w in b["input_ids"] if w > 4)
     assert words == sorted(int(w) for b in blocks for w in b if w > 4)  # each word once
     assert int(method.counts[method.vocabulary].sum()) == len(words)
+
+
+@pytest.mark.parametrize(
+    "architecture,kwargs",
+    [("skipgram", {}), ("skipgram", {"shared_negatives": True}), ("cbow", {}),
+     ("cbow", {"cbow_mean": False}), ("skipgram", {"hierarchical_softmax": True}),
+     ("cbow", {"hierarchical_softmax": True, "negative": 0})],
+)  # fmt: skip
+def test_fused_update_in_one_chunk_is_an_sgd_step_on_the_objective(architecture, kwargs):
+    counts = [0] * 5 + [40, 30, 20, 10, 8, 6, 5, 5]
+    ids = torch.tensor([[5, 6, 7, 8, 3, 9, 10, 11, 12, 5, 6, 7, 5]])
+    fused = bare(counts, architecture=architecture, sample=0.0, min_count=1, dim=6, **kwargs)
+    plain = bare(counts, architecture=architecture, sample=0.0, min_count=1, dim=6,
+                 fused=False, **kwargs)  # fmt: skip
+    for table in ("input", "output", "inner"):
+        if getattr(plain, table) is not None:
+            torch.nn.init.normal_(getattr(plain, table).weight, std=0.5)
+            getattr(fused, table).weight.data.copy_(getattr(plain, table).weight)
+    torch.manual_seed(7)
+    draws = plain.examples(ids)
+    noise = plain._noise((len(draws[2]), plain.negative)) if plain.negative else None
+    total = plain.objective(*draws[:3], noise)
+    total.backward()
+    fused_total = fused.sgd_update(*draws[:3], noise, lr=0.1)
+    assert float(fused_total) == pytest.approx(float(total.detach()), rel=1e-5)
+    for table in ("input", "output", "inner"):
+        if getattr(plain, table) is not None:
+            expected = getattr(plain, table).weight.detach() - 0.1 * grad(getattr(plain, table))
+            assert torch.allclose(getattr(fused, table).weight.double(), expected, atol=1e-6)
+
+
+def test_fused_chunks_apply_one_after_another():
+    counts = [0] * 5 + [40, 30, 20, 10, 8]
+    ids = torch.tensor([[5, 6, 7, 8, 9, 5, 6, 7, 8, 9, 5, 6]])
+    one = bare(counts, sample=0.0, min_count=1, dim=4, shared_negatives=True)
+    torch.nn.init.normal_(one.output.weight, std=0.5)
+    two = bare(counts, sample=0.0, min_count=1, dim=4, shared_negatives=True, chunk_size=6)
+    two.output.weight.data.copy_(one.output.weight)
+    steps = bare(counts, sample=0.0, min_count=1, dim=4, shared_negatives=True)
+    steps.output.weight.data.copy_(one.output.weight)
+    torch.manual_seed(1)
+    bags, valid, targets, _ = one.examples(ids)
+    noise = one._noise((len(targets), one.negative))
+    one.sgd_update(bags, valid, targets, noise, lr=0.5)
+    two.sgd_update(bags, valid, targets, noise, lr=0.5)
+    assert len(targets) == 12  # chunks of 6 examples == two updates in a row
+    steps.sgd_update(bags[:6], valid[:6], targets[:6], noise[:6], lr=0.5)
+    steps.sgd_update(bags[6:], valid[6:], targets[6:], noise[6:], lr=0.5)
+    assert torch.equal(two.input.weight, steps.input.weight)
+    assert not torch.allclose(two.input.weight, one.input.weight)

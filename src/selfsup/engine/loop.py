@@ -20,7 +20,7 @@ from lightning_fabric import Fabric
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from selfsup.config import Budget
+from selfsup.config import Budget, ConfigError
 from selfsup.engine.loader import EpochLoader
 from selfsup.engine.logging import MetricLogger, Progress
 from selfsup.engine.optim import lr_factor, set_lr
@@ -153,6 +153,21 @@ class Loop:
                 "optim.clip_grad, or use precision=32-true, then resume"
             )
 
+    def _check_plain_sgd(self) -> None:
+        """A method that updates itself applies plain SGD: refuse settings it would ignore."""
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # Fabric's wrapper
+        groups = optimizer.param_groups
+        if (
+            not isinstance(optimizer, torch.optim.SGD)
+            or any(g.get("momentum", 0) or g.get("weight_decay", 0) for g in groups)
+            or self.settings.clip_grad is not None
+        ):
+            raise ConfigError(
+                f"{type(self.method).__name__} applies plain SGD itself (fused updates), so "
+                "optim.optimizer must be sgd with momentum 0, weight_decay 0 and no clip_grad; "
+                "set method_args.fused=false to train through the optimizer instead"
+            )
+
     def run(self, state: TrainState) -> TrainState:
         """Train from ``state`` until the budget is spent; returns the final state."""
         s = self.settings
@@ -165,6 +180,8 @@ class Loop:
         window_start, window_samples = time.perf_counter(), 0
         sums: dict[str, Tensor] = {}  # on the device: read only when logging
         info = "(first figures after log_every steps)"
+        if self.method.updates_itself:
+            self._check_plain_sgd()
         batches = self._batches(state)
         elapsed = self._elapsed(start)
         try:
@@ -177,21 +194,26 @@ class Loop:
                 )
                 lr = set_lr(self.optimizer, lr_factor(upcoming, s.warmup, s.final_lr, s.schedule))
                 step_loss = torch.zeros((), device=self.fabric.device)
+                manual = self.method.updates_itself
                 for micro in range(s.accumulate):
                     batch = self.fabric.to_device(next(batches))
                     last = micro == s.accumulate - 1
-                    with self.fabric.no_backward_sync(self.model, enabled=not last):
-                        out = self.model(batch)
-                        self.fabric.backward(out["loss"] / s.accumulate)
+                    if manual:  # the method applies its own SGD step, micro-batch by micro-batch
+                        out = self.method.update(batch, lr / s.accumulate)
+                    else:
+                        with self.fabric.no_backward_sync(self.model, enabled=not last):
+                            out = self.model(batch)
+                            self.fabric.backward(out["loss"] / s.accumulate)
                     step_loss += out["loss"].detach().float() / s.accumulate
                     for key, value in out.items():
                         value = value.detach().float() / s.accumulate
                         sums[key] = sums[key] + value if key in sums else value
                 self._check_finite(step_loss, state.step + 1)
-                if s.clip_grad is not None:
-                    self.fabric.clip_gradients(self.model, self.optimizer, max_norm=s.clip_grad)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                if not manual:
+                    if s.clip_grad is not None:
+                        self.fabric.clip_gradients(self.model, self.optimizer, max_norm=s.clip_grad)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
                 state.step += 1
                 state.samples += self.global_batch
                 window_samples += self.global_batch

@@ -132,6 +132,15 @@ class Method(nn.Module):
     # Text encoders: how ``embed`` may pool token states into one vector ("mean", "cls",
     # "last"; see selfsup.backbones.text.pool), the method's default first. Empty: no choice.
     poolings: ClassVar[tuple[str, ...]] = ()
+    # True where the method applies its own plain-SGD step (word2vec's fused path): the engine
+    # then calls ``update(batch, lr)`` instead of forward, backward and the optimizer step.
+    updates_itself: bool = False
+
+    def update(self, batch: dict[str, Tensor], lr: float) -> dict[str, Tensor]:  # pragma: no cover
+        """Apply one SGD step of learning rate ``lr`` on ``batch`` in place and return the
+        metrics ``forward`` would (``loss`` first); only where ``updates_itself`` is True."""
+        raise NotImplementedError
+
     _pooling: str | None = None
 
     @property

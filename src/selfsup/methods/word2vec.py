@@ -26,7 +26,8 @@ alone decides, as in the C tool (a value caps the word-level vocabulary before m
 blocks per step. **Keep a step near 1,000 words** (``batch_size=1`` with ``seq_len=1000``): one
 step sums the updates of every occurrence of a frequent word, which the C tool applies one after
 another; at lr 0.025 steps of 4,000 and 16,000 words diverged on the Wikipedia sample (loss 1e27)
-while 1,000-word steps trained normally (measured with ``benchmarks/bench_word2vec.py``).
+while 1,000-word steps trained normally (measured with ``benchmarks/bench_word2vec.py`` through
+the optimizer; the fused path's chunks apply in order, and trained normally with 4,000-word steps).
 
 Choices, and where we differ from the C tool:
     * Keep probability of a word of relative frequency f: ``sqrt(t/f) + t/f`` (capped at 1), the
@@ -53,9 +54,14 @@ Choices, and where we differ from the C tool:
     * Huffman ties are broken by node id (leaves first, then inner nodes in creation order), so
       codes can differ from the C tool's where counts tie (both trees are optimal).
 
-Sparse gradients (``sparse=True``, default): only the rows a step used are touched by the
-engine's SGD (no momentum, no weight decay); set ``sparse=False`` for optimizers without sparse
-support (AdamW, LARS) and for DDP over NCCL. The word ids of a training split of at most
+Fused SGD (``fused=True``, default, one process): the engine calls :meth:`Word2Vec.update`, which
+applies the updates itself, ``chunk_size`` examples at a time, without autograd: within a chunk
+every update comes from the vectors before it (one SGD step on the loss); chunks apply in order,
+like the C tool's sequential updates. It is plain SGD, so the run must use optimizer sgd without
+momentum, weight decay or gradient clipping (refused otherwise). With ``fused=False`` or several
+processes, gradients go through autograd and the engine's optimizer. Sparse gradients
+(``sparse=True``, default) then let SGD touch only the rows a step used; set ``sparse=False`` for
+optimizers without sparse support (AdamW, LARS) and for DDP over NCCL. The word ids of a training split of at most
 ``max_cached_words`` words are kept in memory after counting (word2vec.c and gensim likewise read
 the corpus in order every epoch); larger splits are tokenised again every epoch.
 """
@@ -363,6 +369,17 @@ class WordBlocks(IterableDataset):
 # ---- the method ----------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass
+class Couples:
+    """One loss term: input vectors scored against rows ``outputs (E, T)`` of ``table``, with
+    labels ``sign (E, T)`` (+1 target or code bit 0, -1 noise or code bit 1) where ``counted``."""
+
+    table: nn.Embedding
+    outputs: Tensor
+    sign: Tensor
+    counted: Tensor
+
+
 @register_method("word2vec", "word2vec (Mikolov et al. 2013): skip-gram/CBOW, negative sampling")
 class Word2Vec(Method):
     """word2vec skip-gram or CBOW over a word-level tokenizer's vocabulary.
@@ -382,6 +399,10 @@ class Word2Vec(Method):
         shared_negatives: skip-gram draws one set of noise words per centre, shared by its
             context words, instead of one per pair (the same expected gradient, less work).
         sparse: sparse gradients for the embedding tables (SGD then touches only the used rows).
+        fused: apply the SGD updates inside ``forward`` without autograd, ``chunk_size``
+            examples at a time (:meth:`sgd_update`); one process only (with several, and with
+            ``fused=False``, gradients go through the engine's optimizer).
+        chunk_size: examples (pairs or CBOW centres) per fused update.
         max_cached_words: keep the word ids of a training split of at most this many words in
             memory (4 bytes a word) instead of tokenising it again every epoch.
         tokenizer: exported beside the vectors (optional).
@@ -418,6 +439,8 @@ class Word2Vec(Method):
         cbow_mean: bool = True,
         shared_negatives: bool = False,
         sparse: bool = True,
+        fused: bool = True,
+        chunk_size: int = 1024,
         max_cached_words: int = 100_000_000,
         tokenizer: Any = None,  # noqa: ANN401
     ) -> None:
@@ -426,12 +449,14 @@ class Word2Vec(Method):
             raise ValueError(f"architecture: unknown {architecture!r}. Valid: skipgram, cbow")
         if negative < 0 or (negative == 0 and not hierarchical_softmax):
             raise ValueError("negative must be >= 0, and > 0 unless hierarchical_softmax=True")
-        if dim < 1 or window < 1 or min_count < 1 or sample < 0:
-            raise ValueError("dim, window and min_count must be >= 1 and sample >= 0")
+        if dim < 1 or window < 1 or min_count < 1 or sample < 0 or chunk_size < 1:
+            raise ValueError("dim, window, min_count and chunk_size must be >= 1, sample >= 0")
         self.architecture, self.dim, self.window = architecture, dim, window
         self.negative, self.sample, self.min_count = negative, sample, min_count
         self.cbow_mean, self.sparse, self.sep_id = cbow_mean, sparse, sep_id
         self.shared_negatives = shared_negatives
+        self.fused, self.chunk_size = fused, chunk_size
+        self.updates_itself = fused  # single process; see training_data
         self.tokenizer, self.max_cached_words = tokenizer, max_cached_words
         self.special_ids = sorted(set(special_ids))
         self.input = nn.Embedding(vocab_size, dim, sparse=sparse)
@@ -511,6 +536,7 @@ class Word2Vec(Method):
     ) -> tuple[Any, Any]:
         """Count the words of the whole split (every process, so the counts agree), then stream
         blocks of ``seq_len`` trained words (see :class:`WordBlocks`)."""
+        self.updates_itself = self.fused and world_size == 1  # DDP averages gradients
         counts, documents = count_words(dataset, tokenizer, self.max_cached_words)
         self.set_counts(counts.to(self.counts.device))
         if not self.vocabulary.any():
@@ -557,10 +583,10 @@ class Word2Vec(Method):
             return bags[has], valid[has], words[has], words
         return bags, valid, words, words
 
-    def objective(
+    def couples(
         self, bags: Tensor, valid: Tensor, targets: Tensor, noise: Tensor | None
-    ) -> Tensor:
-        """Loss summed over the examples of :meth:`examples` (a pure function of the draws).
+    ) -> tuple[Tensor, Tensor, list[Couples]]:
+        """What the draws of :meth:`examples` score: input rows against output rows.
 
         Args:
             bags, valid, targets: as returned by :meth:`examples` (M examples, S slots).
@@ -569,44 +595,117 @@ class Word2Vec(Method):
                 sampling.
 
         Returns:
-            Scalar: the sum of the negative-sampling and hierarchical-softmax losses.
+            ``(rows (E, S), slots (E, S), terms)``: example e's input vectors are the rows
+            ``rows[e, s]`` where ``slots[e, s]`` (CBOW combines them into one hidden vector;
+            skip-gram scores each against the example's outputs), and every term of ``terms``
+            scores them against ``table`` rows ``outputs (E, T)`` with labels ``sign (E, T)``
+            (+1 / -1) where ``counted (E, T)``.
         """
-        if self.architecture == "cbow":
-            sizes = valid.sum(1)  # (M,) context words per example, packed into bags
-            hidden = F.embedding_bag(bags[valid], self.input.weight, sizes.cumsum(0) - sizes,
-                                     mode="sum", sparse=self.sparse)  # fmt: skip
-            if self.cbow_mean:  # the mean's value, the sum's gradient (word2vec.c's update)
-                hidden = hidden + (hidden / sizes[:, None] - hidden).detach()
-            hidden, slots = hidden[:, None], valid.new_ones(len(bags), 1)  # (M, 1, D)
-        elif noise is not None and noise.dim() == 3:  # one example per pair
-            centre, slot = valid.nonzero(as_tuple=True)  # (N,)
-            hidden = self.input(bags[centre, slot])[:, None]  # (N, 1, D)
-            targets, noise, slots = (
-                targets[centre],
-                noise[centre, slot],
-                valid.new_ones(len(centre), 1),
-            )
-        else:  # a centre's pairs scored against its outputs at once
-            hidden, slots = self.input(bags), valid  # (M, S, D)
+        if self.architecture == "skipgram" and noise is not None and noise.dim() == 3:
+            centre, slot = valid.nonzero(as_tuple=True)  # one example per pair
+            bags, targets, noise = bags[centre, slot][:, None], targets[centre], noise[centre, slot]
+            valid = valid.new_ones(bags.shape)
         terms = []
         if self.output is not None and noise is not None:
-            outputs = self.output(torch.cat([targets[:, None], noise], dim=1))  # (M, 1+K, D)
-            sign = torch.ones(outputs.shape[:2], device=outputs.device)
+            outputs = torch.cat([targets[:, None], noise], dim=1)  # (E, 1+K)
+            sign = torch.ones(outputs.shape, device=outputs.device)
             sign[:, 1:] = -1
             counted = torch.cat([torch.ones_like(targets[:, None], dtype=torch.bool),
                                  noise != targets[:, None]], dim=1)  # fmt: skip
-            weight = slots[:, :, None] & counted[:, None]  # (M, S, 1+K)
-            terms.append(logistic_loss(hidden, outputs, sign, weight))
+            terms.append(Couples(self.output, outputs, sign, counted))
         if self.inner is not None:
             width = torch.arange(self.hs_codes.shape[1], device=targets.device)
-            on_path = width < self.hs_lengths[targets][:, None]  # (M, P)
-            nodes = self.inner(self.hs_points[targets])  # (M, P, D)
+            on_path = width < self.hs_lengths[targets][:, None]  # (E, P)
             sign = 1.0 - 2.0 * self.hs_codes[targets].float()
-            weight = slots[:, :, None] & on_path[:, None]  # (M, S, P)
-            terms.append(logistic_loss(hidden, nodes, sign, weight))
-        return sum(terms[1:], terms[0])
+            terms.append(Couples(self.inner, self.hs_points[targets], sign, on_path))
+        return bags, valid, terms
+
+    def objective(
+        self, bags: Tensor, valid: Tensor, targets: Tensor, noise: Tensor | None
+    ) -> Tensor:
+        """Loss summed over the examples of :meth:`examples` (a pure function of the draws;
+        arguments as for :meth:`couples`), differentiable: the sparse-gradient path.
+
+        Returns:
+            Scalar: the sum of the negative-sampling and hierarchical-softmax losses.
+        """
+        rows, slots, terms = self.couples(bags, valid, targets, noise)
+        if self.architecture == "cbow":
+            sizes = slots.sum(1)  # (E,) context words per example, packed into bags
+            hidden = F.embedding_bag(rows[slots], self.input.weight, sizes.cumsum(0) - sizes,
+                                     mode="sum", sparse=self.sparse)  # fmt: skip
+            if self.cbow_mean:  # the mean's value, the sum's gradient (word2vec.c's update)
+                hidden = hidden + (hidden / sizes[:, None] - hidden).detach()
+            hidden, slots = hidden[:, None], slots.new_ones(len(rows), 1)  # (E, 1, D)
+        else:
+            hidden = self.input(rows)  # (E, S, D)
+        total = [
+            logistic_loss(
+                hidden, t.table(t.outputs), t.sign, slots[:, :, None] & t.counted[:, None]
+            )
+            for t in terms
+        ]
+        return sum(total[1:], total[0])
+
+    @torch.no_grad()
+    def sgd_update(
+        self, bags: Tensor, valid: Tensor, targets: Tensor, noise: Tensor | None, lr: float
+    ) -> Tensor:
+        """Apply the C tool's SGD updates of the draws directly, ``chunk_size`` examples at a
+        time (the fused path; arguments as for :meth:`couples`).
+
+        Within a chunk every update is computed from the vectors as they were before it (as one
+        SGD step on :meth:`objective` would); chunks apply one after another, so a later chunk
+        sees the earlier ones' updates, as the C tool's sequential updates do. With one chunk
+        the result equals an SGD step of ``lr`` on :meth:`objective`.
+
+        Returns:
+            The summed loss before the updates (a detached scalar).
+        """
+        rows, slots, terms = self.couples(bags, valid, targets, noise)
+        weight = self.input.weight
+        total = torch.zeros((), device=weight.device)
+        with torch.autocast(weight.device.type, enabled=False):
+            for start in range(0, len(rows), self.chunk_size):
+                part = slice(start, start + self.chunk_size)
+                r, m = rows[part], slots[part]
+                mask = m[..., None].to(weight.dtype)  # (n, S, 1)
+                vectors = weight.index_select(0, r.flatten()).view(*r.shape, -1) * mask
+                if self.architecture == "cbow":  # one hidden vector per example
+                    hidden = vectors.sum(1, keepdim=True)  # (n, 1, D)
+                    if self.cbow_mean:
+                        hidden = hidden / m.sum(1).clamp_min(1)[:, None, None]
+                    keep = m.new_ones(len(r), 1)
+                else:
+                    hidden, keep = vectors, m
+                grad_hidden = torch.zeros_like(hidden)
+                updates = []
+                for t in terms:
+                    ids = t.outputs[part]  # (n, T)
+                    out = t.table.weight.index_select(0, ids.flatten()).view(*ids.shape, -1)
+                    scores = torch.bmm(hidden, out.transpose(1, 2))  # (n, S', T)
+                    sign = t.sign[part][:, None]  # (n, 1, T)
+                    counted = (keep[:, :, None] & t.counted[part][:, None]).float()
+                    total += -(F.logsigmoid(sign * scores) * counted).sum()
+                    g = lr * torch.sigmoid(-sign * scores) * sign * counted  # lr (label - s)
+                    grad_hidden += torch.bmm(g, out)  # (n, S', D)
+                    updates.append((t.table.weight, ids, torch.bmm(g.transpose(1, 2), hidden)))
+                for table, ids, grad in updates:  # from the vectors before this chunk's update
+                    table.index_add_(0, ids.flatten(), grad.flatten(0, 1))
+                # every context word of a CBOW example gets the hidden vector's whole error
+                weight.index_add_(0, r.flatten(), (grad_hidden * mask).flatten(0, 1))
+        return total
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The loss of a batch of word blocks, differentiable (the optimizer's path)."""
+        return self._step(batch, None)
+
+    @torch.no_grad()
+    def update(self, batch: dict[str, Tensor], lr: float) -> dict[str, Tensor]:
+        """One fused SGD step of learning rate ``lr`` on a batch (see :meth:`sgd_update`)."""
+        return self._step(batch, lr)
+
+    def _step(self, batch: dict[str, Tensor], lr: float | None) -> dict[str, Tensor]:
         ids = batch["input_ids"]  # (B, L)
         if len(self.noise_words) == 0:
             raise RuntimeError("word2vec has no vocabulary yet: call training_data first")
@@ -614,11 +713,16 @@ class Word2Vec(Method):
         n = int(valid.sum()) if self.architecture == "skipgram" else len(targets)
         noise = None
         if self.output is not None:
-            per_pair = self.architecture == "skipgram" and not self.shared_negatives
-            noise = self._noise(
-                (*bags.shape, self.negative) if per_pair else (len(targets), self.negative)
-            )
-        total = self.objective(bags, valid, targets, noise)
+            if self.architecture == "skipgram" and not self.shared_negatives:
+                # one example per pair, drawn only for the valid slots (about half of them)
+                centre, slot = valid.nonzero(as_tuple=True)  # (N,)
+                bags, targets = bags[centre, slot][:, None], targets[centre]  # (N, 1), (N,)
+                valid = valid.new_ones(bags.shape)
+            noise = self._noise((len(targets), self.negative))
+        if lr is None:
+            total = self.objective(bags, valid, targets, noise)
+        else:
+            total = self.sgd_update(bags, valid, targets, noise, lr)
         return {
             "loss": _mean_value_sum_gradient(total, n),
             "examples": torch.tensor(float(n)),  # pairs (skip-gram) or centres (CBOW) per step
