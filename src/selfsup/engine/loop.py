@@ -180,7 +180,7 @@ class Loop:
         window_start, window_samples = time.perf_counter(), 0
         sums: dict[str, Tensor] = {}  # on the device: read only when logging
         info = "(first figures after log_every steps)"
-        if self.method.updates_itself:
+        if getattr(self.method, "updates_itself", False):
             self._check_plain_sgd()
         batches = self._batches(state)
         elapsed = self._elapsed(start)
@@ -194,7 +194,7 @@ class Loop:
                 )
                 lr = set_lr(self.optimizer, lr_factor(upcoming, s.warmup, s.final_lr, s.schedule))
                 step_loss = torch.zeros((), device=self.fabric.device)
-                manual = self.method.updates_itself
+                manual = getattr(self.method, "updates_itself", False)
                 for micro in range(s.accumulate):
                     batch = self.fabric.to_device(next(batches))
                     last = micro == s.accumulate - 1
