@@ -447,20 +447,36 @@ def build_polarity(
     arg: str | None, *, image_size: int, seed: int, shuffle_buffer: int
 ) -> DataSource:
     """Build ``polarity`` (see the module docstring)."""
-    from sklearn.model_selection import train_test_split
-
     reject_arg("polarity", arg)
     texts, labels = load_polarity()
+    return stratified_text_source(
+        "polarity", texts, labels, list(POLARITY_CLASSES), POLARITY_TEST_SIZE,
+        "Pang & Lee (2005) sentence polarity from gensim, stratified 150/50 split",
+    )  # fmt: skip
+
+
+def stratified_text_source(
+    name: str,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    classes: list[str],
+    test_size: float | int,
+    description: str,
+) -> DataSource:
+    """Labelled texts split into train and test once, stratified by label (``random_state=0``,
+    whatever the run's seed), each split in the texts' order."""
+    from sklearn.model_selection import train_test_split
+
     train_idx, test_idx = train_test_split(
-        np.arange(len(texts)), test_size=POLARITY_TEST_SIZE, stratify=labels, random_state=0
+        np.arange(len(texts)), test_size=test_size, stratify=labels, random_state=0
     )
     train_idx, test_idx = sorted(train_idx.tolist()), sorted(test_idx.tolist())
     return DataSource(
-        name="polarity",
+        name=name,
         kind="text",
         train=LabelledTexts([texts[i] for i in train_idx], [labels[i] for i in train_idx]),
         test=LabelledTexts([texts[i] for i in test_idx], [labels[i] for i in test_idx]),
-        classes=list(POLARITY_CLASSES),
+        classes=classes,
         num_samples=len(train_idx),
-        description="Pang & Lee (2005) sentence polarity from gensim, stratified 150/50 split",
+        description=description,
     )

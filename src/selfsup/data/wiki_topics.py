@@ -6,8 +6,8 @@ ships as ``wiki`` and disjoint from what ``wiki`` pretrains on:
 
 - the articles of ``wiki``'s test split (every 10th) with at least :data:`MIN_SENTENCES`
   sentences (8 of the 10; a short stub and a bare list of names are left out);
-- each article's sentences: the text cut after ``.``, ``!`` or ``?`` followed by white space,
-  sentences of :data:`MIN_WORDS` words or more;
+- each article's sentences (:func:`selfsup.data.text.split_sentences`) of :data:`MIN_WORDS`
+  words or more;
 - class = the article's title; a fixed stratified split, 1/4 of the sentences of every article
   in the test split (``random_state=0``).
 
@@ -19,26 +19,15 @@ a transfer to unseen articles of the same encyclopaedia.
 from __future__ import annotations
 
 import functools
-import re
 
-from selfsup.data.builtin import WIKI_TEST_EVERY, LabelledTexts, wiki_pages
+from selfsup.data.builtin import WIKI_TEST_EVERY, stratified_text_source, wiki_pages
 from selfsup.data.registry import register_dataset, reject_arg
 from selfsup.data.source import DataSource
+from selfsup.data.text import split_sentences
 
 MIN_SENTENCES = 40
 MIN_WORDS = 8
 TEST_FRACTION = 0.25
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
-def sentences(text: str, min_words: int = MIN_WORDS) -> list[str]:
-    """The sentences of ``text`` with at least ``min_words`` words, white space collapsed."""
-    out = []
-    for raw in _SENTENCE_END.split(text):
-        sentence = " ".join(raw.split())
-        if len(sentence.split()) >= min_words:
-            out.append(sentence)
-    return out
 
 
 @functools.lru_cache(maxsize=1)
@@ -50,7 +39,7 @@ def load_wiki_topics() -> tuple[list[str], list[str], list[int]]:
     for index, (title, article) in enumerate(wiki_pages()):
         if index % WIKI_TEST_EVERY != WIKI_TEST_EVERY - 1:
             continue  # a training article of ``wiki``
-        kept = sentences(article)
+        kept = split_sentences(article, MIN_WORDS)
         if len(kept) < MIN_SENTENCES:
             continue
         labels += [len(classes)] * len(kept)
@@ -67,22 +56,11 @@ def build_wiki_topics(
     arg: str | None, *, image_size: int, seed: int, shuffle_buffer: int
 ) -> DataSource:
     """Build ``wiki-topics`` (see the module docstring)."""
-    import numpy as np
-    from sklearn.model_selection import train_test_split
-
     reject_arg("wiki-topics", arg)
     classes, texts, labels = load_wiki_topics()
-    train_idx, test_idx = train_test_split(
-        np.arange(len(texts)), test_size=TEST_FRACTION, stratify=labels, random_state=0
-    )
-    train_idx, test_idx = sorted(train_idx.tolist()), sorted(test_idx.tolist())
-    return DataSource(
-        name="wiki-topics",
-        kind="text",
-        train=LabelledTexts([texts[i] for i in train_idx], [labels[i] for i in train_idx]),
-        test=LabelledTexts([texts[i] for i in test_idx], [labels[i] for i in test_idx]),
-        classes=list(classes),
-        num_samples=len(train_idx),
-        description=f"wiki's held-out articles cut into sentences, {len(classes)} classes, "
-        f"stratified {len(train_idx)}/{len(test_idx)} split",
-    )
+    test = round(len(texts) * TEST_FRACTION)
+    return stratified_text_source(
+        "wiki-topics", texts, labels, list(classes), TEST_FRACTION,
+        f"wiki's held-out articles cut into sentences, {len(classes)} classes, stratified "
+        f"{len(texts) - test}/{test} split",
+    )  # fmt: skip
