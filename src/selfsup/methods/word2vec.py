@@ -71,7 +71,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -79,10 +79,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import IterableDataset, get_worker_info
 
 from selfsup.config import ConfigError
 from selfsup.data.tokenizer import save_tokenizer
+from selfsup.data.word_blocks import WordBlocks, count_words
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
 
 ARCHITECTURES = ("skipgram", "cbow")
@@ -230,140 +230,6 @@ def logistic_loss(hidden: Tensor, outputs: Tensor, sign: Tensor, weight: Tensor)
 def _mean_value_sum_gradient(total: Tensor, count: int) -> Tensor:
     """``total / count`` as a value, with the gradient of ``total`` (see the module docstring)."""
     return (total / max(count, 1)).detach() + (total - total.detach())  # x - x is exactly 0
-
-
-# ---- data: word blocks -------------------------------------------------------------------------
-
-
-def _text_of(sample: Any) -> str:  # noqa: ANN401
-    return sample if isinstance(sample, str) else sample["text"]
-
-
-def all_documents(dataset: Any) -> Iterator[str]:  # noqa: ANN401
-    """Every document of ``dataset``, whatever this process's rank (for counts that agree)."""
-    if hasattr(dataset, "parts") and hasattr(dataset, "read_part"):  # a PartitionedStream
-        for part in dataset.parts:
-            for raw in dataset.read_part(part):
-                yield _text_of(dataset.decode(raw))
-    elif isinstance(dataset, IterableDataset):
-        yield from (_text_of(s) for s in dataset)
-    else:
-        yield from (_text_of(dataset[i]) for i in range(len(dataset)))
-
-
-def _token_chunks(
-    texts: Iterable[str], tokenizer: Any, batch: int = 256
-) -> Iterator[list[np.ndarray]]:  # noqa: ANN401, E501
-    """Word ids of each text, ``batch`` texts per call to the tokenizer (and per item)."""
-    texts = iter(texts)
-    while chunk := [t for _, t in zip(range(batch), texts, strict=False)]:
-        encoded = tokenizer(chunk, add_special_tokens=False, return_attention_mask=False,
-                            return_token_type_ids=False, verbose=False)["input_ids"]  # fmt: skip
-        yield [np.asarray(ids, dtype=np.int64) for ids in encoded]
-
-
-def count_words(
-    dataset: Any,  # noqa: ANN401
-    tokenizer: Any,  # noqa: ANN401
-    max_cached_words: int = 0,
-) -> tuple[Tensor, list[np.ndarray] | None]:
-    """Occurrences of every token id over the whole of ``dataset``, and its documents' ids.
-
-    Returns:
-        ``(counts (V,) int64, documents)``: ``documents`` is every document's int32 ids in order
-        when the split has at most ``max_cached_words`` words, else None.
-    """
-    counts = np.zeros(len(tokenizer), dtype=np.int64)
-    documents: list[np.ndarray] | None = []
-    total = 0
-    for arrays in _token_chunks(all_documents(dataset), tokenizer):
-        flat = np.concatenate(arrays)
-        counts += np.bincount(flat, minlength=len(counts))
-        total += len(flat)
-        if documents is not None:
-            documents += [ids.astype(np.int32) for ids in arrays]
-            if total > max_cached_words:
-                documents = None
-    return torch.from_numpy(counts), documents
-
-
-def _share(n: int, rank: int, world_size: int) -> range:
-    """The contiguous range of ``n`` items that this (rank, DataLoader worker) reads."""
-    info = get_worker_info()
-    workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
-    shards, shard = world_size * workers, rank * workers + worker
-    return range(n * shard // shards, n * (shard + 1) // shards)
-
-
-class WordBlocks(IterableDataset):
-    """Blocks of ``seq_len`` word ids: the words the method trains on, documents in order.
-
-    Words outside the trained vocabulary (``vocabulary[id]`` False: below min_count, [UNK]) are
-    removed first, as word2vec.c removes them before it forms windows. Consecutive documents are
-    separated by one [SEP]; the last block of each (rank, worker) share is padded with [PAD].
-    Items are ``{"input_ids": int64 (L,)}``. ``documents`` (the ids of every document, from
-    :func:`count_words`) are read instead of tokenising the dataset again, in their order every
-    epoch as word2vec.c and gensim read a corpus; documents (cached or of a map-style dataset)
-    are split here into contiguous ranges, one per (rank, worker); an iterable dataset splits
-    itself.
-    """
-
-    def __init__(
-        self,
-        dataset: Any,  # noqa: ANN401
-        tokenizer: Any,  # noqa: ANN401
-        seq_len: int,
-        vocabulary: Tensor,
-        rank: int = 0,
-        world_size: int = 1,
-        documents: list[np.ndarray] | None = None,
-    ) -> None:
-        if seq_len < 2:
-            raise ValueError(f"seq_len must be at least 2 words, got {seq_len}")
-        self.dataset, self.tokenizer, self.seq_len = dataset, tokenizer, seq_len
-        self.vocabulary = vocabulary.numpy()
-        self.rank, self.world_size = rank, world_size
-        self.sep_id, self.pad_id = tokenizer.sep_token_id, tokenizer.pad_token_id
-        self.documents = None
-        if documents is not None:
-            kept = (ids[self.vocabulary[ids]].astype(np.int64) for ids in documents)
-            self.documents = [ids for ids in kept if len(ids)]
-
-    def set_epoch(self, epoch: int) -> None:
-        """Forwarded to the inner dataset (which may reshuffle its documents per epoch)."""
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
-
-    def _id_arrays(self) -> Iterator[np.ndarray]:
-        """This share's documents as arrays of trained word ids."""
-        if self.documents is not None:
-            share = _share(len(self.documents), self.rank, self.world_size)
-            yield from self.documents[share.start : share.stop]
-            return
-        if isinstance(self.dataset, IterableDataset):
-            texts: Iterable[str] = (_text_of(s) for s in self.dataset)
-        else:
-            share = _share(len(self.dataset), self.rank, self.world_size)
-            texts = (_text_of(self.dataset[i]) for i in share)
-        for arrays in _token_chunks(texts, self.tokenizer):
-            yield from (ids[self.vocabulary[ids]] for ids in arrays)
-
-    def __iter__(self) -> Iterator[dict[str, Tensor]]:
-        size, sep = self.seq_len, np.array([self.sep_id])
-        stream, first = np.zeros(0, dtype=np.int64), True  # fewer than `size` words kept
-        for ids in self._id_arrays():
-            if not len(ids):
-                continue
-            stream = np.concatenate([stream, ids] if first else [stream, sep, ids])
-            first = False
-            whole = len(stream) // size * size
-            for start in range(0, whole, size):
-                yield {"input_ids": torch.from_numpy(stream[start : start + size].copy())}
-            stream = stream[whole:]
-        if len(stream):
-            tail = np.full(size, self.pad_id, dtype=np.int64)
-            tail[: len(stream)] = stream
-            yield {"input_ids": torch.from_numpy(tail)}
 
 
 # ---- the method ----------------------------------------------------------------------------------
