@@ -1,0 +1,67 @@
+"""Label-free diagnostics against independent computations and on embeddings of known shape."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from selfsup.evaluate.diagnostics import (
+    alignment,
+    collapse,
+    effective_rank,
+    normalized_std,
+    singular_values,
+    uniformity,
+)
+
+
+def unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_alignment_and_uniformity_equal_their_definitions():
+    g = np.random.default_rng(0)
+    a, b = g.normal(size=(7, 5)), g.normal(size=(7, 5))
+    ua, ub = unit(a), unit(b)
+    expected = np.mean([np.sum((ua[i] - ub[i]) ** 2) for i in range(7)])
+    assert alignment(torch.tensor(a), torch.tensor(b)) == pytest.approx(expected, rel=1e-5)
+    assert alignment(torch.tensor(a), torch.tensor(a)) == pytest.approx(0.0, abs=1e-6)
+    pairs = [np.exp(-2 * np.sum((ua[i] - ua[j]) ** 2)) for i in range(7) for j in range(7) if i < j]
+    assert uniformity(torch.tensor(a)) == pytest.approx(np.log(np.mean(pairs)), rel=1e-5)
+    assert uniformity(torch.ones(6, 3)) == pytest.approx(0.0, abs=1e-6)  # one point
+    with pytest.raises(ValueError, match="same shape|one shape"):
+        alignment(torch.ones(3, 2), torch.ones(2, 2))
+
+
+def test_effective_rank_follows_rankme_and_the_data_rank():
+    g = np.random.default_rng(1)
+    x = g.normal(size=(50, 8))
+    s = np.linalg.svd(x, compute_uv=False)
+    p = s / s.sum() + 1e-7
+    assert effective_rank(torch.tensor(x)) == pytest.approx(
+        np.exp(-(p * np.log(p)).sum()), rel=1e-6
+    )
+    low = torch.tensor(g.normal(size=(200, 3)) @ g.normal(size=(3, 32)))  # rank 3 in 32-d
+    assert 2.0 < effective_rank(low) < 3.05
+    assert effective_rank(torch.randn(2000, 32)) > 30  # isotropic: nearly full rank
+
+
+def test_normalized_std_and_singular_values():
+    assert normalized_std(torch.ones(10, 4) + 1e-9 * torch.randn(10, 4)) < 1e-6
+    assert normalized_std(torch.randn(5000, 64)) == pytest.approx(1.0, abs=0.05)
+    x = torch.randn(30, 6, dtype=torch.float64)
+    s = singular_values(x)
+    expected = np.linalg.svd((x - x.mean(0)).numpy(), compute_uv=False)
+    assert np.allclose(s.numpy(), expected) and bool((s[:-1] >= s[1:]).all())
+
+
+def test_collapse_verdicts():
+    healthy = collapse(torch.randn(500, 64))
+    assert healthy.kind == "none" and "no collapse" in healthy.message
+    point = collapse(torch.ones(500, 64) + 1e-4 * torch.randn(500, 64))
+    assert point.kind == "complete" and "complete collapse" in point.message
+    flat = torch.randn(500, 2) @ torch.randn(2, 64) + 0.01 * torch.randn(500, 64)
+    verdict = collapse(flat)
+    assert verdict.kind == "dimensional" and verdict.effective_rank < 0.05 * 64
+    assert math.isfinite(verdict.normalized_std) and "effective dimensions" in verdict.message
