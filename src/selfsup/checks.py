@@ -44,6 +44,8 @@ RESUMABLE_CHANGES = frozenset(
         "out",
         "num_workers",
         "log_every",
+        "diagnostics_every",
+        "stop_on_collapse",
         "checkpoint_every",
         "keep_checkpoints",
         "wandb",

@@ -164,7 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 config = resume_config(args.resume, args.overrides, values)
             else:
                 config = load_config(args.config, args.overrides, values)
-            run_dir = pretrain(config, resume=args.resume, overwrite=args.overwrite)
+            from selfsup.engine.loop import CollapseError, NonFiniteLossError
+
+            try:
+                run_dir = pretrain(config, resume=args.resume, overwrite=args.overwrite)
+            except (NonFiniteLossError, CollapseError) as err:
+                print(f"selfsup: run stopped: {err}", file=sys.stderr)
+                return 3
             print(f"run directory: {run_dir}")
         elif args.command == "evaluate":
             from selfsup.evaluate import evaluate

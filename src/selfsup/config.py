@@ -136,6 +136,11 @@ class RunConfig:
         log_every: optimizer steps between metric log lines.
         checkpoint_every: optimizer steps between checkpoints (a final one is always written).
         keep_checkpoints: how many recent checkpoints to keep.
+        diagnostics_every: optimizer steps between label-free diagnostics of the embeddings of
+            ``diagnostics_samples`` fixed training samples (effective rank, normalised std,
+            uniformity; logged, and a collapse is announced); 0: never.
+        diagnostics_samples: how many training samples the diagnostics embed.
+        stop_on_collapse: stop the run when the diagnostics find a collapse.
         wandb: also log to Weights & Biases (requires the ``wandb`` package).
         progress: show a progress bar.
     """
@@ -163,6 +168,9 @@ class RunConfig:
     log_every: int = 10
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
+    diagnostics_every: int = 100
+    diagnostics_samples: int = 256
+    stop_on_collapse: bool = False
     wandb: bool = False
     progress: bool = True
 
@@ -175,6 +183,11 @@ class RunConfig:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.diagnostics_every < 0 or self.diagnostics_samples < 2:
+            raise ConfigError(
+                "diagnostics_every must be >= 0 (0: off) and diagnostics_samples >= 2, got "
+                f"{self.diagnostics_every} and {self.diagnostics_samples}"
+            )
         if self.precision not in ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"):
             raise ConfigError(
                 f"precision: {self.precision!r} is not supported. Valid: 32-true, bf16-mixed, "

@@ -40,6 +40,8 @@ from selfsup.engine.loader import EpochLoader
 from selfsup.engine.logging import MetricLogger
 from selfsup.engine.loop import Loop, LoopSettings, TrainState
 from selfsup.engine.optim import build_optimizer
+from selfsup.evaluate.diagnostics import Probe
+from selfsup.evaluate.features import collate_for
 from selfsup.methods import METHODS, BuildContext, Method
 
 log = logging.getLogger("selfsup")
@@ -262,11 +264,19 @@ def pretrain(
         final_lr=_or(config.optim.final_lr, method.recipe().final_lr),
         schedule=config.optim.schedule or method.recipe().schedule,
         clip_grad=config.optim.clip_grad,
+        diagnostics_every=config.diagnostics_every,
+        stop_on_collapse=config.stop_on_collapse,
         log_every=config.log_every,
         checkpoint_every=config.checkpoint_every,
         progress=config.progress,
     )
-    loop = Loop(fabric, model, method, optimizer, loader, settings, logger, save, global_batch)
+    probe = None
+    if config.diagnostics_every > 0:
+        collate = collate_for(method, tokenizer, config.seq_len)
+        probe = Probe.from_dataset(source.train, config.diagnostics_samples, collate, fabric.device)
+    loop = Loop(
+        fabric, model, method, optimizer, loader, settings, logger, save, global_batch, probe
+    )
     saved_step = state.step if resume is not None else -1
     try:
         state = loop.run(state)

@@ -39,7 +39,8 @@ def data(n=32):
     return [{"x": x[i], "y": x[i].sum()} for i in range(n)]
 
 
-def train(tmp_path, batch, accumulate=1, steps=4, clip=None, method=None, budget=None):
+def train(tmp_path, batch, accumulate=1, steps=4, clip=None, method=None, budget=None, probe=None,
+          logger=None, **settings):  # fmt: skip
     fabric = Fabric(accelerator="cpu", devices=1)
     method = method or Toy()
     opt = torch.optim.SGD(method.parameters(), lr=0.1)
@@ -54,6 +55,7 @@ def train(tmp_path, batch, accumulate=1, steps=4, clip=None, method=None, budget
         clip_grad=clip,
         progress=False,
         log_every=1,
+        **settings,
     )
     loop = Loop(
         fabric,
@@ -62,9 +64,10 @@ def train(tmp_path, batch, accumulate=1, steps=4, clip=None, method=None, budget
         opt,
         loader,
         settings,
-        MetricLogger(tmp_path, enabled=False),
+        logger or MetricLogger(tmp_path, enabled=False),
         lambda s: None,
         batch * accumulate,
+        probe,
     )
     return method, loop.run(TrainState())
 
@@ -101,3 +104,39 @@ def test_gradient_clipping_bounds_the_update(tmp_path):
 def test_nan_loss_stops_with_a_clear_message(tmp_path):
     with pytest.raises(NonFiniteLossError, match="step 2"):
         train(tmp_path, batch=8, steps=4, method=Toy(poison_at=2))
+
+
+class Collapsing(Toy):
+    """Its embedding is one point for every sample (a completely collapsed encoder)."""
+
+    def embed(self, batch):
+        return torch.ones(len(batch["x"]), 4) + 0.0 * self.linear(batch["x"])
+
+
+class Recorder(MetricLogger):
+    def __init__(self, tmp_path):
+        super().__init__(tmp_path, enabled=False)
+        self.lines = []
+
+    def log(self, step, metrics):
+        self.lines.append((step, dict(metrics)))
+
+
+def test_diagnostics_log_figures_and_announce_a_collapse(tmp_path, caplog):
+    from selfsup.evaluate.diagnostics import Probe
+
+    probe = Probe([{"x": torch.randn(8, 3)}])
+    logger = Recorder(tmp_path)
+    with caplog.at_level("WARNING", logger="selfsup"):
+        method, state = train(tmp_path, 4, steps=4, method=Collapsing(), probe=probe,
+                              logger=logger, diagnostics_every=2)  # fmt: skip
+    assert state.step == 4 and method.training  # the mode is restored after the probe
+    diagnosed = [step for step, m in logger.lines if "effective_rank" in m]
+    assert diagnosed == [2, 4] and all("loss" in m for _, m in logger.lines)
+    assert "step 2: complete collapse" in caplog.text
+
+    from selfsup.engine.loop import CollapseError
+
+    with pytest.raises(CollapseError, match="step 2: complete collapse.*stop_on_collapse"):
+        train(tmp_path, 4, steps=4, method=Collapsing(), probe=probe, diagnostics_every=2,
+              stop_on_collapse=True)  # fmt: skip

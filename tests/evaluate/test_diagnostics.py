@@ -62,6 +62,6 @@ def test_collapse_verdicts():
     point = collapse(torch.ones(500, 64) + 1e-4 * torch.randn(500, 64))
     assert point.kind == "complete" and "complete collapse" in point.message
     flat = torch.randn(500, 2) @ torch.randn(2, 64) + 0.01 * torch.randn(500, 64)
-    verdict = collapse(flat)
+    verdict = collapse(flat, dimensional_below=0.05)
     assert verdict.kind == "dimensional" and verdict.effective_rank < 0.05 * 64
     assert math.isfinite(verdict.normalized_std) and "effective dimensions" in verdict.message

@@ -10,6 +10,7 @@ budget is rank 0's, broadcast each step, and a non-finite loss on any process st
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,10 +25,17 @@ from selfsup.config import Budget, ConfigError
 from selfsup.engine.loader import EpochLoader
 from selfsup.engine.logging import MetricLogger, Progress
 from selfsup.engine.optim import lr_factor, set_lr
+from selfsup.evaluate.diagnostics import Probe
+
+log = logging.getLogger("selfsup")
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the run stops before writing a checkpoint of it."""
+
+
+class CollapseError(RuntimeError):
+    """The diagnostics found the embeddings collapsed and ``stop_on_collapse`` is set."""
 
 
 @dataclass
@@ -63,6 +71,8 @@ class LoopSettings:
     final_lr: float = 0.0
     schedule: str = "cosine"
     clip_grad: float | None = None
+    diagnostics_every: int = 0
+    stop_on_collapse: bool = False
     log_every: int = 10
     checkpoint_every: int = 500
     progress: bool = True
@@ -95,6 +105,7 @@ class Loop:
         logger: MetricLogger,
         save: Callable[[TrainState], None],
         global_batch: int,
+        probe: Probe | None = None,
     ) -> None:
         self.fabric = fabric
         self.model = model
@@ -105,6 +116,7 @@ class Loop:
         self.logger = logger
         self.save = save
         self.global_batch = global_batch
+        self.probe = probe
         budget = settings.budget
         if budget.unit == "steps":
             self.total_steps: int | None = int(budget.amount)
@@ -152,6 +164,30 @@ class Loop:
                 "without saving. The last checkpoint is intact: lower optim.lr, set "
                 "optim.clip_grad, or use precision=32-true, then resume"
             )
+
+    collapse_message = ""
+
+    def _diagnose(self, step: int) -> dict[str, float]:
+        """Label-free figures of the probe's embeddings every ``diagnostics_every`` steps; a
+        collapse is logged as a warning, shown on the progress line and may stop the run."""
+        every = self.settings.diagnostics_every
+        if self.probe is None or every < 1 or step % every:
+            return {}
+        with self.fabric.autocast():
+            figures, verdict = self.probe.figures(self.method)
+        if verdict.kind == "none":
+            self.collapse_message = ""
+            return figures
+        self.collapse_message = f"{verdict.kind}, effective rank {verdict.effective_rank:.1f}"
+        message = f"step {step}: {verdict.message}"
+        if self.fabric.is_global_zero:
+            log.warning(message)
+        if self.settings.stop_on_collapse:
+            raise CollapseError(
+                f"{message}; stopping (stop_on_collapse=true). The last checkpoint is intact; "
+                "check the method's arguments and learning rate"
+            )
+        return figures
 
     def _check_plain_sgd(self) -> None:
         """A method that updates itself applies plain SGD: refuse settings it would ignore."""
@@ -219,13 +255,18 @@ class Loop:
                 window_samples += self.global_batch
                 elapsed = self._elapsed(start)
                 self.method.after_step(state.step, self._total_steps_estimate(state, elapsed))
+                diagnosed = self._diagnose(state.step)
                 if state.step % s.log_every == 0:
                     rate = window_samples / max(1e-9, time.perf_counter() - window_start)
                     metrics = {k: float(v) / s.log_every for k, v in sums.items()}
-                    metrics.update(lr=lr, samples_per_s=rate, epoch=state.epoch)
+                    metrics.update(lr=lr, samples_per_s=rate, epoch=state.epoch, **diagnosed)
                     self.logger.log(state.step, metrics)
                     info = f"loss {metrics['loss']:.4f}  lr {lr:.3g}  {rate:.0f} samples/s"
                     sums, window_start, window_samples = {}, time.perf_counter(), 0
+                elif diagnosed:
+                    self.logger.log(state.step, diagnosed)
+                if self.collapse_message:
+                    info = f"{info}  COLLAPSE ({self.collapse_message})"
                 done = state.step if self.total_steps else elapsed
                 bar.update(done, f"step {state.step}  {info}")
                 if state.step % s.checkpoint_every == 0:

@@ -16,17 +16,22 @@ spectrum) and needs no labels:
   sample maps to one point, about 1 for isotropic embeddings).
 * :func:`singular_values`: the spectrum of the centred embeddings, largest first.
 
-:func:`collapse` turns the figures into a verdict for the progress line and the log.
+:func:`collapse` turns the figures into a verdict for the progress line and the log;
+:class:`Probe` computes them during training on a fixed set of training samples
+(``diagnostics_every`` steps; ``stop_on_collapse`` stops the run on a collapse).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
 RANKME_EPS = 1e-7
 
@@ -82,15 +87,17 @@ class Collapse:
     message: str
 
 
-def collapse(z: Tensor, complete_below: float = 0.1, dimensional_below: float = 0.05) -> Collapse:
+def collapse(z: Tensor, complete_below: float = 0.02, dimensional_below: float = 0.02) -> Collapse:
     """Say whether the embeddings ``z (N, D)`` have collapsed, with the figures behind it.
 
     Args:
         z: embeddings of at least two samples.
         complete_below: complete collapse when :func:`normalized_std` is under this (every
-            sample near one point; isotropic embeddings give about 1).
+            sample near one point; isotropic embeddings give about 1, a randomly initialised
+            ResNet's non-negative pooled features about 0.15, a collapsed SimSiam about 0).
         dimensional_below: dimensional collapse when :func:`effective_rank` is under this
-            fraction of ``min(N, D)`` (the embeddings span a few directions only).
+            fraction of ``min(N, D)`` (the embeddings span a few directions only; a randomly
+            initialised ResNet-18 spans about 10 % of 100 samples).
     """
     rank, std = effective_rank(z), normalized_std(z)
     span = min(z.shape)
@@ -110,3 +117,69 @@ def collapse(z: Tensor, complete_below: float = 0.1, dimensional_below: float = 
         kind = "none"
         message = f"no collapse: effective rank {rank:.1f} of {span}, normalised std {std:.3f}"
     return Collapse(kind, rank, std, message)
+
+
+class Probe:
+    """A fixed set of training samples whose embeddings are diagnosed during training.
+
+    Args:
+        batches: collated batches (on the training device), read once before training.
+    """
+
+    def __init__(self, batches: list[dict[str, Any]]) -> None:
+        if not batches:
+            raise ValueError("a probe needs at least one batch")
+        self.batches = batches
+
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: Dataset,
+        size: int,
+        collate_fn: Callable[[list[Any]], Any] | None,
+        device: str | torch.device,
+        batch_size: int = 256,
+    ) -> Probe:
+        """The first ``size`` samples of ``dataset`` (a map-style dataset or a stream), read
+        without drawing from the global random generators (a resumed run stays bitwise equal)."""
+        from selfsup.evaluate.features import first
+
+        batches, seen = [], 0
+        with torch.random.fork_rng(devices=[]):  # the DataLoader draws its base seed
+            loader = DataLoader(first(dataset, size), batch_size=min(batch_size, size),
+                                collate_fn=collate_fn)  # fmt: skip
+            for batch in loader:
+                batches.append(
+                    {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+                )
+                seen += len(next(iter(batch.values())))
+                if seen >= size:
+                    break
+        return cls(batches)
+
+    @torch.no_grad()
+    def embed(self, method: nn.Module) -> Tensor:
+        """``method.embed`` of the probe in eval mode; every module's mode is restored after."""
+        modes = [(m, m.training) for m in method.modules()]
+        method.eval()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                return torch.cat([method.embed(b).float() for b in self.batches])
+        finally:
+            for module, training in modes:
+                module.training = training
+
+    def figures(self, method: nn.Module) -> tuple[dict[str, float], Collapse]:
+        """Effective rank, normalised std and uniformity of the probe's embeddings, and the
+        collapse verdict."""
+        z = self.embed(method)
+        if not bool(torch.isfinite(z).all()):  # the loss check reports the cause
+            nan = float("nan")
+            return {"effective_rank": nan}, Collapse("none", nan, nan, "non-finite embeddings")
+        verdict = collapse(z)
+        figures = {
+            "effective_rank": verdict.effective_rank,
+            "normalized_std": verdict.normalized_std,
+            "uniformity": uniformity(z) if len(z) >= 2 else float("nan"),
+        }
+        return figures, verdict
