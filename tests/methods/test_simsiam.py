@@ -48,6 +48,13 @@ def test_stop_gradient_stops_gradients_at_the_targets():
     assert p1.grad.abs().sum() > 0 and p2.grad.abs().sum() > 0
 
 
+def test_without_stop_gradient_the_targets_get_gradients_too():
+    p = torch.randn(4, 8, requires_grad=True)
+    z = torch.randn(4, 8, requires_grad=True)
+    negative_cosine(p, z, stop_gradient=False).backward()
+    assert z.grad is not None and z.grad.abs().sum() > 0
+
+
 def test_predictor_learning_rate_stays_fixed():
     m = build()
     groups = m.param_groups()

@@ -35,18 +35,20 @@ from selfsup.methods.image import ImageMethod
 from selfsup.methods.moco import mocov2_views
 
 
-def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
+def negative_cosine(p: Tensor, z: Tensor, stop_gradient: bool = True) -> Tensor:
     """SimSiam's ``D(p, stopgrad(z))``: mean over the batch of ``-cos(p_i, z_i)``.
 
     Args:
         p: (B, D) predictions.
-        z: (B, D) projections, detached here: no gradient reaches them.
+        z: (B, D) projections, detached here (no gradient reaches them) unless
+            ``stop_gradient`` is False.
 
     Returns:
         Scalar in [-1, 1].
     """
     with torch.autocast(p.device.type, enabled=False):
-        return -F.cosine_similarity(p.float(), z.detach().float(), dim=1).mean()
+        target = z.detach() if stop_gradient else z
+        return -F.cosine_similarity(p.float(), target.float(), dim=1).mean()
 
 
 @register_method("simsiam", "SimSiam (Chen & He 2021): predictor and stop-gradient, no negatives")
@@ -61,6 +63,8 @@ class SimSiam(ImageMethod):
         proj_layers: linear layers of the projector; ``None`` picks 3, or 2 on small images.
         pred_hidden_dim: bottleneck width of the predictor.
         blur: Gaussian blur in the views; ``None`` picks on for images larger than 64 px.
+        stop_gradient: False removes the stop-gradient, the paper's ablation (section 4.1,
+            figure 2) in which the representation collapses: a test of collapse diagnostics.
     """
 
     defaults = OptimDefaults(optimizer="sgd", lr=0.05, weight_decay=1e-4, scale_lr=True)
@@ -74,8 +78,10 @@ class SimSiam(ImageMethod):
         proj_layers: int | None = None,
         pred_hidden_dim: int = 512,
         blur: bool | None = None,
+        stop_gradient: bool = True,
     ) -> None:
         super().__init__()
+        self.stop_gradient = stop_gradient
         small = image_size <= 64
         self.setup_encoder(backbone, image_size)
         self.projector = ProjectionHead(
@@ -95,7 +101,8 @@ class SimSiam(ImageMethod):
         z = self.projector(self.backbone(views))  # (2B, D)
         p1, p2 = self.predictor(z).chunk(2)  # (B, D) each
         z1, z2 = z.chunk(2)  # (B, D) each
-        loss = negative_cosine(p1, z2) / 2 + negative_cosine(p2, z1) / 2
+        sg = self.stop_gradient
+        loss = negative_cosine(p1, z2, sg) / 2 + negative_cosine(p2, z1, sg) / 2
         return {"loss": loss}
 
     def param_groups(self) -> list[dict[str, Any]]:
