@@ -51,6 +51,7 @@ __all__ = [
     "load_polarity",
     "strip_wiki_markup",
     "wiki_articles",
+    "wiki_page_split",
     "wiki_pages",
 ]
 
@@ -356,12 +357,19 @@ def wiki_pages(min_words: int = WIKI_MIN_WORDS) -> Iterator[tuple[str, str]]:
 
 
 @functools.lru_cache(maxsize=1)
-def _wiki_split() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(train, test) articles: every ``WIKI_TEST_EVERY``-th article (9, 19, ...) is test."""
+def wiki_page_split() -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+    """(train, test) ``(title, text)`` pages of ``wiki``: every ``WIKI_TEST_EVERY``-th article
+    (9, 19, ...) is test. Parsed once per process (``wiki`` and ``wiki-topics`` share it)."""
     train, test = [], []
-    for index, article in enumerate(wiki_articles()):
-        (test if index % WIKI_TEST_EVERY == WIKI_TEST_EVERY - 1 else train).append(article)
+    for index, page in enumerate(wiki_pages()):
+        (test if index % WIKI_TEST_EVERY == WIKI_TEST_EVERY - 1 else train).append(page)
     return tuple(train), tuple(test)
+
+
+def _wiki_split() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(train, test) article texts of :func:`wiki_page_split`."""
+    train, test = wiki_page_split()
+    return tuple(text for _, text in train), tuple(text for _, text in test)
 
 
 @register_dataset(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 
-from selfsup.data.builtin import WIKI_TEST_EVERY, stratified_text_source, wiki_pages
+from selfsup.data.builtin import stratified_text_source, wiki_page_split
 from selfsup.data.registry import register_dataset, reject_arg
 from selfsup.data.source import DataSource
 from selfsup.data.text import split_sentences
@@ -36,9 +36,7 @@ def load_wiki_topics() -> tuple[list[str], list[str], list[int]]:
     classes: list[str] = []
     texts: list[str] = []
     labels: list[int] = []
-    for index, (title, article) in enumerate(wiki_pages()):
-        if index % WIKI_TEST_EVERY != WIKI_TEST_EVERY - 1:
-            continue  # a training article of ``wiki``
+    for title, article in wiki_page_split()[1]:  # the articles ``wiki`` holds out
         kept = split_sentences(article, MIN_WORDS)
         if len(kept) < MIN_SENTENCES:
             continue

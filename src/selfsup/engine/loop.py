@@ -117,6 +117,7 @@ class Loop:
         self.save = save
         self.global_batch = global_batch
         self.probe = probe
+        self.collapse_message = ""  # the last diagnostics' collapse, shown on the progress line
         budget = settings.budget
         if budget.unit == "steps":
             self.total_steps: int | None = int(budget.amount)
@@ -164,8 +165,6 @@ class Loop:
                 "without saving. The last checkpoint is intact: lower optim.lr, set "
                 "optim.clip_grad, or use precision=32-true, then resume"
             )
-
-    collapse_message = ""
 
     def _diagnose(self, step: int) -> dict[str, float]:
         """Label-free figures of the probe's embeddings every ``diagnostics_every`` steps; a

@@ -227,6 +227,14 @@ def logistic_loss(hidden: Tensor, outputs: Tensor, sign: Tensor, weight: Tensor)
     return -(F.logsigmoid(sign[:, None, :] * scores) * weight).sum()
 
 
+def one_example_per_pair(bags: Tensor, valid: Tensor, targets: Tensor) -> tuple[Tensor, ...]:
+    """Skip-gram's (context, centre) pairs as examples of one slot each: ``(bags (N, 1), valid
+    (N, 1) all True, targets (N,))`` for the N valid slots of ``valid (M, S)``, row by row."""
+    centre, slot = valid.nonzero(as_tuple=True)  # (N,)
+    pairs = bags[centre, slot][:, None]
+    return pairs, valid.new_ones(pairs.shape), targets[centre]
+
+
 def _mean_value_sum_gradient(total: Tensor, count: int) -> Tensor:
     """``total / count`` as a value, with the gradient of ``total`` (see the module docstring)."""
     return (total / max(count, 1)).detach() + (total - total.detach())  # x - x is exactly 0
@@ -468,9 +476,9 @@ class Word2Vec(Method):
             (+1 / -1) where ``counted (E, T)``.
         """
         if self.architecture == "skipgram" and noise is not None and noise.dim() == 3:
-            centre, slot = valid.nonzero(as_tuple=True)  # one example per pair
-            bags, targets, noise = bags[centre, slot][:, None], targets[centre], noise[centre, slot]
-            valid = valid.new_ones(bags.shape)
+            centre, slot = valid.nonzero(as_tuple=True)
+            bags, valid, targets = one_example_per_pair(bags, valid, targets)
+            noise = noise[centre, slot]
         terms = []
         if self.output is not None and noise is not None:
             outputs = torch.cat([targets[:, None], noise], dim=1)  # (E, 1+K)
@@ -581,9 +589,7 @@ class Word2Vec(Method):
         if self.output is not None:
             if self.architecture == "skipgram" and not self.shared_negatives:
                 # one example per pair, drawn only for the valid slots (about half of them)
-                centre, slot = valid.nonzero(as_tuple=True)  # (N,)
-                bags, targets = bags[centre, slot][:, None], targets[centre]  # (N, 1), (N,)
-                valid = valid.new_ones(bags.shape)
+                bags, valid, targets = one_example_per_pair(bags, valid, targets)
             noise = self._noise((len(targets), self.negative))
         if lr is None:
             total = self.objective(bags, valid, targets, noise)
