@@ -141,6 +141,11 @@ class RunConfig:
             uniformity; logged, and a collapse is announced); 0: never.
         diagnostics_samples: how many training samples the diagnostics embed.
         stop_on_collapse: stop the run when the diagnostics find a collapse.
+        knn_every: optimizer steps between online kNN accuracies (k = 200, T = 0.1) of
+            ``knn_queries`` samples of the data's labelled test split against ``knn_bank``
+            labelled training samples, logged as ``knn_top1`` / ``knn_top5``; 0: never.
+        knn_bank: training samples in the online kNN's memory bank.
+        knn_queries: test samples the online kNN classifies.
         wandb: also log to Weights & Biases (requires the ``wandb`` package).
         progress: show a progress bar.
     """
@@ -171,6 +176,9 @@ class RunConfig:
     diagnostics_every: int = 100
     diagnostics_samples: int = 256
     stop_on_collapse: bool = False
+    knn_every: int = 0
+    knn_bank: int = 5000
+    knn_queries: int = 1000
     wandb: bool = False
     progress: bool = True
 
@@ -187,6 +195,11 @@ class RunConfig:
             raise ConfigError(
                 "diagnostics_every must be >= 0 (0: off) and diagnostics_samples >= 2, got "
                 f"{self.diagnostics_every} and {self.diagnostics_samples}"
+            )
+        if self.knn_every < 0 or self.knn_bank < 1 or self.knn_queries < 1:
+            raise ConfigError(
+                "knn_every must be >= 0 (0: off), knn_bank and knn_queries >= 1, got "
+                f"{self.knn_every}, {self.knn_bank} and {self.knn_queries}"
             )
         if self.precision not in ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"):
             raise ConfigError(

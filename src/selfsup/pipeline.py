@@ -40,7 +40,7 @@ from selfsup.engine.loader import EpochLoader
 from selfsup.engine.logging import MetricLogger
 from selfsup.engine.loop import Loop, LoopSettings, TrainState
 from selfsup.engine.optim import build_optimizer
-from selfsup.evaluate.diagnostics import Probe
+from selfsup.evaluate.diagnostics import OnlineKnn, Probe
 from selfsup.evaluate.features import collate_for
 from selfsup.methods import METHODS, BuildContext, Method
 
@@ -175,6 +175,7 @@ def pretrain(
     check_precision_and_norm(config.method, cls, config.precision, config.sync_batchnorm)
     source = build_source(config.data, image_size=config.image_size, seed=config.seed)
     check_compatible(config.method, cls, source)
+    check_online_knn(config, source)
 
     fabric = make_fabric(config)
     fabric.launch()
@@ -266,16 +267,18 @@ def pretrain(
         clip_grad=config.optim.clip_grad,
         diagnostics_every=config.diagnostics_every,
         stop_on_collapse=config.stop_on_collapse,
+        knn_every=config.knn_every,
         log_every=config.log_every,
         checkpoint_every=config.checkpoint_every,
         progress=config.progress,
     )
+    collate = collate_for(method, tokenizer, config.seq_len)
     probe = None
     if config.diagnostics_every > 0:
-        collate = collate_for(method, tokenizer, config.seq_len)
         probe = Probe.from_dataset(source.train, config.diagnostics_samples, collate, fabric.device)
+    knn = online_knn(config, source, collate, fabric.device) if config.knn_every > 0 else None
     loop = Loop(
-        fabric, model, method, optimizer, loader, settings, logger, save, global_batch, probe
+        fabric, model, method, optimizer, loader, settings, logger, save, global_batch, probe, knn
     )
     saved_step = state.step if resume is not None else -1
     try:
@@ -293,6 +296,35 @@ def pretrain(
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     fabric.barrier()
     return run_dir
+
+
+def check_online_knn(config: RunConfig, source: DataSource) -> None:
+    """``knn_every > 0`` needs labelled data with a test split."""
+    if config.knn_every > 0 and (not source.classes or source.test is None):
+        raise ConfigError(
+            f"knn_every={config.knn_every} needs labelled data with a test split; "
+            f"{source.name!r} has {'no test split' if source.classes else 'no labels'} "
+            "(set knn_every=0)"
+        )
+
+
+def online_knn(
+    config: RunConfig,
+    source: DataSource,
+    collate: Any,  # noqa: ANN401
+    device: torch.device,
+) -> OnlineKnn:
+    """The online kNN monitor of ``knn_every``: the first ``knn_bank`` training samples as the
+    bank, the first ``knn_queries`` test samples as queries (both must be labelled)."""
+    check_online_knn(config, source)
+    try:
+        return OnlineKnn(
+            Probe.from_dataset(source.train, config.knn_bank, collate, device),
+            Probe.from_dataset(source.test, config.knn_queries, collate, device),
+            len(source.classes),
+        )
+    except ValueError as err:
+        raise ConfigError(f"knn_every={config.knn_every}: {source.name!r}: {err}") from None
 
 
 def _or(value: Any, default: Any) -> Any:  # noqa: ANN401

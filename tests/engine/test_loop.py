@@ -40,7 +40,7 @@ def data(n=32):
 
 
 def train(tmp_path, batch, accumulate=1, steps=4, clip=None, method=None, budget=None, probe=None,
-          logger=None, **settings):  # fmt: skip
+          logger=None, knn=None, **settings):  # fmt: skip
     fabric = Fabric(accelerator="cpu", devices=1)
     method = method or Toy()
     opt = torch.optim.SGD(method.parameters(), lr=0.1)
@@ -68,6 +68,7 @@ def train(tmp_path, batch, accumulate=1, steps=4, clip=None, method=None, budget
         lambda s: None,
         batch * accumulate,
         probe,
+        knn,
     )
     return method, loop.run(TrainState())
 
@@ -140,3 +141,25 @@ def test_diagnostics_log_figures_and_announce_a_collapse(tmp_path, caplog):
     with pytest.raises(CollapseError, match="step 2: complete collapse.*stop_on_collapse"):
         train(tmp_path, 4, steps=4, method=Collapsing(), probe=probe, diagnostics_every=2,
               stop_on_collapse=True)  # fmt: skip
+
+
+class Labelled(Toy):
+    """Embeds a sample as its x: the label (sign of x[0]) is linearly readable."""
+
+    def embed(self, batch):
+        return batch["x"] + 0.0 * self.linear(batch["x"])
+
+
+def test_online_knn_is_logged_every_knn_every_steps(tmp_path):
+    from selfsup.evaluate.diagnostics import OnlineKnn, Probe
+
+    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(3))
+    label = (x[:, 0] > 0).long()
+    bank = Probe([{"x": x[:48], "label": label[:48]}])
+    queries = Probe([{"x": x[48:], "label": label[48:]}])
+    knn = OnlineKnn(bank, queries, num_classes=2, k=5)
+    logger = Recorder(tmp_path)
+    train(tmp_path, 4, steps=4, method=Labelled(), logger=logger, knn=knn, knn_every=2)
+    scored = [(step, m["knn_top1"]) for step, m in logger.lines if "knn_top1" in m]
+    assert [step for step, _ in scored] == [2, 4]
+    assert all(acc >= 75 for _, acc in scored)  # well above chance (50 %)

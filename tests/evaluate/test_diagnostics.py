@@ -65,3 +65,45 @@ def test_collapse_verdicts():
     verdict = collapse(flat, dimensional_below=0.05)
     assert verdict.kind == "dimensional" and verdict.effective_rank < 0.05 * 64
     assert math.isfinite(verdict.normalized_std) and "effective dimensions" in verdict.message
+
+
+class TwoSpaces(torch.nn.Module):
+    """Spread-out backbone features, and a head that maps every sample to one point."""
+
+    def embed(self, batch):
+        return batch["x"]
+
+    def embed_head(self, batch):
+        return torch.ones(len(batch["x"]), 8) + 1e-6 * batch["x"][:, :1]
+
+
+def test_probe_diagnoses_the_head_output_too():
+    from selfsup.evaluate.diagnostics import Probe
+
+    probe = Probe([{"x": torch.randn(64, 16)}, {"x": torch.randn(32, 16)}])
+    figures, verdict = probe.figures(TwoSpaces())
+    assert figures["effective_rank"] > 10 and figures["head_normalized_std"] < 0.01
+    assert verdict.kind == "complete" and verdict.message.startswith("head output:")
+
+
+def test_probe_from_dataset_takes_exactly_size_samples_and_their_labels():
+    from selfsup.evaluate.diagnostics import Probe
+
+    data = [{"x": torch.full((2,), float(i)), "label": i % 3} for i in range(10)]
+    probe = Probe.from_dataset(data, 7, None, "cpu", batch_size=4)
+    assert probe.labels.tolist() == [0, 1, 2, 0, 1, 2, 0]
+    assert Probe([{"x": torch.ones(2, 2)}]).labels is None
+
+
+def test_online_knn_equals_the_offline_protocol():
+    from selfsup.evaluate.diagnostics import OnlineKnn, Probe
+    from selfsup.evaluate.knn import knn_accuracy
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(80, 6, generator=g), torch.randint(0, 4, (80,), generator=g)
+    bank, queries = Probe([{"x": x[:60], "label": y[:60]}]), Probe([{"x": x[60:], "label": y[60:]}])
+    online = OnlineKnn(bank, queries, 4, k=10).accuracy(TwoSpaces())
+    offline = knn_accuracy(x[:60], y[:60], x[60:], y[60:], 4, k=10)
+    assert online == {"knn_top1": offline["top1"]}  # top5 needs C >= 5
+    with pytest.raises(ValueError, match="labelled"):
+        OnlineKnn(Probe([{"x": x}]), queries, 4)

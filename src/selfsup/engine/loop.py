@@ -25,7 +25,7 @@ from selfsup.config import Budget, ConfigError
 from selfsup.engine.loader import EpochLoader
 from selfsup.engine.logging import MetricLogger, Progress
 from selfsup.engine.optim import lr_factor, set_lr
-from selfsup.evaluate.diagnostics import Probe
+from selfsup.evaluate.diagnostics import OnlineKnn, Probe
 
 log = logging.getLogger("selfsup")
 
@@ -73,6 +73,7 @@ class LoopSettings:
     clip_grad: float | None = None
     diagnostics_every: int = 0
     stop_on_collapse: bool = False
+    knn_every: int = 0
     log_every: int = 10
     checkpoint_every: int = 500
     progress: bool = True
@@ -92,6 +93,8 @@ class Loop:
         logger: metric sinks (rank 0 only).
         save: callback writing a checkpoint for a given state.
         global_batch: samples per optimizer step over all processes.
+        probe: training samples for the label-free diagnostics (``diagnostics_every``).
+        knn: labelled bank and queries for the online kNN accuracy (``knn_every``).
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class Loop:
         save: Callable[[TrainState], None],
         global_batch: int,
         probe: Probe | None = None,
+        knn: OnlineKnn | None = None,
     ) -> None:
         self.fabric = fabric
         self.model = model
@@ -117,6 +121,8 @@ class Loop:
         self.save = save
         self.global_batch = global_batch
         self.probe = probe
+        self.knn = knn
+        self.knn_message = ""  # the last online kNN accuracy, shown on the progress line
         self.collapse_message = ""  # the last diagnostics' collapse, shown on the progress line
         budget = settings.budget
         if budget.unit == "steps":
@@ -167,13 +173,21 @@ class Loop:
             )
 
     def _diagnose(self, step: int) -> dict[str, float]:
-        """Label-free figures of the probe's embeddings every ``diagnostics_every`` steps; a
-        collapse is logged as a warning, shown on the progress line and may stop the run."""
+        """Online kNN accuracy every ``knn_every`` steps and label-free figures of the probe's
+        embeddings every ``diagnostics_every`` steps; a collapse is logged as a warning, shown on
+        the progress line and may stop the run."""
+        figures: dict[str, float] = {}
+        every = self.settings.knn_every
+        if self.knn is not None and every > 0 and step % every == 0:
+            with self.fabric.autocast():
+                figures.update(self.knn.accuracy(self.method))
+            self.knn_message = f"kNN {figures['knn_top1']:.1f}"
         every = self.settings.diagnostics_every
         if self.probe is None or every < 1 or step % every:
-            return {}
+            return figures
         with self.fabric.autocast():
-            figures, verdict = self.probe.figures(self.method)
+            found, verdict = self.probe.figures(self.method)
+        figures.update(found)
         if verdict.kind == "none":
             self.collapse_message = ""
             return figures
@@ -264,6 +278,8 @@ class Loop:
                     sums, window_start, window_samples = {}, time.perf_counter(), 0
                 elif diagnosed:
                     self.logger.log(state.step, diagnosed)
+                if self.knn_message:
+                    info = f"{info}  {self.knn_message}"
                 if self.collapse_message:
                     info = f"{info}  COLLAPSE ({self.collapse_message})"
                 done = state.step if self.total_steps else elapsed

@@ -18,14 +18,15 @@ spectrum) and needs no labels:
 
 :func:`collapse` turns the figures into a verdict for the progress line and the log;
 :class:`Probe` computes them during training on a fixed set of training samples
-(``diagnostics_every`` steps; ``stop_on_collapse`` stops the run on a collapse).
+(``diagnostics_every`` steps; ``stop_on_collapse`` stops the run on a collapse), and
+:class:`OnlineKnn` measures kNN accuracy on a labelled validation split (``knn_every`` steps).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -119,6 +120,16 @@ def collapse(z: Tensor, complete_below: float = 0.02, dimensional_below: float =
     return Collapse(kind, rank, std, message)
 
 
+# How a verdict is logged with the figures (``collapse`` in metrics.jsonl).
+COLLAPSE_CODES = {"none": 0, "dimensional": 1, "complete": 2}
+
+
+def worst(*verdicts: Collapse) -> Collapse:
+    """The most severe of several verdicts (complete, then dimensional, then none)."""
+    order = {"complete": 0, "dimensional": 1, "none": 2}
+    return min(verdicts, key=lambda v: order.get(v.kind, 2))
+
+
 class Probe:
     """A fixed set of training samples whose embeddings are diagnosed during training.
 
@@ -149,37 +160,109 @@ class Probe:
             loader = DataLoader(first(dataset, size), batch_size=min(batch_size, size),
                                 collate_fn=collate_fn)  # fmt: skip
             for batch in loader:
+                take = min(len(next(iter(batch.values()))), size - seen)
                 batches.append(
-                    {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+                    {
+                        k: (v.to(device) if isinstance(v, Tensor) else v)[:take]
+                        for k, v in batch.items()
+                    }
                 )
-                seen += len(next(iter(batch.values())))
+                seen += take
                 if seen >= size:
                     break
+        if not batches:
+            raise ValueError("the dataset yielded no samples to probe")
         return cls(batches)
 
+    @property
+    def labels(self) -> Tensor | None:
+        """``(N,)`` int64 labels of the probe's samples (on CPU), or None when unlabelled."""
+        if any("label" not in b for b in self.batches):
+            return None
+        return torch.cat([torch.as_tensor(b["label"]).long().cpu() for b in self.batches])
+
     @torch.no_grad()
-    def embed(self, method: nn.Module) -> Tensor:
-        """``method.embed`` of the probe in eval mode; every module's mode is restored after."""
+    def embed(self, method: nn.Module, head: bool = False) -> Tensor | None:
+        """``method.embed`` of the probe (``method.embed_head`` with ``head``; None when the
+        method has no head) in eval mode; every module's mode is restored after."""
+        fn = getattr(method, "embed_head" if head else "embed", None)
+        if fn is None:
+            return None
         modes = [(m, m.training) for m in method.modules()]
         method.eval()
         try:
             with torch.random.fork_rng(devices=[]):
-                return torch.cat([method.embed(b).float() for b in self.batches])
+                out = [fn(b) for b in self.batches]
         finally:
             for module, training in modes:
                 module.training = training
+        if any(o is None for o in out):
+            return None
+        return torch.cat([o.float() for o in out])
 
     def figures(self, method: nn.Module) -> tuple[dict[str, float], Collapse]:
-        """Effective rank, normalised std and uniformity of the probe's embeddings, and the
-        collapse verdict."""
-        z = self.embed(method)
-        if not bool(torch.isfinite(z).all()):  # the loss check reports the cause
-            nan = float("nan")
-            return {"effective_rank": nan}, Collapse("none", nan, nan, "non-finite embeddings")
-        verdict = collapse(z)
-        figures = {
-            "effective_rank": verdict.effective_rank,
-            "normalized_std": verdict.normalized_std,
-            "uniformity": uniformity(z) if len(z) >= 2 else float("nan"),
-        }
+        """Effective rank, normalised std and uniformity of the probe's embeddings (and, prefixed
+        ``head_``, of the method's head output, where the loss acts), and the collapse verdict.
+
+        A collapse shows first in the head's output: a SimSiam without stop-gradient collapses
+        its projector's output while the backbone's features still look spread out.
+        """
+        figures: dict[str, float] = {}
+        verdicts = []
+        for head in (False, True):
+            z = self.embed(method, head)
+            if z is None:
+                continue
+            prefix = "head_" if head else ""
+            if not bool(torch.isfinite(z).all()):  # the loss check reports the cause
+                nan = float("nan")
+                figures[f"{prefix}effective_rank"] = nan
+                verdicts.append(Collapse("none", nan, nan, "non-finite embeddings"))
+                continue
+            verdict = collapse(z)
+            if head and verdict.kind != "none":
+                verdict = replace(verdict, message=f"head output: {verdict.message}")
+            figures[f"{prefix}effective_rank"] = verdict.effective_rank
+            figures[f"{prefix}normalized_std"] = verdict.normalized_std
+            figures[f"{prefix}uniformity"] = uniformity(z) if len(z) >= 2 else float("nan")
+            verdicts.append(verdict)
+        verdict = worst(*verdicts)
+        figures["collapse"] = float(COLLAPSE_CODES.get(verdict.kind, 0))
         return figures, verdict
+
+
+class OnlineKnn:
+    """kNN accuracy during training: a labelled bank of training samples and labelled queries
+    from the validation split, embedded every ``knn_every`` steps (weighted vote, cosine,
+    k = 200 and T = 0.1 by default, as :func:`selfsup.evaluate.knn.knn_accuracy`).
+
+    Args:
+        bank: probe of labelled training samples.
+        queries: probe of labelled validation samples.
+        num_classes: C.
+        k: neighbours; temperature: vote temperature.
+    """
+
+    def __init__(
+        self, bank: Probe, queries: Probe, num_classes: int, k: int = 200, temperature: float = 0.1
+    ) -> None:
+        bank_labels, query_labels = bank.labels, queries.labels
+        if bank_labels is None or query_labels is None:
+            raise ValueError("online kNN needs labelled bank and query samples")
+        if (bank_labels < 0).any() or (query_labels < 0).any():
+            raise ValueError("online kNN needs every bank and query sample labelled")
+        self.bank, self.queries = bank, queries
+        self.bank_labels, self.query_labels = bank_labels, query_labels
+        self.num_classes, self.k, self.temperature = num_classes, k, temperature
+
+    def accuracy(self, method: nn.Module) -> dict[str, float]:
+        """``{"knn_top1": ..., "knn_top5": ...}`` (percent) of the method's current encoder."""
+        from selfsup.evaluate.knn import knn_accuracy
+
+        bank, queries = self.bank.embed(method), self.queries.embed(method)
+        assert bank is not None and queries is not None
+        acc = knn_accuracy(
+            bank.cpu(), self.bank_labels, queries.cpu(), self.query_labels,
+            self.num_classes, self.k, self.temperature,
+        )  # fmt: skip
+        return {f"knn_{name}": value for name, value in acc.items()}

@@ -236,6 +236,12 @@ class Method(nn.Module):
         """Representation used for evaluation: ``(B, D)`` features of the encoder (no heads)."""
         raise NotImplementedError
 
+    @torch.no_grad()
+    def embed_head(self, batch: dict[str, Tensor]) -> Tensor | None:
+        """The output of the head the loss acts on (e.g. a projector), ``(B, D')``, for the
+        collapse diagnostics; None for a method without one (the default)."""
+        return None
+
     def export(self, path: Path) -> None:  # pragma: no cover
         """Write the encoder so that it loads without selfsup (safetensors + JSON config)."""
         raise NotImplementedError

@@ -54,6 +54,14 @@ class ImageMethod(Method):
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         return self.backbone(self.preprocess(batch["image"]))
 
+    @torch.no_grad()
+    def embed_head(self, batch: dict[str, Tensor]) -> Tensor | None:
+        """The projector's output of the evaluation view (joint-embedding methods), else None."""
+        projector = getattr(self, "projector", None)
+        if not isinstance(projector, torch.nn.Module):
+            return None
+        return projector(self.embed(batch))
+
     def export(self, path: Path) -> None:
         self.backbone.export(path, self.preprocess.mean, self.preprocess.std)
 
