@@ -5,6 +5,8 @@ selfsup pretrain --config run.yaml optim.lr=0.1 method_args.temperature=0.2
 selfsup pretrain --resume runs/demo
 selfsup evaluate runs/demo --protocol knn --k 200 --temperature 0.1
 selfsup embed runs/demo --out emb.npy
+selfsup report runs/demo                      # runs/demo/report.html
+selfsup compare runs/a runs/b --out compare.html
 selfsup list
 """
 
@@ -112,6 +114,26 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, ...")
     m.add_argument("--pooling", help="text encoders: mean, cls or last (default: the method's)")
 
+    r = sub.add_parser("report", help="write a self-contained HTML report of a run")
+    r.add_argument("run_dir")
+    r.add_argument("--out", help="HTML file (default RUN_DIR/report.html)")
+    r.add_argument("--data", help="data to embed (default: the run's)")
+    r.add_argument("--samples", type=int, default=1000, help="test samples embedded (1000)")
+    r.add_argument(
+        "--bank-size", dest="bank_size", type=int, default=2000,
+        help="training samples searched for neighbours (2000)",
+    )  # fmt: skip
+    r.add_argument("--queries", type=int, default=6, help="queries in the neighbour grid (6)")
+    r.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, ...")
+    r.add_argument(
+        "--no-embeddings", dest="embeddings", action="store_false",
+        help="curves and results only: do not load the encoder",
+    )  # fmt: skip
+
+    c = sub.add_parser("compare", help="write one HTML page comparing runs")
+    c.add_argument("run_dirs", nargs="+")
+    c.add_argument("--out", required=True, help="HTML file")
+
     sub.add_parser("list", help="list methods, backbones and datasets")
     return parser
 
@@ -186,7 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.bank_size, args.query_size, args.batch_size, args.device,
                 random_init=args.random_init, extra=extra, pooling=args.pooling,
             )  # fmt: skip
-            print(json.dumps(result, indent=2))
+            # The confusion matrix stays in results.jsonl (and the report), off the terminal.
+            shown = {k: v for k, v in result.items() if k not in ("confusion", "classes")}
+            print(json.dumps(shown, indent=2))
         elif args.command == "embed":
             from selfsup.evaluate import embed
 
@@ -201,6 +225,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pooling=args.pooling,
             )
             print(f"wrote {out}")
+        elif args.command == "report":
+            from selfsup.report import report
+
+            out = report(
+                args.run_dir, args.out, args.data, args.samples, args.bank_size, args.queries,
+                args.device, embeddings=args.embeddings,
+            )  # fmt: skip
+            print(f"wrote {out}")
+        elif args.command == "compare":
+            from selfsup.report import compare
+
+            print(f"wrote {compare(args.run_dirs, args.out)}")
     except (ConfigError, DataError, UnknownNameError, FileExistsError) as err:
         print(f"selfsup: error: {_one_line(err)}", file=sys.stderr)
         return 2

@@ -105,5 +105,7 @@ def test_online_knn_equals_the_offline_protocol():
     online = OnlineKnn(bank, queries, 4, k=10).accuracy(TwoSpaces())
     offline = knn_accuracy(x[:60], y[:60], x[60:], y[60:], 4, k=10)
     assert online == {"knn_top1": offline["top1"]}  # top5 needs C >= 5
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as the loop calls it under bf16-mixed
+        assert OnlineKnn(bank, queries, 4, k=10).accuracy(TwoSpaces()) == online
     with pytest.raises(ValueError, match="labelled"):
         OnlineKnn(Probe([{"x": x}]), queries, 4)

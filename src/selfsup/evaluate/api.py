@@ -17,7 +17,7 @@ import torch
 from selfsup.config import ConfigError
 from selfsup.data import DataSource, build_source
 from selfsup.evaluate.features import collate_for, extract
-from selfsup.evaluate.knn import knn_accuracy
+from selfsup.evaluate.knn import knn_result
 from selfsup.evaluate.linear import linear_probe
 from selfsup.evaluate.zeroshot import (
     TEMPLATES,
@@ -160,11 +160,11 @@ def evaluate(
         )
         if (bank_y < 0).any() or (query_y < 0).any():
             raise ConfigError(f"protocol {protocol} needs every sample of {source.name!r} labelled")
-        sizes = {"bank": len(bank), "queries": len(query)}
+        sizes = {"bank": len(bank), "queries": len(query), "classes": list(source.classes)}
         if protocol == "linear":
             probe = linear_probe(bank, bank_y, query, query_y, len(source.classes), seed=seed)
             return _record(run, {**base, **sizes, **probe})
-        acc = knn_accuracy(bank, bank_y, query, query_y, len(source.classes), k, temperature)
+        acc = knn_result(bank, bank_y, query, query_y, len(source.classes), k, temperature)
         params = {"k": k, "temperature": temperature, **sizes}
         return _record(run, {**base, **params, **acc})
 

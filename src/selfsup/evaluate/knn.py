@@ -43,13 +43,14 @@ def knn_scores(
     queries = F.normalize(queries.float(), dim=1)
     k = min(k, bank.shape[0])
     out = []
-    for start in range(0, queries.shape[0], chunk):
-        sim = queries[start : start + chunk] @ bank.T  # (m, N)
-        top_sim, top_idx = sim.topk(k, dim=1)  # (m, k)
-        weights = (top_sim / temperature).exp()  # (m, k)
-        votes = torch.zeros(sim.shape[0], num_classes, device=sim.device)  # (m, C)
-        votes.scatter_add_(1, bank_labels[top_idx], weights)
-        out.append(votes)
+    with torch.autocast(bank.device.type, enabled=False):  # fp32 votes, also inside training
+        for start in range(0, queries.shape[0], chunk):
+            sim = queries[start : start + chunk] @ bank.T  # (m, N)
+            top_sim, top_idx = sim.topk(k, dim=1)  # (m, k)
+            weights = (top_sim / temperature).exp()  # (m, k)
+            votes = torch.zeros(sim.shape[0], num_classes, device=sim.device)  # (m, C)
+            votes.scatter_add_(1, bank_labels[top_idx], weights)
+            out.append(votes)
     return torch.cat(out) if out else torch.zeros(0, num_classes)
 
 
@@ -64,6 +65,14 @@ def topk_accuracy(scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) 
     return result
 
 
+def confusion_matrix(scores: Tensor, labels: Tensor, num_classes: int) -> list[list[int]]:
+    """``[true][predicted]`` counts of the top-1 predictions of ``scores (M, C)``."""
+    pred = scores.argmax(dim=1).cpu()
+    flat = labels.cpu().long() * num_classes + pred
+    counts = torch.bincount(flat, minlength=num_classes * num_classes)
+    return counts.view(num_classes, num_classes).tolist()
+
+
 def knn_accuracy(
     bank: Tensor,
     bank_labels: Tensor,
@@ -76,3 +85,18 @@ def knn_accuracy(
     """kNN top-1/top-5 accuracy (percent) of ``queries`` against the labelled ``bank``."""
     scores = knn_scores(bank, bank_labels, queries, num_classes, k, temperature)
     return topk_accuracy(scores, query_labels)
+
+
+def knn_result(
+    bank: Tensor,
+    bank_labels: Tensor,
+    queries: Tensor,
+    query_labels: Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+) -> dict[str, float | list[list[int]]]:
+    """:func:`knn_accuracy` and the ``confusion`` matrix of the top-1 votes."""
+    scores = knn_scores(bank, bank_labels, queries, num_classes, k, temperature)
+    confusion = confusion_matrix(scores, query_labels, num_classes)
+    return {**topk_accuracy(scores, query_labels), "confusion": confusion}

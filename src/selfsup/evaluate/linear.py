@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from selfsup.evaluate.knn import topk_accuracy
+from selfsup.evaluate.knn import confusion_matrix, topk_accuracy
 
 # L2 penalties tried on the validation split (log-spaced; CLIP's probe sweeps a similar range).
 DEFAULT_PENALTIES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
@@ -77,7 +77,8 @@ def linear_probe(
         seed: seed of the validation split.
 
     Returns:
-        ``{"top1", "top5" (C >= 5), "penalty", "val_top1"}`` (accuracies in percent).
+        ``{"top1", "top5" (C >= 5), "penalty", "val_top1", "confusion"}`` (accuracies in
+        percent; ``confusion[true][predicted]`` counts of the test features).
     """
     if len(train) < 2 or len(test) < 1:
         raise ValueError("the linear probe needs at least 2 training and 1 test features")
@@ -93,4 +94,10 @@ def linear_probe(
         if acc > best_acc:
             best, best_acc = penalty, acc
     w, b = fit_logistic(train, train_labels, num_classes, best)
-    return {**topk_accuracy(test @ w.T + b, test_labels), "penalty": best, "val_top1": best_acc}
+    scores = test @ w.T + b
+    return {
+        **topk_accuracy(scores, test_labels),
+        "penalty": best,
+        "val_top1": best_acc,
+        "confusion": confusion_matrix(scores, test_labels, num_classes),
+    }

@@ -242,6 +242,12 @@ class Method(nn.Module):
         collapse diagnostics; None for a method without one (the default)."""
         return None
 
+    def report_panels(self, batch: dict[str, Tensor]) -> list[Any]:
+        """Method-specific figures for ``selfsup report`` as
+        :class:`selfsup.report.panels.Panel` objects, from a batch of (up to 256) evaluation
+        samples; none by default."""
+        return []
+
     def export(self, path: Path) -> None:  # pragma: no cover
         """Write the encoder so that it loads without selfsup (safetensors + JSON config)."""
         raise NotImplementedError

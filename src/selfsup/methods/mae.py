@@ -189,6 +189,19 @@ class MAE(ImageMethod):
         pred = self.decoder(self.encode_visible(images, m.keep), m.restore)  # (B, L, P)
         return {"loss": mae_loss(pred, patchify(images, self.patch), m.mask, self.norm_pix_loss)}
 
+    def report_panels(self, batch: dict[str, Tensor]) -> list[Any]:
+        """The paper's figure 2: masked input, reconstruction and original of 8 images."""
+        from selfsup.report.panels import Panel
+
+        generator = torch.Generator(device=batch["image"].device).manual_seed(0)
+        masked, recon, original = self.reconstruct(batch["image"][:8], generator)
+        rows = {"masked": masked.cpu(), "reconstruction": recon.cpu(), "original": original.cpu()}
+        caption = (
+            f"{self.mask_ratio:.0%} of the patches masked at random; the reconstruction keeps "
+            "the visible patches and shows the decoder's prediction for the masked ones."
+        )
+        return [Panel("Masked input, reconstruction, original", "images", rows, caption=caption)]
+
     @torch.no_grad()
     def reconstruct(
         self, images: Tensor, generator: torch.Generator | None = None

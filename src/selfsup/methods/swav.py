@@ -138,6 +138,22 @@ class SwAV(ImageMethod):
         return {"loss": loss}
 
     @torch.no_grad()
+    def report_panels(self, batch: dict[str, Tensor]) -> list[Any]:
+        """Prototype usage: how many evaluation images take each prototype as their nearest."""
+        from selfsup.report.panels import Panel
+
+        z = F.normalize(self.embed_head(batch).float(), dim=1)  # (B, D)
+        nearest = (z @ self.prototypes.weight.float().T).argmax(dim=1)  # (B,)
+        usage = torch.bincount(nearest, minlength=self.prototypes.weight.shape[0]).cpu()
+        used = int((usage > 0).sum())
+        caption = (
+            f"{len(z)} evaluation images; {used} of {len(usage)} prototypes are the nearest of "
+            "at least one. Sinkhorn-Knopp's equipartition keeps usage spread during training; "
+            "a few dominant prototypes mean the assignment has collapsed."
+        )
+        return [Panel("Prototype usage", "bars", values=usage.float(), caption=caption)]
+
+    @torch.no_grad()
     def _codes(self, scores: Tensor, prototypes: Tensor) -> Tensor:
         """Sinkhorn codes of the global crops, over this batch and, once full, the queue.
 

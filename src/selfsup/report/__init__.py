@@ -1,0 +1,6 @@
+"""HTML reports of runs (``selfsup report``) and side-by-side comparisons (``selfsup compare``)."""
+
+from selfsup.report.build import compare, report
+from selfsup.report.panels import Panel
+
+__all__ = ["Panel", "compare", "report"]

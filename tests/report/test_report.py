@@ -1,0 +1,171 @@
+"""``selfsup report`` and ``selfsup compare``: self-contained pages with every figure inline."""
+
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from selfsup.cli import main
+
+COMMON = ["--seed", "0", "num_workers=0", "progress=false", "log_every=1"]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def image_folder(root, per_class, size=20):
+    """Two colour classes of noisy squares, train and test."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c, colour in enumerate(((200, 30, 30), (30, 30, 200))):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = np.clip(np.array(colour) + rng.integers(-20, 20, (size, size, 3)), 0, 255)
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory):
+    """A 4-step SimCLR run on a tiny labelled folder, with online kNN, diagnostics and results."""
+    tmp = tmp_path_factory.mktemp("report")
+    data = image_folder(tmp / "imgs", per_class=10)
+    run = tmp / "run"
+    args = ["pretrain", "--method", "simclr", "--data", f"folder:{data}", "--batch-size", "8",
+            "--image-size", "16", "--out", str(run), "--budget", "4steps", *COMMON,
+            "method_args.proj_hidden_dim=32", "method_args.proj_dim=8", "diagnostics_every=2",
+            "diagnostics_samples=16", "knn_every=2", "knn_bank=20", "knn_queries=20"]  # fmt: skip
+    assert main(args) == 0
+    for protocol in ("knn", "linear"):
+        assert main(["evaluate", str(run), "--protocol", protocol, "--k", "5"]) == 0
+    assert main(["evaluate", str(run), "--protocol", "knn", "--k", "5", "--random-init"]) == 0
+    return run
+
+
+def images_of(html):
+    return re.findall(r'<img src="([^"]*)"', html)
+
+
+def test_report_is_self_contained_with_every_section(image_run, capsys):
+    capsys.readouterr()
+    assert main(["report", str(image_run), "--samples", "20", "--queries", "3"]) == 0
+    path = image_run / "report.html"
+    assert capsys.readouterr().out.strip() == f"wrote {path}"
+    html = path.read_text()
+    for heading in ("Training", "Evaluation results", "Embeddings of the test split",
+                    "2-D map of the embeddings", "Nearest training neighbours"):  # fmt: skip
+        assert heading in html
+    sources = images_of(html)
+    # curves, confusion matrix, spectrum, map, neighbour grid
+    assert len(sources) >= 5 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "http://" not in html and "https://" not in html and "<script" not in html
+    metrics = [json.loads(line) for line in (image_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in metrics if "knn_top1" in r] == [2, 4]
+    assert all("head_effective_rank" in r for r in metrics if "effective_rank" in r)
+
+
+def test_linear_and_knn_results_carry_a_confusion_matrix(image_run):
+    results = [json.loads(line) for line in (image_run / "results.jsonl").read_text().splitlines()]
+    for r in results:
+        matrix = r["confusion"]
+        assert r["classes"] == ["class0", "class1"] and len(matrix) == 2
+        assert sum(map(sum, matrix)) == r["queries"]
+        correct = matrix[0][0] + matrix[1][1]
+        assert 100 * correct / r["queries"] == pytest.approx(r["top1"], abs=1e-3)
+
+
+def test_report_without_embeddings_and_of_a_run_without_results(image_run, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(image_run, bare, ignore=shutil.ignore_patterns("results.jsonl", "report.html"))
+    out = tmp_path / "page.html"
+    assert main(["report", str(bare), "--out", str(out), "--no-embeddings"]) == 0
+    html = out.read_text()
+    assert "No results yet" in html and "2-D map" not in html and len(images_of(html)) == 1
+
+
+def test_compare_puts_runs_side_by_side(image_run, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(image_run, other)
+    out = tmp_path / "compare.html"
+    assert main(["compare", str(image_run), str(other), "--out", str(out)]) == 0
+    html = out.read_text()
+    assert html.count("<td>simclr</td>") == 2 and "knn (random init) top1" in html
+    assert len(images_of(html)) == 1
+    assert main(["compare", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_text_neighbours_are_sentences():
+    from selfsup.report.build import Embedded, neighbour_section
+
+    shown = Embedded(torch.eye(2), torch.tensor([0, 1]), None, ["a cat sat", "stocks fell"])
+    bank = Embedded(torch.eye(2)[[1, 0]], torch.tensor([1, 0]), None, ["markets <down>", "dogs"])
+    html = neighbour_section(shown, bank, 2, ["pets", "money"])
+    assert "[pets] a cat sat</td><td>[pets] dogs" in html and "&lt;down&gt;" in html
+
+
+def test_mae_and_swav_panels():
+    from selfsup.methods.mae import MAE
+    from selfsup.methods.swav import SwAV
+
+    images = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
+    mae = MAE(backbone="vit_tiny_patch4", image_size=32).eval()
+    (panel,) = mae.report_panels({"image": images})
+    assert list(panel.rows) == ["masked", "reconstruction", "original"]
+    assert all(
+        r.shape == (8, 3, 32, 32) and 0 <= r.min() and r.max() <= 1 for r in panel.rows.values()
+    )
+    swav = SwAV(backbone="resnet18", image_size=32, num_prototypes=30, proj_hidden_dim=32).eval()
+    (panel,) = swav.report_panels({"image": images})
+    assert panel.kind == "bars" and panel.values.shape == (30,) and panel.values.sum() == 10
+
+
+def test_cls_attention_equals_timm_attention_weights():
+    import timm
+
+    from selfsup.report.attention import cls_attention
+
+    model = timm.create_model(
+        "vit_tiny_patch16_224", img_size=32, patch_size=8, num_classes=0
+    ).eval()
+    last = model.blocks[-1].attn
+    last.fused_attn = False  # timm then materialises the softmax weights
+    seen = []
+    last.attn_drop.register_forward_hook(lambda m, i, out: seen.append(out))
+    x = torch.randn(2, 3, 32, 32)
+    maps = cls_attention(model, x)
+    reference = seen[-1][:, :, 0, model.num_prefix_tokens :].mean(dim=1).reshape(2, 1, 4, 4)
+    reference = torch.nn.functional.interpolate(reference, size=(32, 32), mode="bilinear")[:, 0]
+    low = reference.flatten(1).min(1).values[:, None, None]
+    high = reference.flatten(1).max(1).values[:, None, None]
+    assert maps.shape == (2, 32, 32)
+    assert torch.allclose(maps, (reference - low) / (high - low), atol=1e-4)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium (Debian package chromium) absent")
+def test_report_renders_in_chromium_with_every_image_loaded(image_run, tmp_path):
+    """Open the page in headless Chromium and count the images that decoded."""
+    main(["report", str(image_run), "--out", str(tmp_path / "r.html"), "--samples", "20"])
+    html = (tmp_path / "r.html").read_text()
+    expected = len(images_of(html))
+    probe = (
+        "<script>window.addEventListener('load', () => {"
+        "const imgs = [...document.images];"
+        "const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;"
+        "document.body.insertAdjacentHTML('beforeend',"
+        ' `<div id="imgcheck">${ok}/${imgs.length}</div>`); });</script>'
+    )
+    checked = tmp_path / "checked.html"
+    checked.write_text(html.replace("</body>", probe + "</body>"))
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+           "--virtual-time-budget=10000", "--dump-dom", checked.as_uri()]  # fmt: skip
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    found = re.search(r'<div id="imgcheck">(\d+)/(\d+)</div>', dom)
+    assert found, dom[-2000:]
+    assert (int(found[1]), int(found[2])) == (expected, expected)
