@@ -53,7 +53,7 @@ def test_simcse_pretrain_then_knn_and_finetune_on_polarity(tmp_path, capsys):
     records = (run / "results.jsonl").read_text().splitlines()
     assert [json.loads(r)["protocol"] for r in records] == ["knn", "knn", "finetune"]
     assert main([*ft, "--arg", "epoch=1"]) == 2
-    assert "Valid: batch_size" in capsys.readouterr().err
+    assert "Valid: adapter_dim, batch_size" in capsys.readouterr().err
 
     from transformers import AutoModel, AutoTokenizer
 

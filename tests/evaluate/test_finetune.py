@@ -32,7 +32,9 @@ def test_options_parse_and_bad_ones_name_the_valid_keys():
     s = FinetuneSettings.from_options({"epochs": "2", "lr": "3e-5", "batch_size": "8"})
     assert (s.epochs, s.lr, s.batch_size, s.weight_decay) == (2, 3e-5, 8, 0.01)
     assert FinetuneSettings.from_options({}) == FinetuneSettings()
-    with pytest.raises(ConfigError, match="Valid: batch_size, clip_grad, dropout, epochs"):
+    with pytest.raises(
+        ConfigError, match="Valid: adapter_dim, batch_size, clip_grad, dropout, epochs"
+    ):
         FinetuneSettings.from_options({"epoch": "2"})
     with pytest.raises(ConfigError, match="epochs='two' is not int"):
         FinetuneSettings.from_options({"epochs": "two"})

@@ -43,6 +43,8 @@ def image_run(tmp_path_factory):
     for protocol in ("knn", "linear"):
         assert main(["evaluate", str(run), "--protocol", protocol, "--k", "5"]) == 0
     assert main(["evaluate", str(run), "--protocol", "knn", "--k", "5", "--random-init"]) == 0
+    fewshot = ["--arg", "shots=1,5", "--arg", "seeds=3"]
+    assert main(["evaluate", str(run), "--protocol", "fewshot", *fewshot]) == 0
     return run
 
 
@@ -68,14 +70,34 @@ def test_report_is_self_contained_with_every_section(image_run, capsys):
     assert all("head_effective_rank" in r for r in metrics if "effective_rank" in r)
 
 
+def test_fewshot_is_recorded_with_mean_and_std(image_run):
+    lines = (image_run / "results.jsonl").read_text().splitlines()
+    (r,) = [json.loads(line) for line in lines if '"fewshot"' in line]
+    assert r["shots"] == [1, 5] and r["seeds"] == 3 and r["classifier"] == "centroid"
+    assert 0 <= r["1shot_top1"] <= 100 and r["5shot_top1_std"] >= 0 and r["queries"] == 20
+
+
 def test_linear_and_knn_results_carry_a_confusion_matrix(image_run):
     results = [json.loads(line) for line in (image_run / "results.jsonl").read_text().splitlines()]
     for r in results:
+        if r["protocol"] not in ("knn", "linear"):
+            continue
         matrix = r["confusion"]
         assert r["classes"] == ["class0", "class1"] and len(matrix) == 2
         assert sum(map(sum, matrix)) == r["queries"]
         correct = matrix[0][0] + matrix[1][1]
         assert 100 * correct / r["queries"] == pytest.approx(r["top1"], abs=1e-3)
+
+
+def test_image_runs_fine_tune_through_the_cli(image_run, capsys):
+    capsys.readouterr()
+    args = ["evaluate", str(image_run), "--protocol", "finetune", "--arg", "epochs=1"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["tuning"] == "full" and result["trainable_params"] == result["total_params"]
+    assert result["train_size"] == 20 and result["test_size"] == 20
+    assert main([*args, "--arg", "tuning=lora"]) == 2  # a ResNet has no attention to adapt
+    assert "lora needs a Transformer encoder" in capsys.readouterr().err
 
 
 def test_report_without_embeddings_and_of_a_run_without_results(image_run, tmp_path):

@@ -40,6 +40,18 @@ def protocol_names() -> list[str]:
 
 PROTOCOLS = BUILTIN_PROTOCOLS  # kept for compatibility; protocol_names() is complete
 
+# Protocols that need only frozen features of labelled samples: they apply wherever the linear
+# probe does, without each method listing them.
+FEATURE_PROTOCOLS = ("fewshot",)
+
+
+def method_protocols(method: Method) -> tuple[str, ...]:
+    """The protocols that apply to ``method``: its own, and the feature protocols when it has
+    the linear probe."""
+    own = tuple(method.protocols)
+    extra = tuple(p for p in FEATURE_PROTOCOLS if "linear" in own and p not in own)
+    return own + extra
+
 
 def resolve_device(device: str) -> str:
     """``"auto"`` -> ``"cuda"`` when a GPU is present, else ``"cpu"``; other names unchanged."""
@@ -118,10 +130,10 @@ def evaluate(
     run = load_run(run_dir, device, random_init)
     source = _source(run, data)
     method = run.method
-    if protocol not in method.protocols:
+    if protocol not in method_protocols(method):
         raise ConfigError(
             f"protocol {protocol} does not apply to a {run.config.method} run ({run.path}); "
-            f"its protocols: {', '.join(method.protocols)}"
+            f"its protocols: {', '.join(method_protocols(method))}"
         )
     _set_pooling(method, pooling)
     base = {"protocol": protocol, "data": source.name, "seed": seed, "random_init": random_init}

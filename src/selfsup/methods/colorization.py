@@ -43,7 +43,7 @@ from torch import Tensor
 
 from selfsup.methods.base import OptimDefaults, register_method
 from selfsup.methods.decoders import UpConvDecoder, feature_map, feature_map_shape
-from selfsup.methods.image import ImageMethod
+from selfsup.methods.image import ImageEncoder, ImageMethod
 from selfsup.views import EvalTransform, random_resized_crop
 from selfsup.views.lab import ab_bins, nearest_bins, rgb_to_lab, soft_encode
 
@@ -190,6 +190,10 @@ class Colorization(ImageMethod):
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         """Pooled encoder features of the grayscale input it was trained on: (B, D)."""
         return self.backbone(lightness_input(self.preprocess(batch["image"])))
+
+    def encoder_for_finetuning(self) -> ImageEncoder:
+        """The backbone on the grayscale input it was trained on."""
+        return ImageEncoder(self.preprocess, self.backbone, lightness_input)
 
     def export(self, path: Path) -> None:
         """Write the encoder; ``config.json`` records that it expects grayscale input."""

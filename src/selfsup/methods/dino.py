@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from selfsup.backbones import VisionBackbone
 from selfsup.losses.dino import dino_loss, teacher_temperature, updated_center
 from selfsup.methods.base import BuildContext, OptimDefaults, register_method
-from selfsup.methods.image import ImageMethod, architecture
+from selfsup.methods.image import ImageEncoder, ImageMethod, architecture
 from selfsup.methods.momentum import cosine_momentum, ema_update, momentum_copy
 from selfsup.views.multicrop import MultiCrop, dynamic_size_backbone, local_crop_size, patch_size
 
@@ -233,6 +233,9 @@ class DINO(ImageMethod):
     @torch.no_grad()
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         return self.encoder()(self.preprocess(batch["image"]))
+
+    def encoder_for_finetuning(self) -> ImageEncoder:
+        return ImageEncoder(self.preprocess, self.encoder())
 
     def export(self, path: Path) -> None:
         self.encoder().export(path, self.preprocess.mean, self.preprocess.std)

@@ -7,15 +7,44 @@ backbone's pooled output on centre-cropped, normalised images, whichever head th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from selfsup.backbones import VisionBackbone, create_vision_backbone
 from selfsup.methods.base import BuildContext, Method
 from selfsup.views import EvalTransform
+
+
+class ImageEncoder(nn.Module):
+    """The evaluation encoder of an image method as one module: uint8 ``(B, 3, S, S)`` images ->
+    ``(B, D)`` features (preprocessing, an optional input transform, the backbone), for
+    fine-tuning.
+
+    Args:
+        preprocess: the evaluation transform (resize, crop, normalise).
+        backbone: the encoder.
+        transform: applied to the normalised images before the backbone (e.g. to grayscale).
+    """
+
+    def __init__(
+        self,
+        preprocess: nn.Module,
+        backbone: VisionBackbone,
+        transform: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        self.preprocess = preprocess
+        self.backbone = backbone
+        self.transform = transform
+        self.dim = backbone.dim
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = self.preprocess(images)
+        return self.backbone(self.transform(x) if self.transform is not None else x)
 
 
 class ImageMethod(Method):
@@ -28,6 +57,7 @@ class ImageMethod(Method):
     """
 
     kind = "image"
+    protocols: ClassVar[tuple[str, ...]] = ("knn", "linear", "finetune")
     architectures: ClassVar[frozenset[str]] = frozenset({"resnet", "vit"})
     default_backbone: ClassVar[str] = "resnet18"
 
@@ -53,6 +83,10 @@ class ImageMethod(Method):
     @torch.no_grad()
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         return self.backbone(self.preprocess(batch["image"]))
+
+    def encoder_for_finetuning(self) -> ImageEncoder:
+        """The encoder ``embed`` uses, as one module (see :class:`ImageEncoder`)."""
+        return ImageEncoder(self.preprocess, self.backbone)
 
     @torch.no_grad()
     def embed_head(self, batch: dict[str, Tensor]) -> Tensor | None:

@@ -41,7 +41,7 @@ CONTEXT_KEYS = ("time", "step", "protocol", "data", "random_init", "pooling", "s
 HEADLINE = {
     "knn": "top1",
     "linear": "top1",
-    "fewshot": "top1_mean",
+    "fewshot": "5shot_top1",
     "finetune": "top1",
     "zeroshot": "top1",
     "retrieval": "i2t_R@1",

@@ -1,30 +1,46 @@
-"""``finetune``: train the whole text encoder with a new linear classifier on labelled text.
+"""``finetune``: train the encoder with a new linear classifier on labelled text or images.
 
 The protocol of BERT (Devlin et al. 2019, "BERT: Pre-training of Deep Bidirectional Transformers
-for Language Understanding", section 4 and appendix A.3): the pretrained encoder's sentence
-vector, dropout 0.1, one fresh linear layer to the classes, cross-entropy, every parameter
-trained; the figure is top-1 accuracy on the test split after the last epoch.
+for Language Understanding", section 4 and appendix A.3), and of the fine-tuning evaluations of
+SimCLR, MoCo and MAE on images: the pretrained encoder's features, dropout 0.1, one fresh linear
+layer to the classes, cross-entropy; the figure is top-1 accuracy on the test split after the
+last epoch. Images are augmented with a random horizontal flip and a random crop after padding
+by 1/8 of the side (the CIFAR recipe) while training.
+
+What trains (``--arg tuning=...``, see :mod:`selfsup.evaluate.peft`):
+
+* ``full`` (default): every parameter.
+* ``lora``: LoRA (Hu et al. 2022) on the attention's query and value projections, rank
+  ``lora_rank`` (8), scale ``lora_alpha / lora_rank`` (8 / 8); the head trains too.
+* ``adapter``: Houlsby et al. 2019 bottleneck adapters (width ``adapter_dim``, 64) after the
+  attention and feed-forward outputs of every layer, with the layer norms and the head.
+
+LoRA and adapters need a Transformer encoder (ViT or any text encoder); the result records
+``trainable_params`` beside ``total_params``.
 
 A run can be fine-tuned when its method defines ``encoder_for_finetuning()`` returning an
-``nn.Module`` with ``forward(input_ids, attention_mask) -> (B, D)`` and an int attribute ``dim``
-= D: :class:`selfsup.backbones.text.TextEncoder`, or :class:`selfsup.backbones.text.PooledEncoder` around any
-``transformers`` base model (``BertModel``, ``RobertaModel``, ``AlbertModel``, ...). The module
-is copied, so the run's method is left as it was; the run's tokenizer tokenises the text.
+``nn.Module`` with an int attribute ``dim`` = D and ``forward(input_ids, attention_mask)`` (text:
+:class:`selfsup.backbones.text.TextEncoder`, or :class:`selfsup.backbones.text.PooledEncoder`
+around any ``transformers`` base model) or ``forward(images uint8 (B, 3, S, S))`` (images:
+:class:`selfsup.methods.image.ImageEncoder`) giving ``(B, D)``. The module is copied, so the
+run's method is left as it was.
 
 Options, each as ``--arg KEY=VALUE``
 (``selfsup evaluate RUN --protocol finetune --data polarity --arg epochs=4 --arg lr=1e-4``):
 
-    epochs 4, batch_size 16, weight_decay 0.01 (none on biases and LayerNorm), warmup 0.1 of
+    epochs 4, batch_size 16, weight_decay 0.01 (none on biases and norms), warmup 0.1 of
     the steps then linear decay to 0, AdamW betas (0.9, 0.999), clip_grad 1.0, dropout 0.1
-    before the head, max_len = the run's seq_len: BERT's fine-tuning recipe (2-4 epochs,
+    before the head, max_len = the run's seq_len (text): BERT's fine-tuning recipe (2-4 epochs,
     batch 16 or 32, its optimizer's gradient clipping at 1.0).
-    lr 1e-4: BERT-Base uses 2e-5 to 5e-5, but the compact BERTs of Turc et al. 2019 ("Well-Read
-    Students Learn Better"), the sizes this library trains, were fine-tuned with a grid up to
-    3e-4, and small encoders pretrained briefly (or not at all, ``--random-init``) move too
-    little at 5e-5 in a few epochs of a small labelled set.
+    lr 1e-4 for full fine-tuning: BERT-Base uses 2e-5 to 5e-5, but the compact BERTs of Turc et
+    al. 2019 ("Well-Read Students Learn Better"), the sizes this library trains, were
+    fine-tuned with a grid up to 3e-4, and small encoders pretrained briefly (or not at all,
+    ``--random-init``) move too little at 5e-5 in a few epochs of a small labelled set.
+    lr 1e-3 for lora and adapter: they start from zero updates and train few parameters
+    (Houlsby et al. sweep up to 1e-3; LoRA's RoBERTa runs use 4e-4 to 5e-4).
 
 With the same seed, data and device the figure is the same run to run (head initialisation,
-dropout and batch order come from the seed).
+dropout, augmentation and batch order come from the seed).
 """
 
 from __future__ import annotations
@@ -32,7 +48,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +59,7 @@ from torch import Tensor, nn
 from selfsup.config import ConfigError
 from selfsup.engine.optim import build_optimizer, lr_factor, set_lr
 from selfsup.evaluate.features import TextCollate
+from selfsup.evaluate.peft import PEFT_KINDS
 from selfsup.evaluate.protocols import EvalOptions, register_protocol
 
 
@@ -51,13 +68,24 @@ class FinetuneSettings:
     """Hyperparameters of the finetune protocol (see the module docstring for the defaults)."""
 
     epochs: int = 4
-    lr: float = 1e-4
+    lr: float | None = None  # None: 1e-4 for full fine-tuning, 1e-3 for lora and adapter
     batch_size: int = 16
     weight_decay: float = 0.01
     warmup: float = 0.1
     clip_grad: float = 1.0
     dropout: float = 0.1
     max_len: int | None = None  # None: the run's seq_len
+    tuning: str = "full"
+    lora_rank: int = 8
+    lora_alpha: float = 8.0
+    adapter_dim: int = 64
+
+    @property
+    def learning_rate(self) -> float:
+        """``lr``, or the default of the tuning kind."""
+        if self.lr is not None:
+            return self.lr
+        return 1e-4 if self.tuning == "full" else 1e-3
 
     @classmethod
     def from_options(cls, extra: dict[str, str]) -> FinetuneSettings:
@@ -69,7 +97,11 @@ class FinetuneSettings:
                 raise ConfigError(
                     f"finetune has no option {key!r}. Valid: {', '.join(sorted(fields))}"
                 )
-            kind = int if key in ("epochs", "batch_size", "max_len") else float
+            kind: type = float
+            if key in ("epochs", "batch_size", "max_len", "lora_rank", "adapter_dim"):
+                kind = int
+            elif key == "tuning":
+                kind = str
             try:
                 values[key] = kind(text)
             except ValueError:
@@ -88,13 +120,17 @@ class FinetuneSettings:
             or (self.max_len is not None and self.max_len < 2)
         ):
             raise ConfigError("finetune needs epochs >= 1, batch_size >= 1 and max_len >= 2")
-        if self.lr <= 0 or self.weight_decay < 0 or self.clip_grad <= 0:
+        if (self.lr is not None and self.lr <= 0) or self.weight_decay < 0 or self.clip_grad <= 0:
             raise ConfigError("finetune needs lr > 0, weight_decay >= 0 and clip_grad > 0")
         if not 0 <= self.warmup < 1 or not 0 <= self.dropout < 1:
             raise ConfigError("finetune needs warmup and dropout in [0, 1)")
+        if self.tuning not in PEFT_KINDS:
+            raise ConfigError(f"finetune tuning={self.tuning!r}. Valid: {', '.join(PEFT_KINDS)}")
+        if self.lora_rank < 1 or self.lora_alpha <= 0 or self.adapter_dim < 1:
+            raise ConfigError("finetune needs lora_rank >= 1, lora_alpha > 0, adapter_dim >= 1")
 
 
-class TextClassifier(nn.Module):
+class Classifier(nn.Module):
     """An encoder giving ``(B, D)`` features, dropout, and a linear layer to C classes.
 
     The head is initialised as BERT's classifier: weights N(0, 0.02), zero bias.
@@ -108,9 +144,12 @@ class TextClassifier(nn.Module):
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """``input_ids, attention_mask: (B, L)`` -> logits ``(B, C)``."""
-        return self.head(self.dropout(self.encoder(input_ids, attention_mask)))
+    def forward(self, *inputs: Tensor) -> Tensor:
+        """The encoder's inputs (``input_ids, attention_mask`` or ``images``) -> ``(B, C)``."""
+        return self.head(self.dropout(self.encoder(*inputs)))
+
+
+TextClassifier = Classifier  # the name of earlier releases
 
 
 def _samples(dataset: Any, limit: int | None) -> list[dict[str, Any]]:  # noqa: ANN401
@@ -123,17 +162,140 @@ def _samples(dataset: Any, limit: int | None) -> list[dict[str, Any]]:  # noqa: 
     return out
 
 
-def _batches(
-    samples: list[dict[str, Any]], order: list[int], size: int, collate: TextCollate, device: str
-) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-    """``(input_ids (B, L), attention_mask (B, L), labels (B,))`` of ``samples`` in ``order``."""
-    for start in range(0, len(order), size):
-        batch = collate([samples[i] for i in order[start : start + size]])
-        yield (
-            batch["input_ids"].to(device),
-            batch["attention_mask"].to(device),
-            batch["label"].long().to(device),
-        )
+Batches = Callable[[list[int], bool], Iterator[tuple[tuple[Tensor, ...], Tensor]]]
+
+
+def text_batches(
+    samples: list[dict[str, Any]], size: int, collate: TextCollate, device: str
+) -> Batches:
+    """``(input_ids (B, L), attention_mask (B, L)), labels (B,)`` of ``samples`` in an order."""
+
+    def batches(order: list[int], train: bool) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
+        for start in range(0, len(order), size):
+            batch = collate([samples[i] for i in order[start : start + size]])
+            inputs = (batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            yield inputs, batch["label"].long().to(device)
+
+    return batches
+
+
+def flip_and_crop(images: Tensor, generator: torch.Generator) -> Tensor:
+    """Random horizontal flip and random crop after zero-padding by 1/8 of the side, per image
+    (uint8 ``(B, 3, S, S)`` in and out)."""
+    side = images.shape[-1]
+    pad = max(1, side // 8)
+    padded = F.pad(images, (pad, pad, pad, pad))
+    out = torch.empty_like(images)
+    flips = torch.rand(len(images), generator=generator) < 0.5
+    offsets = torch.randint(0, 2 * pad + 1, (len(images), 2), generator=generator)
+    for i, (dy, dx) in enumerate(offsets.tolist()):
+        crop = padded[i, :, dy : dy + side, dx : dx + side]
+        out[i] = crop.flip(-1) if flips[i] else crop
+    return out
+
+
+def image_batches(
+    samples: list[dict[str, Any]], size: int, device: str, generator: torch.Generator
+) -> Batches:
+    """``(images uint8 (B, 3, S, S),), labels (B,)``, augmented when training."""
+
+    def batches(order: list[int], train: bool) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
+        for start in range(0, len(order), size):
+            chosen = [samples[i] for i in order[start : start + size]]
+            images = torch.stack([torch.as_tensor(s["image"]) for s in chosen])
+            if train:
+                images = flip_and_crop(images, generator)
+            labels = torch.tensor([int(s["label"]) for s in chosen])
+            yield (images.to(device),), labels.to(device)
+
+    return batches
+
+
+def train_classifier(
+    encoder: nn.Module,
+    batches: Batches,
+    train_size: int,
+    test_labels: list[int],
+    num_classes: int,
+    settings: FinetuneSettings,
+    device: str = "cpu",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fine-tune a copy of ``encoder`` (as ``settings.tuning`` says) with a new linear head.
+
+    Args:
+        encoder: module ``(*inputs) -> (B, D)`` with attribute ``dim``; copied.
+        batches: ``batches(order, train)`` yields ``(inputs, labels)`` of the training samples
+            in ``order`` (``train=True``) or of the test samples (``train=False``).
+        train_size: number of training samples.
+        test_labels: labels of the test samples, in order.
+        num_classes: C.
+        settings: the hyperparameters.
+        device: where to train.
+        seed: seeds the head, adapters, dropout and batch order.
+
+    Returns:
+        ``top1`` (percent), ``chance`` (majority class of the test split, percent),
+        ``train_loss`` (mean over the last epoch), ``steps``, ``trainable_params``,
+        ``total_params`` and the settings.
+    """
+    from selfsup.evaluate.peft import count_parameters, prepare
+
+    fork = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=fork):
+        torch.manual_seed(seed)
+        tuned = copy.deepcopy(encoder)
+        try:
+            prepare(tuned, settings.tuning, settings.lora_rank, settings.lora_alpha,
+                    settings.adapter_dim)  # fmt: skip
+        except ValueError as err:
+            raise ConfigError(f"protocol finetune: {err}") from None
+        model = Classifier(tuned, int(encoder.dim), num_classes, settings.dropout)
+        model = model.to(device).train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = build_optimizer(groups, "adamw", settings.learning_rate, settings.weight_decay)
+        order_rng = torch.Generator().manual_seed(seed)
+        per_epoch = math.ceil(train_size / settings.batch_size)
+        total, step, losses = settings.epochs * per_epoch, 0, []
+        for _ in range(settings.epochs):
+            order = torch.randperm(train_size, generator=order_rng).tolist()
+            losses = []
+            for inputs, labels in batches(order, True):
+                set_lr(optimizer, lr_factor((step + 1) / total, settings.warmup, 0.0, "linear"))
+                loss = F.cross_entropy(model(*inputs).float(), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(params, settings.clip_grad)
+                optimizer.step()
+                losses.append(float(loss.detach()))
+                step += 1
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for inputs, labels in batches(list(range(len(test_labels))), False):
+            correct += int((model(*inputs).argmax(dim=1) == labels).sum())
+    counts = torch.bincount(torch.tensor(test_labels), minlength=num_classes)
+    trainable, total_params = count_parameters(model)
+    recorded = {k: v for k, v in dataclasses.asdict(settings).items() if k != "max_len"}
+    recorded["lr"] = settings.learning_rate
+    if settings.tuning != "lora":
+        recorded = {k: v for k, v in recorded.items() if not k.startswith("lora_")}
+    if settings.tuning != "adapter":
+        recorded.pop("adapter_dim")
+    return {
+        "top1": 100.0 * correct / len(test_labels),
+        "chance": 100.0 * float(counts.max()) / len(test_labels),
+        "train_loss": sum(losses) / max(len(losses), 1),
+        "steps": step,
+        "trainable_params": trainable,
+        "total_params": total_params,
+        "train_size": train_size,
+        "test_size": len(test_labels),
+        **recorded,
+    }
 
 
 def finetune_classifier(
@@ -147,72 +309,54 @@ def finetune_classifier(
     device: str = "cpu",
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Fine-tune a copy of ``encoder`` with a new linear head; return test accuracy and sizes.
-
-    Args:
-        encoder: module ``(input_ids, attention_mask) -> (B, D)`` with attribute ``dim``; copied.
-        tokenizer: fast tokenizer with a pad token.
-        train: labelled samples ``{"text": str, "label": int}``.
-        test: labelled samples to score.
-        num_classes: C.
-        settings: the hyperparameters.
-        max_len: tokens per text ([CLS] and [SEP] included).
-        device: where to train.
-        seed: seeds the head, dropout and batch order.
-
-    Returns:
-        ``top1`` (percent), ``chance`` (majority class of the test split, percent),
-        ``train_loss`` (mean over the last epoch), ``steps``, ``trainable_params`` and the
-        settings.
-    """
+    """Fine-tune a copy of a text ``encoder`` (``(input_ids, attention_mask) -> (B, D)``) on
+    labelled samples ``{"text", "label"}``; :func:`train_classifier` with text batches of
+    ``max_len`` tokens. Also records ``max_len``."""
     collate = TextCollate(tokenizer, max_len)
-    fork = [torch.device(device)] if torch.device(device).type == "cuda" else []
-    with torch.random.fork_rng(devices=fork):
-        torch.manual_seed(seed)
-        model = TextClassifier(
-            copy.deepcopy(encoder), int(encoder.dim), num_classes, settings.dropout
-        )
-        model = model.to(device).train()
-        decay = [p for p in model.parameters() if p.ndim > 1]
-        no_decay = [p for p in model.parameters() if p.ndim <= 1]
-        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = build_optimizer(groups, "adamw", settings.lr, settings.weight_decay)
-        order_rng = torch.Generator().manual_seed(seed)
-        per_epoch = math.ceil(len(train) / settings.batch_size)
-        total, step, losses = settings.epochs * per_epoch, 0, []
-        for _ in range(settings.epochs):
-            order = torch.randperm(len(train), generator=order_rng).tolist()
-            losses = []
-            for ids, mask, labels in _batches(train, order, settings.batch_size, collate, device):
-                set_lr(optimizer, lr_factor((step + 1) / total, settings.warmup, 0.0, "linear"))
-                loss = F.cross_entropy(model(ids, mask).float(), labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), settings.clip_grad)
-                optimizer.step()
-                losses.append(float(loss.detach()))
-                step += 1
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for ids, mask, labels in _batches(test, list(range(len(test))), 256, collate, device):
-            correct += int((model(ids, mask).argmax(dim=1) == labels).sum())
-    counts = torch.bincount(torch.tensor([s["label"] for s in test]), minlength=num_classes)
-    return {
-        "top1": 100.0 * correct / len(test),
-        "chance": 100.0 * float(counts.max()) / len(test),
-        "train_loss": sum(losses) / max(len(losses), 1),
-        "steps": step,
-        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "train_size": len(train),
-        "test_size": len(test),
-        **{k: v for k, v in dataclasses.asdict(settings).items() if k != "max_len"},
-        "max_len": max_len,
-    }
+    samples = train + test
+    offset = len(train)
+    inner = text_batches(samples, settings.batch_size, collate, device)
+    test_inner = text_batches(samples, 256, collate, device)
+
+    def batches(order: list[int], training: bool) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
+        if training:
+            return inner(order, True)
+        return test_inner([offset + i for i in order], False)
+
+    result = train_classifier(encoder, batches, len(train), [s["label"] for s in test],
+                              num_classes, settings, device, seed)  # fmt: skip
+    return {**result, "max_len": max_len}
+
+
+def finetune_images(
+    encoder: nn.Module,
+    train: list[dict[str, Any]],
+    test: list[dict[str, Any]],
+    num_classes: int,
+    settings: FinetuneSettings,
+    device: str = "cpu",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Fine-tune a copy of an image ``encoder`` (uint8 ``(B, 3, S, S) -> (B, D)``) on labelled
+    samples ``{"image", "label"}``, flipping and cropping the training images."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    samples = train + test
+    offset = len(train)
+    inner = image_batches(samples, settings.batch_size, device, generator)
+    test_inner = image_batches(samples, 256, device, generator)
+
+    def batches(order: list[int], training: bool) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
+        if training:
+            return inner(order, True)
+        return test_inner([offset + i for i in order], False)
+
+    return train_classifier(encoder, batches, len(train), [int(s["label"]) for s in test],
+                            num_classes, settings, device, seed)  # fmt: skip
 
 
 @register_protocol(
-    "finetune", "fine-tune the whole text encoder with a new linear head on labelled text"
+    "finetune",
+    "fine-tune the encoder (full, lora or adapter) with a new linear head on labelled data",
 )
 def finetune(run: Any, source: Any, options: EvalOptions) -> dict[str, Any]:  # noqa: ANN401
     """``selfsup evaluate RUN --protocol finetune --data SOURCE [--arg KEY=VALUE ...]``.
@@ -226,25 +370,21 @@ def finetune(run: Any, source: Any, options: EvalOptions) -> dict[str, Any]:  # 
             f"protocol finetune: a {run.config.method} run gives no encoder to fine-tune "
             "(its method defines no encoder_for_finetuning())"
         )
-    if run.tokenizer is None:
-        raise ConfigError(f"protocol finetune: the run {run.path} has no tokenizer")
-    if source.kind != "text" or not source.classes or source.test is None:
+    kind = run.method.kind
+    if source.kind != kind or not source.classes or source.test is None:
         raise ConfigError(
-            f"protocol finetune needs labelled text with a test split; {source.name!r} is not"
+            f"protocol finetune needs labelled {kind} data with a test split; "
+            f"{source.name!r} is not"
         )
     train = _samples(source.train, options.bank_size)
     test = _samples(source.test, options.query_size)
     if not train or not test or any(int(s.get("label", -1)) < 0 for s in train + test):
         raise ConfigError(f"protocol finetune needs every sample of {source.name!r} labelled")
+    if kind == "image":
+        return finetune_images(get_encoder(), train, test, len(source.classes), settings,
+                               options.device, options.seed)  # fmt: skip
+    if run.tokenizer is None:
+        raise ConfigError(f"protocol finetune: the run {run.path} has no tokenizer")
     max_len = settings.max_len or run.config.seq_len
-    return finetune_classifier(
-        get_encoder(),
-        run.tokenizer,
-        train,
-        test,
-        len(source.classes),
-        settings,
-        max_len,
-        options.device,
-        options.seed,
-    )
+    return finetune_classifier(get_encoder(), run.tokenizer, train, test, len(source.classes),
+                               settings, max_len, options.device, options.seed)  # fmt: skip
