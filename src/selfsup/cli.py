@@ -103,6 +103,10 @@ def _parser() -> argparse.ArgumentParser:
         "--pooling",
         help="text encoders: pool token states by mean, cls or last (default: the method's)",
     )
+    e.add_argument(
+        "--no-cache", dest="cache", action="store_false",
+        help="do not keep frozen features in RUN_DIR/features/ (kept by default)",
+    )  # fmt: skip
 
     m = sub.add_parser("embed", help="write a run's embeddings of a dataset to .npy")
     m.add_argument("run_dir")
@@ -206,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = evaluate(
                 args.run_dir, args.protocol, args.data, args.k, args.temperature,
                 args.bank_size, args.query_size, args.batch_size, args.device,
-                random_init=args.random_init, extra=extra, pooling=args.pooling,
+                random_init=args.random_init, extra=extra, pooling=args.pooling, cache=args.cache,
             )  # fmt: skip
             # The confusion matrix stays in results.jsonl (and the report), off the terminal.
             shown = {k: v for k, v in result.items() if k not in ("confusion", "classes")}

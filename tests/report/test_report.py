@@ -100,6 +100,34 @@ def test_image_runs_fine_tune_through_the_cli(image_run, capsys):
     assert "lora needs a Transformer encoder" in capsys.readouterr().err
 
 
+def test_diagnostics_on_demand(image_run, capsys):
+    capsys.readouterr()
+    assert main(["evaluate", str(image_run), "--protocol", "diagnostics"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["split"] == "test" and r["samples"] == 20 and r["dim"] == 512
+    assert 1 <= r["effective_rank"] <= 20 and r["collapse"] in ("none", "dimensional", "complete")
+    assert 0 <= r["alignment"] <= 4 and -4 <= r["uniformity"] <= 0
+    assert sum(r["spectrum"]) <= 1 + 1e-6 and len(r["spectrum"]) <= 20
+
+
+def test_frozen_features_are_cached_per_checkpoint_and_survive_a_torn_file(image_run, capsys):
+    cache = image_run / "features"
+    files = sorted(cache.glob("*.safetensors"))
+    assert len(files) == 4  # train and test, trained and at random init
+    capsys.readouterr()
+    args = ["evaluate", str(image_run), "--protocol", "knn", "--k", "5"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert sorted(cache.glob("*.safetensors")) == files  # reused, not re-embedded
+    for f in files:
+        f.write_bytes(b"torn")
+    assert main(args) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["top1"] == first["top1"] and len(list(cache.glob("*.safetensors"))) == 4
+    assert main([*args, "--no-cache", "--bank-size", "7"]) == 0
+    assert len(list(cache.glob("*.safetensors"))) == 4
+
+
 def test_report_without_embeddings_and_of_a_run_without_results(image_run, tmp_path):
     bare = tmp_path / "bare"
     shutil.copytree(image_run, bare, ignore=shutil.ignore_patterns("results.jsonl", "report.html"))

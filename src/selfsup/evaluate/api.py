@@ -13,12 +13,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from selfsup.config import ConfigError
 from selfsup.data import DataSource, build_source
-from selfsup.evaluate.features import collate_for, extract
+from selfsup.evaluate.features import cached_extract, collate_for, extract
 from selfsup.evaluate.knn import knn_result
 from selfsup.evaluate.linear import linear_probe
+from selfsup.evaluate.protocols import EVAL_PROTOCOLS, EvalOptions
 from selfsup.evaluate.zeroshot import (
     TEMPLATES,
     class_embeddings,
@@ -40,16 +42,16 @@ def protocol_names() -> list[str]:
 
 PROTOCOLS = BUILTIN_PROTOCOLS  # kept for compatibility; protocol_names() is complete
 
-# Protocols that need only frozen features of labelled samples: they apply wherever the linear
-# probe does, without each method listing them.
-FEATURE_PROTOCOLS = ("fewshot",)
+# Protocols that need only the frozen features ``embed`` gives: they apply to every method with
+# the kNN protocol, without each method listing them.
+FEATURE_PROTOCOLS = ("fewshot", "diagnostics")
 
 
 def method_protocols(method: Method) -> tuple[str, ...]:
     """The protocols that apply to ``method``: its own, and the feature protocols when it has
-    the linear probe."""
+    the kNN protocol."""
     own = tuple(method.protocols)
-    extra = tuple(p for p in FEATURE_PROTOCOLS if "linear" in own and p not in own)
+    extra = tuple(p for p in FEATURE_PROTOCOLS if "knn" in own and p not in own)
     return own + extra
 
 
@@ -72,6 +74,37 @@ def _record(run: Run, result: dict[str, Any]) -> dict[str, Any]:
     with open(run.path / "results.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")
     return result
+
+
+def labelled_features(
+    run: Run, source: DataSource, protocol: str, options: EvalOptions
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Frozen features and labels of the first ``bank_size`` training and ``query_size`` test
+    samples, embedded once per checkpoint and cached under ``RUN_DIR/features/``.
+
+    Raises:
+        ConfigError: the data has no labels, no test split or an unlabelled sample.
+    """
+    if not source.classes or source.test is None:
+        raise ConfigError(
+            f"protocol {protocol} needs labelled data with a test split; {source.name!r} has "
+            f"{'no test split' if source.classes else 'no labels'}"
+        )
+    method = run.method
+    collate = collate_for(method, run.tokenizer, run.config.seq_len)
+    base = {"step": run.step, "random_init": options.random_init, "data": source.name,
+            "pooling": method.pooling, "image_size": run.config.image_size,
+            "seq_len": run.config.seq_len}  # fmt: skip
+    out = []
+    for split, dataset, limit in (("train", source.train, options.bank_size),
+                                  ("test", source.test, options.query_size)):  # fmt: skip
+        key = {**base, "split": split, "limit": limit}
+        out += cached_extract(options.cache_dir, key, method.embed, dataset, options.batch_size,
+                              limit, collate, options.device)  # fmt: skip
+    bank, bank_y, query, query_y = out
+    if (bank_y < 0).any() or (query_y < 0).any():
+        raise ConfigError(f"protocol {protocol} needs every sample of {source.name!r} labelled")
+    return bank, bank_y, query, query_y
 
 
 def _set_pooling(method: Method, pooling: str | None) -> None:
@@ -97,6 +130,7 @@ def evaluate(
     random_init: bool = False,
     extra: dict[str, str] | None = None,
     pooling: str | None = None,
+    cache: bool = True,
 ) -> dict[str, Any]:
     """Evaluate the run's encoder and append the result to ``results.jsonl``.
 
@@ -117,12 +151,12 @@ def evaluate(
         extra: protocol-specific options (``--arg KEY=VALUE``) of registered protocols.
         pooling: text encoders: how token states are pooled ("mean", "cls" or "last", as the
             method allows); default the method's. Recorded with the result.
+        cache: keep the frozen features of knn, linear and fewshot in ``RUN_DIR/features/``
+            (one embedding pass per checkpoint, data, split and size).
 
     Returns:
         The result record (also appended to ``run_dir/results.jsonl``).
     """
-    from selfsup.evaluate.protocols import EVAL_PROTOCOLS, EvalOptions
-
     valid = protocol_names()
     if protocol not in valid:
         raise ConfigError(f"unknown protocol {protocol!r}. Valid: {', '.join(valid)}")
@@ -139,10 +173,11 @@ def evaluate(
     base = {"protocol": protocol, "data": source.name, "seed": seed, "random_init": random_init}
     if method.pooling is not None:
         base["pooling"] = method.pooling
+    options = EvalOptions(
+        k, temperature, bank_size, query_size, batch_size, device, seed, dict(extra or {}),
+        random_init, run.path / "features" if cache else None,
+    )  # fmt: skip
     if protocol in EVAL_PROTOCOLS:
-        options = EvalOptions(
-            k, temperature, bank_size, query_size, batch_size, device, seed, dict(extra or {})
-        )
         figures = EVAL_PROTOCOLS.get(protocol)(run, source, options)
         return _record(run, {**base, **figures})
     if extra:
@@ -160,18 +195,7 @@ def evaluate(
 
     collate = collate_for(method, run.tokenizer, run.config.seq_len)
     if protocol in ("knn", "linear"):
-        if not source.classes:
-            raise ConfigError(
-                f"protocol {protocol} needs labelled data; {source.name!r} has no labels"
-            )
-        bank, bank_y, _ = extract(
-            method.embed, source.train, batch_size, bank_size, collate, device
-        )
-        query, query_y, _ = extract(
-            method.embed, source.test, batch_size, query_size, collate, device
-        )
-        if (bank_y < 0).any() or (query_y < 0).any():
-            raise ConfigError(f"protocol {protocol} needs every sample of {source.name!r} labelled")
+        bank, bank_y, query, query_y = labelled_features(run, source, protocol, options)
         sizes = {"bank": len(bank), "queries": len(query), "classes": list(source.classes)}
         if protocol == "linear":
             probe = linear_probe(bank, bank_y, query, query_y, len(source.classes), seed=seed)

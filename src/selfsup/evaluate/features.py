@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
@@ -87,6 +92,40 @@ def extract(
     if not feats:
         raise ValueError("the dataset yielded no samples")
     return torch.cat(feats), torch.cat(labels).long(), texts
+
+
+def cached_extract(
+    cache_dir: Path | None,
+    key: dict[str, Any],
+    fn: Callable[[dict[str, Any]], Tensor],
+    dataset: Dataset,
+    batch_size: int = 256,
+    limit: int | None = None,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[Tensor, Tensor]:
+    """:func:`extract`'s features and labels, kept in ``cache_dir`` under a name made from
+    ``key`` (what determines them: run step, data, split, limit, pooling, ...), so that the
+    protocols of one checkpoint embed a dataset once. Files are safetensors written atomically;
+    an unreadable one is recomputed. ``cache_dir=None`` computes without caching."""
+    if cache_dir is None:
+        feats, labels, _ = extract(fn, dataset, batch_size, limit, collate_fn, device)
+        return feats, labels
+    name = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    path = cache_dir / f"{name}.safetensors"
+    if path.is_file():
+        try:
+            saved = load_file(str(path))
+            return saved["features"], saved["labels"]
+        except Exception:  # noqa: BLE001 - a torn or foreign file: embed again
+            path.unlink(missing_ok=True)
+    feats, labels, _ = extract(fn, dataset, batch_size, limit, collate_fn, device)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file({"features": feats.contiguous(), "labels": labels.contiguous()}, str(tmp),
+              metadata={"key": json.dumps(key, sort_keys=True)})  # fmt: skip
+    os.replace(tmp, path)
+    return feats, labels
 
 
 def collate_for(method: Method, tokenizer: Any, seq_len: int) -> Callable[[list[Any]], Any] | None:  # noqa: ANN401

@@ -13,6 +13,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from selfsup.registry import Registry
@@ -32,6 +33,8 @@ class EvalOptions:
         seed: seed of any randomness in the protocol (masking, sampling, splits).
         extra: protocol-specific values from ``--arg KEY=VALUE`` (strings; the protocol parses
             and validates them and names the valid keys in its error).
+        random_init: the run's encoder is evaluated at its random initialisation.
+        cache_dir: where frozen features are cached (None: not cached).
     """
 
     k: int = 200
@@ -42,6 +45,8 @@ class EvalOptions:
     device: str = "cpu"
     seed: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    random_init: bool = False
+    cache_dir: Path | None = None
 
 
 Protocol = Callable[[Any, Any, EvalOptions], dict[str, Any]]

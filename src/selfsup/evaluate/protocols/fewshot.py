@@ -102,21 +102,10 @@ def _settings(extra: dict[str, str]) -> tuple[list[int], int, str, float]:
 @register_protocol("fewshot", "frozen features, 1/5/10 labelled samples per class, over seeds")
 def fewshot(run: Any, source: Any, options: EvalOptions) -> dict[str, Any]:  # noqa: ANN401
     """``selfsup evaluate RUN --protocol fewshot [--arg shots=1,5,10 --arg seeds=5 ...]``."""
-    from selfsup.evaluate.features import collate_for, extract
+    from selfsup.evaluate.api import labelled_features
 
     shots, seeds, classifier, penalty = _settings(options.extra)
-    if not source.classes or source.test is None:
-        raise ConfigError(
-            f"protocol fewshot needs labelled data with a test split; {source.name!r} is not"
-        )
-    method = run.method
-    collate = collate_for(method, run.tokenizer, run.config.seq_len)
-    train, train_y, _ = extract(method.embed, source.train, options.batch_size,
-                                options.bank_size, collate, options.device)  # fmt: skip
-    test, test_y, _ = extract(method.embed, source.test, options.batch_size,
-                              options.query_size, collate, options.device)  # fmt: skip
-    if (train_y < 0).any() or (test_y < 0).any():
-        raise ConfigError(f"protocol fewshot needs every sample of {source.name!r} labelled")
+    train, train_y, test, test_y = labelled_features(run, source, "fewshot", options)
     result: dict[str, Any] = {
         "shots": shots, "seeds": seeds, "classifier": classifier, "bank": len(train),
         "queries": len(test),
