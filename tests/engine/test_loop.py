@@ -108,7 +108,16 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path):
 
 
 class Collapsing(Toy):
-    """Its embedding is one point for every sample (a completely collapsed encoder)."""
+    """Spread-out embeddings before training, one point for every sample once it has trained."""
+
+    def embed(self, batch):
+        if self.forwards == 0:
+            return batch["x"] + 0.0 * self.linear(batch["x"])
+        return torch.ones(len(batch["x"]), 4) + 0.0 * self.linear(batch["x"])
+
+
+class BornCollapsed(Toy):
+    """One point for every sample from the start (as a ViT's class token at initialisation)."""
 
     def embed(self, batch):
         return torch.ones(len(batch["x"]), 4) + 0.0 * self.linear(batch["x"])
@@ -163,3 +172,15 @@ def test_online_knn_is_logged_every_knn_every_steps(tmp_path):
     scored = [(step, m["knn_top1"]) for step, m in logger.lines if "knn_top1" in m]
     assert [step for step, _ in scored] == [2, 4]
     assert all(acc >= 75 for _, acc in scored)  # well above chance (50 %)
+
+
+def test_embeddings_collapsed_from_initialisation_are_noted_not_alarmed(tmp_path, caplog):
+    from selfsup.evaluate.diagnostics import Probe
+
+    probe = Probe([{"x": torch.randn(8, 3)}])
+    logger = Recorder(tmp_path)
+    with caplog.at_level("INFO", logger="selfsup"):
+        train(tmp_path, 4, steps=4, method=BornCollapsed(), probe=probe, logger=logger,
+              diagnostics_every=2, stop_on_collapse=True)  # fmt: skip
+    assert "starts collapsed at initialisation" in caplog.text and "WARNING" not in caplog.text
+    assert [m["collapse"] for _, m in logger.lines if "collapse" in m] == [0.0, 0.0]

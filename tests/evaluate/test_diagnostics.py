@@ -81,9 +81,24 @@ def test_probe_diagnoses_the_head_output_too():
     from selfsup.evaluate.diagnostics import Probe
 
     probe = Probe([{"x": torch.randn(64, 16)}, {"x": torch.randn(32, 16)}])
-    figures, verdict = probe.figures(TwoSpaces())
+    figures, verdicts = probe.figures(TwoSpaces())
     assert figures["effective_rank"] > 10 and figures["head_normalized_std"] < 0.01
-    assert verdict.kind == "complete" and verdict.message.startswith("head output:")
+    assert verdicts["encoder"].kind == "none" and verdicts["head"].kind == "complete"
+    assert verdicts["head"].message.startswith("head output:")
+
+
+def test_alarm_fires_on_a_fall_from_the_best_not_on_a_collapsed_start():
+    from selfsup.evaluate.diagnostics import CollapseAlarm, collapse
+
+    spread, point = torch.randn(300, 32), torch.ones(300, 32) + 1e-5 * torch.randn(300, 32)
+    alarm = CollapseAlarm()
+    assert alarm.baseline({"encoder": collapse(spread)}) == []
+    assert alarm.check({"encoder": collapse(spread)}).kind == "none"
+    assert alarm.check({"encoder": collapse(point)}).kind == "complete"
+    born = CollapseAlarm()
+    (note,) = born.baseline({"head": collapse(point)})
+    assert "head output starts collapsed" in note
+    assert born.check({"head": collapse(point)}).kind == "none"
 
 
 def test_probe_from_dataset_takes_exactly_size_samples_and_their_labels():

@@ -25,7 +25,7 @@ from selfsup.config import Budget, ConfigError
 from selfsup.engine.loader import EpochLoader
 from selfsup.engine.logging import MetricLogger, Progress
 from selfsup.engine.optim import lr_factor, set_lr
-from selfsup.evaluate.diagnostics import OnlineKnn, Probe
+from selfsup.evaluate.diagnostics import COLLAPSE_CODES, CollapseAlarm, OnlineKnn, Probe
 
 log = logging.getLogger("selfsup")
 
@@ -124,6 +124,7 @@ class Loop:
         self.knn = knn
         self.knn_message = ""  # the last online kNN accuracy, shown on the progress line
         self.collapse_message = ""  # the last diagnostics' collapse, shown on the progress line
+        self.alarm = CollapseAlarm()
         budget = settings.budget
         if budget.unit == "steps":
             self.total_steps: int | None = int(budget.amount)
@@ -186,8 +187,10 @@ class Loop:
         if self.probe is None or every < 1 or step % every:
             return figures
         with self.fabric.autocast():
-            found, verdict = self.probe.figures(self.method)
+            found, verdicts = self.probe.figures(self.method)
         figures.update(found)
+        verdict = self.alarm.check(verdicts)
+        figures["collapse"] = float(COLLAPSE_CODES[verdict.kind])
         if verdict.kind == "none":
             self.collapse_message = ""
             return figures
@@ -201,6 +204,17 @@ class Loop:
                 "check the method's arguments and learning rate"
             )
         return figures
+
+    def _baseline(self) -> None:
+        """The diagnostics before the first step (or at the resumed state): the reference a
+        collapse must fall from (see :class:`CollapseAlarm`)."""
+        if self.probe is None or self.settings.diagnostics_every < 1:
+            return
+        with self.fabric.autocast():
+            _, verdicts = self.probe.figures(self.method)
+        for note in self.alarm.baseline(verdicts):
+            if self.fabric.is_global_zero:
+                log.info("diagnostics: %s", note)
 
     def _check_plain_sgd(self) -> None:
         """A method that updates itself applies plain SGD: refuse settings it would ignore."""
@@ -232,6 +246,7 @@ class Loop:
         if getattr(self.method, "updates_itself", False):
             self._check_plain_sgd()
         batches = self._batches(state)
+        self._baseline()
         elapsed = self._elapsed(start)
         try:
             while self.progress(state, elapsed) < 1:

@@ -200,24 +200,25 @@ class Probe:
             return None
         return torch.cat([o.float() for o in out])
 
-    def figures(self, method: nn.Module) -> tuple[dict[str, float], Collapse]:
+    def figures(self, method: nn.Module) -> tuple[dict[str, float], dict[str, Collapse]]:
         """Effective rank, normalised std and uniformity of the probe's embeddings (and, prefixed
-        ``head_``, of the method's head output, where the loss acts), and the collapse verdict.
+        ``head_``, of the method's head output, where the loss acts), and the verdict of each
+        space (``"encoder"``, ``"head"``).
 
         A collapse shows first in the head's output: a SimSiam without stop-gradient collapses
         its projector's output while the backbone's features still look spread out.
         """
         figures: dict[str, float] = {}
-        verdicts = []
+        verdicts: dict[str, Collapse] = {}
         for head in (False, True):
             z = self.embed(method, head)
             if z is None:
                 continue
-            prefix = "head_" if head else ""
+            prefix, space = ("head_", "head") if head else ("", "encoder")
             if not bool(torch.isfinite(z).all()):  # the loss check reports the cause
                 nan = float("nan")
                 figures[f"{prefix}effective_rank"] = nan
-                verdicts.append(Collapse("none", nan, nan, "non-finite embeddings"))
+                verdicts[space] = Collapse("none", nan, nan, "non-finite embeddings")
                 continue
             verdict = collapse(z)
             if head and verdict.kind != "none":
@@ -225,10 +226,57 @@ class Probe:
             figures[f"{prefix}effective_rank"] = verdict.effective_rank
             figures[f"{prefix}normalized_std"] = verdict.normalized_std
             figures[f"{prefix}uniformity"] = uniformity(z) if len(z) >= 2 else float("nan")
-            verdicts.append(verdict)
-        verdict = worst(*verdicts)
-        figures["collapse"] = float(COLLAPSE_CODES.get(verdict.kind, 0))
-        return figures, verdict
+            verdicts[space] = verdict
+        return figures, verdicts
+
+
+class CollapseAlarm:
+    """Announces a collapse that happens during training.
+
+    A space (encoder features, head output) raises the alarm when its verdict is a collapse and
+    its effective rank or normalised std has fallen below ``fall`` times the best value seen in
+    the run, the first being the baseline taken before training. Features that start collapsed
+    are not a training failure (a randomly initialised ViT's class token gives nearly the same
+    vector for every image: effective rank about 2 of 192) and are reported once, as a note.
+
+    Args:
+        fall: the fraction of the best value under which a collapsed verdict is announced.
+    """
+
+    def __init__(self, fall: float = 0.5) -> None:
+        self.fall = fall
+        self.best: dict[str, tuple[float, float]] = {}
+        self.noted: set[str] = set()
+
+    def baseline(self, verdicts: dict[str, Collapse]) -> list[str]:
+        """Record the figures before training; returns notes on spaces that start collapsed."""
+        notes = []
+        for space, v in verdicts.items():
+            self.best[space] = (v.effective_rank, v.normalized_std)
+            if v.kind != "none" and space not in self.noted:
+                self.noted.add(space)
+                notes.append(
+                    f"the {space} output starts collapsed at initialisation ({v.message}); "
+                    f"the collapse alarm fires only if it falls below {self.fall:.0%} of its best"
+                )
+        return notes
+
+    def check(self, verdicts: dict[str, Collapse]) -> Collapse:
+        """The most severe collapse that fell from its best, else a "none" verdict."""
+        announced = []
+        for space, v in verdicts.items():
+            if not math.isfinite(v.effective_rank):
+                continue
+            rank, std = self.best.get(space, (v.effective_rank, v.normalized_std))
+            rank, std = max(rank, v.effective_rank), max(std, v.normalized_std)
+            self.best[space] = (rank, std)
+            fell = v.effective_rank < self.fall * rank or v.normalized_std < self.fall * std
+            if v.kind != "none" and fell:
+                announced.append(v)
+        if not announced:
+            nan = float("nan")
+            return Collapse("none", nan, nan, "no collapse")
+        return worst(*announced)
 
 
 class OnlineKnn:
