@@ -119,3 +119,20 @@ def gloo_loss_and_grads(
         raise ValueError(f"batch {z1.shape[0]} does not split over {world_size} processes")
     out = spawn_gloo(_loss_and_grads, loss, z1, z2, world_size=world_size)
     return out[0][0], torch.cat([o[1] for o in out]), torch.cat([o[2] for o in out])
+
+
+def image_folder(root: Any, per_class: int = 6, size: int = 20) -> Any:  # noqa: ANN401
+    """Write a tiny labelled image folder for tests: ``root/{train,test}/class{0,1}/*.png``,
+    noisy red and blue squares of ``size`` pixels, ``per_class`` per class and split."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c, colour in enumerate(((200, 30, 30), (30, 30, 200))):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = np.clip(np.array(colour) + rng.integers(-20, 20, (size, size, 3)), 0, 255)
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    return root

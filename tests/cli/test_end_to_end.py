@@ -5,23 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from selfsup.cli import main
+from selfsup.testing import image_folder
 
 COMMON = ["--budget", "3steps", "--seed", "0", "num_workers=0", "progress=false", "log_every=1"]
-
-
-def image_folder(root, per_class=6, size=20):
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for c, colour in enumerate(((200, 30, 30), (30, 30, 200))):
-            folder = root / split / f"class{c}"
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                pixels = np.clip(np.array(colour) + rng.integers(-20, 20, (size, size, 3)), 0, 255)
-                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
-    return root
 
 
 def test_image_folder_pretrain_evaluate_embed_export(tmp_path, capsys):

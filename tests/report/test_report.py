@@ -5,28 +5,14 @@ import re
 import shutil
 import subprocess
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from selfsup.cli import main
+from selfsup.testing import image_folder
 
 COMMON = ["--seed", "0", "num_workers=0", "progress=false", "log_every=1"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def image_folder(root, per_class, size=20):
-    """Two colour classes of noisy squares, train and test."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for c, colour in enumerate(((200, 30, 30), (30, 30, 200))):
-            folder = root / split / f"class{c}"
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                pixels = np.clip(np.array(colour) + rng.integers(-20, 20, (size, size, 3)), 0, 255)
-                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +205,15 @@ def test_report_renders_in_chromium_with_every_image_loaded(image_run, tmp_path)
     found = re.search(r'<div id="imgcheck">(\d+)/(\d+)</div>', dom)
     assert found, dom[-2000:]
     assert (int(found[1]), int(found[2])) == (expected, expected)
+
+
+def test_text_run_report_shows_neighbouring_sentences(tmp_path):
+    run = tmp_path / "mlm"
+    args = ["pretrain", "--method", "mlm", "--data", "polarity", "--backbone", "bert-tiny",
+            "--batch-size", "8", "--out", str(run), "--budget", "2steps", *COMMON, "seq_len=32",
+            "tokenizer.vocab_size=500"]  # fmt: skip
+    assert main(args) == 0
+    assert main(["report", str(run), "--samples", "60", "--bank-size", "60"]) == 0
+    html = (run / "report.html").read_text()
+    assert "Nearest training neighbours of 6 test samples" in html
+    assert html.count("<tr><td>[pos]") + html.count("<tr><td>[neg]") == 6

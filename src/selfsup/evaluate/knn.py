@@ -83,8 +83,8 @@ def knn_accuracy(
     temperature: float = 0.1,
 ) -> dict[str, float]:
     """kNN top-1/top-5 accuracy (percent) of ``queries`` against the labelled ``bank``."""
-    scores = knn_scores(bank, bank_labels, queries, num_classes, k, temperature)
-    return topk_accuracy(scores, query_labels)
+    result = knn_result(bank, bank_labels, queries, query_labels, num_classes, k, temperature)
+    return {name: value for name, value in result.items() if isinstance(value, float)}
 
 
 def knn_result(

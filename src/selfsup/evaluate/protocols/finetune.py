@@ -298,6 +298,19 @@ def train_classifier(
     }
 
 
+def split_batches(train: Batches, test: Batches, test_offset: int) -> Batches:
+    """Batches over ``train + test`` samples: training orders index the training samples
+    (``train``'s batch size), evaluation orders the test samples (``test``'s, from
+    ``test_offset``)."""
+
+    def batches(order: list[int], training: bool) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
+        if training:
+            return train(order, True)
+        return test([test_offset + i for i in order], False)
+
+    return batches
+
+
 def finetune_classifier(
     encoder: nn.Module,
     tokenizer: Any,  # noqa: ANN401
@@ -314,15 +327,11 @@ def finetune_classifier(
     ``max_len`` tokens. Also records ``max_len``."""
     collate = TextCollate(tokenizer, max_len)
     samples = train + test
-    offset = len(train)
-    inner = text_batches(samples, settings.batch_size, collate, device)
-    test_inner = text_batches(samples, 256, collate, device)
-
-    def batches(order: list[int], training: bool) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
-        if training:
-            return inner(order, True)
-        return test_inner([offset + i for i in order], False)
-
+    batches = split_batches(
+        text_batches(samples, settings.batch_size, collate, device),
+        text_batches(samples, 256, collate, device),
+        len(train),
+    )
     result = train_classifier(encoder, batches, len(train), [s["label"] for s in test],
                               num_classes, settings, device, seed)  # fmt: skip
     return {**result, "max_len": max_len}
@@ -341,15 +350,11 @@ def finetune_images(
     samples ``{"image", "label"}``, flipping and cropping the training images."""
     generator = torch.Generator().manual_seed(seed + 1)
     samples = train + test
-    offset = len(train)
-    inner = image_batches(samples, settings.batch_size, device, generator)
-    test_inner = image_batches(samples, 256, device, generator)
-
-    def batches(order: list[int], training: bool) -> Iterator[tuple[tuple[Tensor, ...], Tensor]]:
-        if training:
-            return inner(order, True)
-        return test_inner([offset + i for i in order], False)
-
+    batches = split_batches(
+        image_batches(samples, settings.batch_size, device, generator),
+        image_batches(samples, 256, device, generator),
+        len(train),
+    )
     return train_classifier(encoder, batches, len(train), [int(s["label"]) for s in test],
                             num_classes, settings, device, seed)  # fmt: skip
 
