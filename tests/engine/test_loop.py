@@ -54,8 +54,7 @@ def train(tmp_path, batch, accumulate=1, steps=4, clip=None, method=None, budget
         warmup=0.0,
         clip_grad=clip,
         progress=False,
-        log_every=1,
-        **settings,
+        **{"log_every": 1, **settings},
     )
     loop = Loop(
         fabric,
@@ -184,3 +183,27 @@ def test_embeddings_collapsed_from_initialisation_are_noted_not_alarmed(tmp_path
               diagnostics_every=2, stop_on_collapse=True)  # fmt: skip
     assert "starts collapsed at initialisation" in caplog.text and "WARNING" not in caplog.text
     assert [m["collapse"] for _, m in logger.lines if "collapse" in m] == [0.0, 0.0]
+
+
+def test_progress_line_shows_knn_once_per_update(tmp_path, monkeypatch):
+    import selfsup.engine.loop as loop_module
+    from selfsup.evaluate.diagnostics import OnlineKnn, Probe
+
+    lines = []
+
+    class Recording:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def update(self, done, info):
+            lines.append(info)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(loop_module, "Progress", Recording)
+    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(0))
+    label = (x[:, 0] > 0).long()
+    knn = OnlineKnn(Probe([{"x": x, "label": label}]), Probe([{"x": x, "label": label}]), 2, k=3)
+    train(tmp_path, 4, steps=6, method=Labelled(), knn=knn, knn_every=1, log_every=3)
+    assert len(lines) == 6 and all(line.count("kNN") == 1 for line in lines)

@@ -293,12 +293,13 @@ class Loop:
                     sums, window_start, window_samples = {}, time.perf_counter(), 0
                 elif diagnosed:
                     self.logger.log(state.step, diagnosed)
+                line = info
                 if self.knn_message:
-                    info = f"{info}  {self.knn_message}"
+                    line = f"{line}  {self.knn_message}"
                 if self.collapse_message:
-                    info = f"{info}  COLLAPSE ({self.collapse_message})"
+                    line = f"{line}  COLLAPSE ({self.collapse_message})"
                 done = state.step if self.total_steps else elapsed
-                bar.update(done, f"step {state.step}  {info}")
+                bar.update(done, f"step {state.step}  {line}")
                 if state.step % s.checkpoint_every == 0:
                     state.elapsed = elapsed
                     self.save(state)
