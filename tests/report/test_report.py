@@ -136,7 +136,7 @@ def test_compare_puts_runs_side_by_side(image_run, tmp_path, capsys):
 
 
 def test_text_neighbours_are_sentences():
-    from selfsup.report.build import Embedded, neighbour_section
+    from selfsup.report.embeddings import Embedded, neighbour_section
 
     shown = Embedded(torch.eye(2), torch.tensor([0, 1]), None, ["a cat sat", "stocks fell"])
     bank = Embedded(torch.eye(2)[[1, 0]], torch.tensor([1, 0]), None, ["markets <down>", "dogs"])

@@ -1,0 +1,98 @@
+"""``selfsup compare RUN_DIR...``: runs side by side on one self-contained page, a table
+(budget, steps, time, and the last result of each protocol, pretrained and at random init) and
+the training curves overlaid."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from selfsup.config import ConfigError
+from selfsup.report import page, plots
+from selfsup.report.build import read_jsonl
+
+HEADLINE = {
+    "knn": "top1",
+    "linear": "top1",
+    "fewshot": "5shot_top1",
+    "finetune": "top1",
+    "zeroshot": "top1",
+    "retrieval": "i2t_R@1",
+    "mlm": "masked_token_acc",
+}
+
+
+def compare(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
+    """Write one page comparing runs: a table of budgets and results, and overlaid curves."""
+    from selfsup.config import load_config
+
+    if not run_dirs:
+        raise ConfigError("compare needs at least one run directory")
+    rows, curves, protocols = [], {}, []
+    runs = []
+    for given in run_dirs:
+        run_dir = Path(given)
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
+        config = load_config(run_dir / "config.yaml")
+        summary = (
+            json.loads((run_dir / "summary.json").read_text())
+            if (run_dir / "summary.json").is_file()
+            else {}
+        )
+        results = read_jsonl(run_dir / "results.jsonl")
+        latest: dict[str, Any] = {}
+        for r in results:  # the last result of each protocol, trained and at random init
+            key = f"{r.get('protocol')}{' (random init)' if r.get('random_init') else ''}"
+            figure = HEADLINE.get(str(r.get("protocol")), "top1")
+            if figure in r:
+                latest[key] = r[figure]
+                if key not in protocols:
+                    protocols.append(key)
+        name = run_dir.name
+        if name in curves:
+            name = str(run_dir)
+        curves[name] = read_jsonl(run_dir / "metrics.jsonl")
+        runs.append((name, config, summary, latest))
+    for name, config, summary, latest in runs:
+        rows.append(
+            [
+                name,
+                config.method,
+                config.data,
+                config.backbone or "default",
+                config.budget,
+                summary.get("steps", ""),
+                summary.get("seconds", ""),
+                summary.get("samples_per_s", ""),
+                *[latest.get(p, "") for p in protocols],
+            ]  # fmt: skip
+        )
+    headers = ["run", "method", "data", "backbone", "budget", "steps", "seconds", "samples/s",
+               *[f"{p} {HEADLINE.get(p.split(' ')[0], 'top1')}" for p in protocols]]  # fmt: skip
+    sections = [
+        page.section(
+            "Runs and results",
+            page.table(headers, rows),
+            page.note(
+                "Each result column holds the last result of that protocol in the run's "
+                "results.jsonl; compare runs at equal budget (the budget column)."
+            ),
+        )  # fmt: skip
+    ]
+    overlay = plots.overlaid_curves(curves)
+    if overlay is not None:
+        sections.append(page.section("Training curves", page.image(overlay, "overlaid curves")))
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        page.document(
+            f"selfsup compare: {len(runs)} runs",
+            f"written {time.strftime('%Y-%m-%d %H:%M')}",
+            sections,
+        )
+    )
+    return path
