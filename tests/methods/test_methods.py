@@ -128,10 +128,13 @@ def test_method_step(name, tiny_tokenizer, tiny_corpus):
     assert not feats.requires_grad  # evaluation builds no autograd graph
     if "finetune" in cls.protocols:  # the encoder the finetune protocol trains
         encoder = method.encoder_for_finetuning()
-        ids = batch["input_ids"]
-        mask = batch.get("attention_mask", torch.ones_like(ids))
-        pooled = encoder(ids, mask)
-        assert pooled.shape == (ids.shape[0], encoder.dim) and torch.isfinite(pooled).all()
+        if cls.kind == "image":
+            pooled = encoder(batch["image"])
+            torch.testing.assert_close(pooled, feats)  # the features embed gives
+        else:
+            ids = batch["input_ids"]
+            pooled = encoder(ids, batch.get("attention_mask", torch.ones_like(ids)))
+        assert pooled.shape == (4, encoder.dim) and torch.isfinite(pooled).all()
 
 
 def test_unknown_method_lists_valid_names():
