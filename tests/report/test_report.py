@@ -47,6 +47,7 @@ def test_report_is_self_contained_with_every_section(image_run, capsys):
     for heading in ("Training", "Evaluation results", "Embeddings of the test split",
                     "2-D map of the embeddings", "Nearest training neighbours"):  # fmt: skip
         assert heading in html
+    assert "<th>encoder features</th><th>projector output</th>" in html  # SimCLR has a head
     sources = images_of(html)
     # curves, confusion matrix, spectrum, map, neighbour grid
     assert len(sources) >= 5 and all(s.startswith("data:image/png;base64,") for s in sources)

@@ -28,6 +28,7 @@ class Embedded:
     labels: Tensor  # (N,) -1 where unlabelled
     thumbnails: Tensor | None  # (N, 3, h, w) float in [0, 1], images only
     texts: list[str]
+    head: Tensor | None = None  # (N, D') the method's head output (``embed_head``), if any
 
 
 @torch.no_grad()
@@ -39,17 +40,21 @@ def embed_samples(
     device: str,
     thumbnail: int = 64,
 ) -> Embedded:
-    """``method.embed`` of the first ``limit`` samples, keeping labels, texts and small copies
-    of the images (at most ``thumbnail`` px)."""
+    """``method.embed`` (and ``method.embed_head`` where the method has a head) of the first
+    ``limit`` samples, keeping labels, texts and small copies of the images (at most
+    ``thumbnail`` px)."""
     from selfsup.evaluate.features import first
 
     loader = DataLoader(first(dataset, limit), batch_size=256, collate_fn=collate)
-    feats, labels, thumbs, texts, seen = [], [], [], [], 0
+    feats, heads, labels, thumbs, texts, seen = [], [], [], [], [], 0
     for batch in loader:
         n = len(next(iter(batch.values())))
         take = min(n, limit - seen)
         on_device = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
         feats.append(method.embed(on_device)[:take].float().cpu())
+        head = method.embed_head(on_device)
+        if head is not None:
+            heads.append(head[:take].float().cpu())
         label = batch.get("label")
         labels.append(
             torch.as_tensor(label)[:take] if label is not None else torch.full((take,), -1)
@@ -70,6 +75,7 @@ def embed_samples(
         torch.cat(labels).long(),
         torch.cat(thumbs) if thumbs else None,
         texts,
+        torch.cat(heads) if len(heads) == len(feats) else None,
     )
 
 
@@ -121,23 +127,26 @@ def embedding_sections(
     split_name = "test" if source.test is not None else "train"
     shown = embed_samples(method, split, samples, collate, device)
     z = shown.features
-    verdict = collapse(z)
-    figures = [
-        ["samples", len(z)],
-        ["dimensions", z.shape[1]],
-        ["effective rank (RankMe)", verdict.effective_rank],
-        ["normalised std", verdict.normalized_std],
-        ["uniformity", uniformity(z) if len(z) >= 2 else float("nan")],
-    ]
-    verdict_html = (
-        f'<p class="alarm">{page.esc(verdict.message)}</p>'
-        if verdict.kind != "none"
-        else page.note(verdict.message)
+    spaces = {"encoder features": z}
+    if shown.head is not None:
+        spaces["projector output"] = shown.head
+    rows = [["samples", *[len(x) for x in spaces.values()]],
+            ["dimensions", *[x.shape[1] for x in spaces.values()]]]  # fmt: skip
+    verdicts = [collapse(x) for x in spaces.values()]
+    rows.append(["effective rank (RankMe)", *[v.effective_rank for v in verdicts]])
+    rows.append(["normalised std", *[v.normalized_std for v in verdicts]])
+    rows.append(["uniformity", *[uniformity(x) if len(x) >= 2 else float("nan")
+                                 for x in spaces.values()]])  # fmt: skip
+    verdict_html = "".join(
+        f'<p class="alarm">{page.esc(name)}: {page.esc(v.message)}</p>'
+        if v.kind != "none"
+        else page.note(f"{name}: {v.message}")
+        for name, v in zip(spaces, verdicts, strict=True)
     )
     out = [
         page.section(
             f"Embeddings of the {split_name} split of {source.name} (step {run.step})",
-            page.table(["figure", "value"], figures),
+            page.table(["figure", *spaces], rows),
             verdict_html,
             page.image(plots.spectrum(singular_values(z).numpy()), "spectrum"),
         )
