@@ -40,3 +40,13 @@ def test_bad_keys_and_values_are_named(override, needle):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_exponent_floats_are_floats_in_overrides_and_files(tmp_path):
+    """YAML 1.1 (PyYAML) reads 1e-4 as a string; selfsup reads it as the float users mean."""
+    config = load_config(None, ["optim.lr=1e-4", "method_args.temperature=5e-2"])
+    assert config.optim.lr == 1e-4 and config.method_args["temperature"] == 0.05
+    path = tmp_path / "run.yaml"
+    path.write_text("optim:\n  lr: 3e-4\n  weight_decay: 1E-6\n")
+    config = load_config(path)
+    assert config.optim.lr == 3e-4 and config.optim.weight_decay == 1e-6

@@ -259,6 +259,23 @@ def parse_budget(text: str | int) -> Budget:
 # ---- building a config from dicts, YAML and key=value overrides --------------------------------
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-4`` as a float as YAML 1.2 does (YAML 1.1, which PyYAML
+    follows, needs a dot: ``1.0e-4``; ``optim.lr=1e-4`` would otherwise be a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def yaml_load(text: str) -> Any:  # noqa: ANN401
+    """Parse YAML with the safe loader (no arbitrary objects), exponents read as floats."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Check/convert ``value`` against the type hint ``hint``; raise ConfigError naming ``key``."""
     origin = typing.get_origin(hint)
@@ -342,7 +359,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = yaml_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
         _set_dotted(data, key.strip(), value)
@@ -374,7 +391,7 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
+            loaded = yaml_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
         if not isinstance(loaded, dict):

@@ -1,0 +1,118 @@
+"""Property-based tests (hypothesis): invariants of masking, the budget and the config parser
+that must hold for every input, not only the examples the other tests pick."""
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from selfsup.config import ConfigError, RunConfig, load_config, parse_budget, parse_overrides
+from selfsup.views.masking import random_patch_mask
+from selfsup.views.tokens import IGNORE_INDEX, mask_tokens
+
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FAST
+@given(
+    batch=st.integers(1, 5),
+    length=st.integers(1, 80),
+    ratio=st.floats(0.0, 0.99),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_patch_mask_counts_and_inverse_permutation(batch, length, ratio, seed):
+    keep = length - round(ratio * length)
+    if keep < 1:
+        with pytest.raises(ValueError, match="no visible patch"):
+            random_patch_mask(batch, length, ratio)
+        return
+    m = random_patch_mask(batch, length, ratio, generator=torch.Generator().manual_seed(seed))
+    assert m.keep.shape == (batch, keep) and m.mask.shape == (batch, length)
+    assert (m.mask.sum(1) == length - keep).all()  # exactly round(ratio * L) masked per sample
+    assert not m.mask.gather(1, m.keep).any()  # kept patches are the visible ones
+    order = torch.cat([m.keep, (~m.mask).logical_not().nonzero()[:, 1].view(batch, -1)], 1)
+    assert (order.sort(1).values == torch.arange(length)).all()  # a partition of the patches
+    shuffled = m.restore.argsort(1)  # the shuffle
+    assert (shuffled.gather(1, m.restore) == torch.arange(length)).all()
+
+
+@FAST
+@given(
+    shape=st.tuples(st.integers(1, 4), st.integers(1, 40)),
+    probability=st.floats(0.0, 1.0),
+    split=st.tuples(st.floats(0.0, 1.0), st.floats(0.0, 1.0)),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_token_masking_never_touches_special_or_padding(shape, probability, split, seed):
+    mask_replace, random_replace = split[0], split[1] * (1 - split[0])
+    g = torch.Generator().manual_seed(seed)
+    vocab, mask_id = 50, 4
+    ids = torch.randint(5, vocab, shape, generator=g)
+    special = torch.rand(shape, generator=g) < 0.2
+    attention = (torch.rand(shape, generator=g) < 0.9).long()
+    masked, labels = mask_tokens(
+        ids, special, mask_token_id=mask_id, vocab_size=vocab, mlm_probability=probability,
+        mask_replace=mask_replace, random_replace=random_replace, attention_mask=attention,
+        special_token_ids=[0, 1, 2, 3, 4], generator=g,
+    )  # fmt: skip
+    selected = labels != IGNORE_INDEX
+    protected = special | (attention == 0)
+    assert not (selected & protected).any()
+    assert (masked[~selected] == ids[~selected]).all()  # only selected positions change
+    assert (labels[selected] == ids[selected]).all()
+    changed = selected & (masked != ids)
+    assert ((masked[changed] == mask_id) | (masked[changed] >= 5)).all()  # [MASK] or regular
+    if probability == 0.0:
+        assert not selected.any()
+
+
+@FAST
+@given(amount=st.integers(1, 10**6), unit=st.sampled_from(["", "steps", "epochs", "s", "m", "h"]))
+def test_budget_reads_every_well_formed_amount(amount, unit):
+    budget = parse_budget(f"{amount}{unit}")
+    scale = {"": 1, "steps": 1, "epochs": 1, "s": 1, "m": 60, "h": 3600}[unit]
+    assert budget.amount == amount * scale
+
+
+@FAST
+@given(text=st.text(max_size=12))
+def test_budget_rejects_or_reads_any_text_with_a_clear_error(text):
+    try:
+        assert parse_budget(text).amount > 0
+    except ConfigError as err:
+        assert "budget" in str(err)
+
+
+@FAST
+@given(
+    lr=st.floats(1e-6, 10.0),
+    batch=st.integers(1, 4096),
+    seed=st.integers(0, 2**31 - 1),
+    temperature=st.floats(0.01, 1.0),
+)
+def test_overrides_reach_the_config_with_their_types(lr, batch, seed, temperature):
+    config = load_config(None, [f"optim.lr={lr!r}", f"batch_size={batch}", f"seed={seed}",
+                                f"method_args.temperature={temperature!r}"])  # fmt: skip
+    assert config.optim.lr == lr and config.batch_size == batch and config.seed == seed
+    assert config.method_args["temperature"] == temperature
+
+
+KEYS = sorted(RunConfig.__dataclass_fields__)
+
+
+@FAST
+@given(key=st.from_regex(r"[a-z][a-z_]{0,15}", fullmatch=True))
+def test_an_unknown_top_level_key_is_named_in_the_error(key):
+    if key in KEYS:
+        return
+    with pytest.raises(ConfigError, match=key):
+        load_config(None, [f"{key}=1"])
+
+
+@FAST
+@given(items=st.lists(st.text(alphabet="abc=.", max_size=8), max_size=4))
+def test_override_parsing_fails_only_with_a_config_error(items):
+    try:
+        parse_overrides(items)
+    except ConfigError:
+        pass
