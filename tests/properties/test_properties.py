@@ -116,3 +116,76 @@ def test_override_parsing_fails_only_with_a_config_error(items):
         parse_overrides(items)
     except ConfigError:
         pass
+
+
+def _encoded(mode, width, height, fmt, seed):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    rgb = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    image = rgb.convert(mode)
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+MODES_PNG = ["RGB", "L", "RGBA", "P", "LA", "I;16", "1"]
+
+
+@FAST
+@given(
+    mode=st.sampled_from(MODES_PNG + ["CMYK-jpeg", "RGB-jpeg", "L-jpeg"]),
+    width=st.integers(1, 70),
+    height=st.integers(1, 70),
+    size=st.integers(1, 48),
+    seed=st.integers(0, 1000),
+)
+def test_every_valid_image_decodes_to_a_square_rgb_tensor(mode, width, height, size, seed):
+    from selfsup.data.decode import decode_image
+
+    if mode.endswith("-jpeg"):
+        data = _encoded(mode.removesuffix("-jpeg"), width, height, "JPEG", seed)
+    else:
+        data = _encoded(mode, width, height, "PNG", seed)
+    out = decode_image(data, size)
+    assert out.shape == (3, size, size) and out.dtype == torch.uint8
+
+
+@FAST
+@given(
+    fmt=st.sampled_from(["PNG", "JPEG"]),
+    cut=st.floats(0.0, 0.99),
+    flips=st.lists(st.integers(0, 10_000), max_size=5),
+    seed=st.integers(0, 1000),
+)
+def test_truncated_or_corrupted_bytes_give_a_data_error_naming_the_image(fmt, cut, flips, seed):
+    """Damaged files either still decode (JPEG tolerates some damage) or raise DataError, never
+    another exception type."""
+    from selfsup.data import DataError
+    from selfsup.data.decode import decode_image
+
+    data = bytearray(_encoded("RGB", 24, 24, fmt, seed))
+    data = data[: int(len(data) * cut)]
+    for i in flips:
+        if data:
+            data[i % len(data)] ^= 0xFF
+    try:
+        out = decode_image(bytes(data), 16, name="shard-3/cat_0042.jpg")
+        assert out.shape == (3, 16, 16)
+    except DataError as err:
+        assert "shard-3/cat_0042.jpg" in str(err)
+
+
+@FAST
+@given(data=st.binary(max_size=200))
+def test_arbitrary_bytes_never_raise_anything_but_data_error(data):
+    from selfsup.data import DataError
+    from selfsup.data.decode import decode_image
+
+    try:
+        decode_image(data, 8, name="x.png")
+    except DataError as err:
+        assert "x.png" in str(err)
