@@ -189,3 +189,38 @@ def test_arbitrary_bytes_never_raise_anything_but_data_error(data):
         decode_image(data, 8, name="x.png")
     except DataError as err:
         assert "x.png" in str(err)
+
+
+@FAST
+@given(
+    texts=st.lists(st.text(max_size=60), min_size=1, max_size=6),
+    max_len=st.integers(2, 24),
+)
+def test_text_collate_pads_truncates_and_keeps_order(tiny_tokenizer, texts, max_len):
+    from selfsup.evaluate.features import TextCollate
+
+    samples = [{"text": t, "label": i} for i, t in enumerate(texts)]
+    batch = TextCollate(tiny_tokenizer, max_len)(samples)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert ids.shape == mask.shape and ids.shape[0] == len(texts) and ids.shape[1] <= max_len
+    assert batch["label"].tolist() == list(range(len(texts))) and batch["text"] == texts
+    pad = tiny_tokenizer.pad_token_id
+    assert (ids[mask == 0] == pad).all()  # padding is masked out, real tokens are not
+    assert (mask.sum(1) >= 1).all()  # [CLS]/[SEP] at least
+
+
+@FAST
+@given(
+    texts=st.lists(st.text(max_size=40), min_size=1, max_size=5),
+    side=st.integers(1, 12),
+    max_len=st.integers(2, 16),
+)
+def test_caption_collate_pairs_every_image_with_its_caption(tiny_tokenizer, texts, side, max_len):
+    from selfsup.data.packing import CaptionCollate
+
+    images = [torch.full((3, side, side), i, dtype=torch.uint8) for i in range(len(texts))]
+    samples = [{"image": im, "text": t} for im, t in zip(images, texts, strict=True)]
+    batch = CaptionCollate(tiny_tokenizer, max_len)(samples)
+    assert batch["image"].shape == (len(texts), 3, side, side)
+    assert [int(batch["image"][i, 0, 0, 0]) for i in range(len(texts))] == list(range(len(texts)))
+    assert batch["input_ids"].shape[1] <= max_len and batch["text"] == texts
