@@ -315,8 +315,8 @@ def online_knn(
     device: torch.device,
 ) -> OnlineKnn:
     """The online kNN monitor of ``knn_every``: the first ``knn_bank`` training samples as the
-    bank, the first ``knn_queries`` test samples as queries (both must be labelled)."""
-    check_online_knn(config, source)
+    bank, the first ``knn_queries`` test samples as queries (both must be labelled; see
+    :func:`check_online_knn`, run before the run directory is written)."""
     try:
         return OnlineKnn(
             Probe.from_dataset(source.train, config.knn_bank, collate, device),

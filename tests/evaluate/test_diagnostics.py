@@ -73,8 +73,8 @@ class TwoSpaces(torch.nn.Module):
     def embed(self, batch):
         return batch["x"]
 
-    def embed_head(self, batch):
-        return torch.ones(len(batch["x"]), 8) + 1e-6 * batch["x"][:, :1]
+    def embed_head(self, features):
+        return torch.ones(len(features), 8) + 1e-6 * features[:, :1]
 
 
 def test_probe_diagnoses_the_head_output_too():

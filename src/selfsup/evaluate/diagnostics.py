@@ -182,23 +182,24 @@ class Probe:
         return torch.cat([torch.as_tensor(b["label"]).long().cpu() for b in self.batches])
 
     @torch.no_grad()
-    def embed(self, method: nn.Module, head: bool = False) -> Tensor | None:
-        """``method.embed`` of the probe (``method.embed_head`` with ``head``; None when the
-        method has no head) in eval mode; every module's mode is restored after."""
-        fn = getattr(method, "embed_head" if head else "embed", None)
-        if fn is None:
-            return None
+    def embed(self, method: nn.Module, head: bool = False) -> tuple[Tensor, Tensor | None]:
+        """``method.embed`` of the probe and, with ``head``, ``method.embed_head`` of those
+        features (None when the method has no head), in eval mode; every module's mode is
+        restored after."""
         modes = [(m, m.training) for m in method.modules()]
         method.eval()
         try:
             with torch.random.fork_rng(devices=[]):
-                out = [fn(b) for b in self.batches]
+                feats = [method.embed(b) for b in self.batches]
+                project = getattr(method, "embed_head", None) if head else None
+                heads = [project(f) for f in feats] if project is not None else [None]
         finally:
             for module, training in modes:
                 module.training = training
-        if any(o is None for o in out):
-            return None
-        return torch.cat([o.float() for o in out])
+        z = torch.cat([f.float() for f in feats])
+        if any(h is None for h in heads):
+            return z, None
+        return z, torch.cat([h.float() for h in heads])
 
     def figures(self, method: nn.Module) -> tuple[dict[str, float], dict[str, Collapse]]:
         """Effective rank, normalised std and uniformity of the probe's embeddings (and, prefixed
@@ -210,8 +211,8 @@ class Probe:
         """
         figures: dict[str, float] = {}
         verdicts: dict[str, Collapse] = {}
-        for head in (False, True):
-            z = self.embed(method, head)
+        features, head_output = self.embed(method, head=True)
+        for head, z in ((False, features), (True, head_output)):
             if z is None:
                 continue
             prefix, space = ("head_", "head") if head else ("", "encoder")
@@ -307,8 +308,7 @@ class OnlineKnn:
         """``{"knn_top1": ..., "knn_top5": ...}`` (percent) of the method's current encoder."""
         from selfsup.evaluate.knn import knn_accuracy
 
-        bank, queries = self.bank.embed(method), self.queries.embed(method)
-        assert bank is not None and queries is not None
+        (bank, _), (queries, _) = self.bank.embed(method), self.queries.embed(method)
         acc = knn_accuracy(
             bank.cpu(), self.bank_labels, queries.cpu(), self.query_labels,
             self.num_classes, self.k, self.temperature,

@@ -237,9 +237,10 @@ class Method(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def embed_head(self, batch: dict[str, Tensor]) -> Tensor | None:
-        """The output of the head the loss acts on (e.g. a projector), ``(B, D')``, for the
-        collapse diagnostics; None for a method without one (the default)."""
+    def embed_head(self, features: Tensor) -> Tensor | None:
+        """The head the loss acts on (e.g. a projector) applied to ``embed``'s ``(B, D)``
+        features, ``(B, D')``, for the collapse diagnostics; None for a method without one (the
+        default)."""
         return None
 
     def report_panels(self, batch: dict[str, Tensor]) -> list[Any]:

@@ -89,12 +89,12 @@ class ImageMethod(Method):
         return ImageEncoder(self.preprocess, self.backbone)
 
     @torch.no_grad()
-    def embed_head(self, batch: dict[str, Tensor]) -> Tensor | None:
-        """The projector's output of the evaluation view (joint-embedding methods), else None."""
+    def embed_head(self, features: Tensor) -> Tensor | None:
+        """The projector applied to ``embed``'s features (joint-embedding methods), else None."""
         projector = getattr(self, "projector", None)
         if not isinstance(projector, torch.nn.Module):
             return None
-        return projector(self.embed(batch))
+        return projector(features)
 
     def export(self, path: Path) -> None:
         self.backbone.export(path, self.preprocess.mean, self.preprocess.std)

@@ -142,7 +142,7 @@ class SwAV(ImageMethod):
         """Prototype usage: how many evaluation images take each prototype as their nearest."""
         from selfsup.report.panels import Panel
 
-        z = F.normalize(self.embed_head(batch).float(), dim=1)  # (B, D)
+        z = F.normalize(self.projector(self.embed(batch)).float(), dim=1)  # (B, D)
         nearest = (z @ self.prototypes.weight.float().T).argmax(dim=1)  # (B,)
         usage = torch.bincount(nearest, minlength=self.prototypes.weight.shape[0]).cpu()
         used = int((usage > 0).sum())

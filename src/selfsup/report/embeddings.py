@@ -39,10 +39,11 @@ def embed_samples(
     collate: Any,  # noqa: ANN401
     device: str,
     thumbnail: int = 64,
+    head: bool = False,
 ) -> Embedded:
-    """``method.embed`` (and ``method.embed_head`` where the method has a head) of the first
-    ``limit`` samples, keeping labels, texts and small copies of the images (at most
-    ``thumbnail`` px)."""
+    """``method.embed`` (and, with ``head``, ``method.embed_head`` of those features where the
+    method has a head) of the first ``limit`` samples, keeping labels, texts and small copies of
+    the images (at most ``thumbnail`` px)."""
     from selfsup.evaluate.features import first
 
     loader = DataLoader(first(dataset, limit), batch_size=256, collate_fn=collate)
@@ -51,10 +52,11 @@ def embed_samples(
         n = len(next(iter(batch.values())))
         take = min(n, limit - seen)
         on_device = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
-        feats.append(method.embed(on_device)[:take].float().cpu())
-        head = method.embed_head(on_device)
-        if head is not None:
-            heads.append(head[:take].float().cpu())
+        features = method.embed(on_device)
+        feats.append(features[:take].float().cpu())
+        output = method.embed_head(features) if head else None
+        if output is not None:
+            heads.append(output[:take].float().cpu())
         label = batch.get("label")
         labels.append(
             torch.as_tensor(label)[:take] if label is not None else torch.full((take,), -1)
@@ -125,7 +127,7 @@ def embedding_sections(
     collate = collate_for(method, run.tokenizer, run.config.seq_len)
     split = source.test if source.test is not None else source.train
     split_name = "test" if source.test is not None else "train"
-    shown = embed_samples(method, split, samples, collate, device)
+    shown = embed_samples(method, split, samples, collate, device, head=True)
     z = shown.features
     spaces = {"encoder features": z}
     if shown.head is not None:

@@ -149,9 +149,6 @@ class Classifier(nn.Module):
         return self.head(self.dropout(self.encoder(*inputs)))
 
 
-TextClassifier = Classifier  # the name of earlier releases
-
-
 def _samples(dataset: Any, limit: int | None) -> list[dict[str, Any]]:  # noqa: ANN401
     """The first ``limit`` samples of a (small, labelled) dataset, in order."""
     out = []
