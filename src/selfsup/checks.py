@@ -49,6 +49,8 @@ RESUMABLE_CHANGES = frozenset(
         "knn_every",
         "knn_bank",
         "knn_queries",
+        "max_bad_fraction",
+        "nonfinite",
         "checkpoint_every",
         "keep_checkpoints",
         "wandb",

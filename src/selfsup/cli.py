@@ -171,7 +171,15 @@ def _list() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``selfsup`` command; returns the exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    # key=value overrides may come after flags too (`--out run lr=0.1`): argparse only takes a
+    # positional list in one piece, so the pieces it leaves over are collected here.
+    overrides = [a for a in rest if "=" in a and not a.startswith("-")]
+    if len(overrides) < len(rest) or (overrides and args.command != "pretrain"):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from selfsup.data import DataError
     from selfsup.registry import UnknownNameError
@@ -190,11 +198,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 config = resume_config(args.resume, args.overrides, values)
             else:
                 config = load_config(args.config, args.overrides, values)
+            from selfsup.data.faults import TooManyFaultsError
             from selfsup.engine.loop import CollapseError, NonFiniteLossError
 
             try:
                 run_dir = pretrain(config, resume=args.resume, overwrite=args.overwrite)
-            except (NonFiniteLossError, CollapseError) as err:
+            except (NonFiniteLossError, CollapseError, TooManyFaultsError) as err:
                 print(f"selfsup: run stopped: {err}", file=sys.stderr)
                 return 3
             print(f"run directory: {run_dir}")

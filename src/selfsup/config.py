@@ -146,6 +146,11 @@ class RunConfig:
             labelled training samples, logged as ``knn_top1`` / ``knn_top5``; 0: never.
         knn_bank: training samples in the online kNN's memory bank.
         knn_queries: test samples the online kNN classifies.
+        max_bad_fraction: share of training samples that may be unreadable (skipped, counted and
+            listed in ``RUN_DIR/faults.jsonl``) before the run stops; 0: stop at the first.
+        nonfinite: what a NaN or infinite loss or gradient does: ``stop`` the run (the last
+            checkpoint intact) or ``skip`` the step (no update; counted as ``skipped_steps``;
+            the run still stops after 20 in a row).
         wandb: also log to Weights & Biases (requires the ``wandb`` package).
         progress: show a progress bar.
     """
@@ -179,6 +184,8 @@ class RunConfig:
     knn_every: int = 0
     knn_bank: int = 5000
     knn_queries: int = 1000
+    max_bad_fraction: float = 0.01
+    nonfinite: str = "stop"
     wandb: bool = False
     progress: bool = True
 
@@ -201,6 +208,10 @@ class RunConfig:
                 "knn_every must be >= 0 (0: off), knn_bank and knn_queries >= 1, got "
                 f"{self.knn_every}, {self.knn_bank} and {self.knn_queries}"
             )
+        if not 0 <= self.max_bad_fraction <= 1:
+            raise ConfigError(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
+        if self.nonfinite not in ("stop", "skip"):
+            raise ConfigError(f"nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
         if self.precision not in ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"):
             raise ConfigError(
                 f"precision: {self.precision!r} is not supported. Valid: 32-true, bf16-mixed, "

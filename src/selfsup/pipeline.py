@@ -5,6 +5,7 @@ Order of work: everything that can be wrong with names, paths and arguments is c
 pair methods), then the method is built and the engine runs. The run directory holds::
 
     config.yaml  context.json  tokenizer/  metrics.jsonl  tensorboard/  checkpoints/  export/  summary.json
+    faults.jsonl  (only when samples could not be read: one line each, see selfsup.data.faults)
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ from selfsup.checks import (
     check_precision_and_norm,
 )
 from selfsup.config import ConfigError, RunConfig, parse_budget, save_config
-from selfsup.data import DataSource, build_source
+from selfsup.data import DataError, DataSource, build_source
+from selfsup.data.faults import (
+    MIN_DENOMINATOR,
+    FaultCounter,
+    FaultLog,
+    FaultMonitor,
+    preflight,
+    set_fault_log,
+)
 from selfsup.engine.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -176,6 +185,7 @@ def pretrain(
     source = build_source(config.data, image_size=config.image_size, seed=config.seed)
     check_compatible(config.method, cls, source)
     check_online_knn(config, source)
+    check_source_faults(config, source)
 
     fabric = make_fabric(config)
     fabric.launch()
@@ -192,6 +202,8 @@ def pretrain(
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     if config.compile:
         method.compile()  # in place: parameter names and checkpoints stay those of the eager model
+    # Until the run directory exists, faults (e.g. while counting an epoch) are only counted.
+    set_fault_log(source.train, FaultCounter())
     loader = make_loader(cls.kind, source, tokenizer, config, fabric, method)
     global_batch = config.batch_size * fabric.world_size * config.optim.accumulate
     optimizer = make_optimizer(method, config, global_batch)
@@ -210,7 +222,16 @@ def pretrain(
             from selfsup.data.tokenizer import save_tokenizer
 
             save_tokenizer(tokenizer, run_dir / "tokenizer")
+        if resume is None and source.faults:
+            fault_log = FaultLog(run_dir / "faults.jsonl")
+            for error in source.faults:
+                fault_log.record(error)
     fabric.barrier()
+    faults_path = run_dir / (
+        "faults.jsonl" if fabric.global_rank == 0 else f"faults-rank{fabric.global_rank}.jsonl"
+    )
+    set_fault_log(source.train, FaultLog(faults_path))
+    monitor = FaultMonitor(faults_path, config.max_bad_fraction)
 
     state = TrainState()
     # Each process draws its own views and masks (a different stream per rank).
@@ -228,6 +249,8 @@ def pretrain(
         state = TrainState(
             **{**meta["state"], "epoch": mine["epoch"], "batch_in_epoch": mine["batch_in_epoch"]}
         )
+        if "faults_offset" in mine:  # forget the faults of steps about to be redone
+            monitor.truncate(mine["faults_offset"])
         log.info("resumed %s at step %d", ckpt, state.step)
 
     def save(current: TrainState) -> None:
@@ -236,6 +259,7 @@ def pretrain(
             "rng": rng_state(),
             "epoch": current.epoch,
             "batch_in_epoch": current.batch_in_epoch,
+            "faults_offset": monitor.offset,
         }
         ranks = gather_objects(mine, fabric.world_size)
         if fabric.is_global_zero:
@@ -271,6 +295,7 @@ def pretrain(
         log_every=config.log_every,
         checkpoint_every=config.checkpoint_every,
         progress=config.progress,
+        nonfinite=config.nonfinite,
     )
     collate = collate_for(method, tokenizer, config.seq_len)
     probe = None
@@ -278,8 +303,9 @@ def pretrain(
         probe = Probe.from_dataset(source.train, config.diagnostics_samples, collate, fabric.device)
     knn = online_knn(config, source, collate, fabric.device) if config.knn_every > 0 else None
     loop = Loop(
-        fabric, model, method, optimizer, loader, settings, logger, save, global_batch, probe, knn
-    )
+        fabric, model, method, optimizer, loader, settings, logger, save, global_batch, probe, knn,
+        monitor,
+    )  # fmt: skip
     saved_step = state.step if resume is not None else -1
     try:
         state = loop.run(state)
@@ -291,11 +317,36 @@ def pretrain(
         method.eval()
         method.export(run_dir / "export")
         rate = state.samples / max(state.elapsed, 1e-9)
+        monitor.poll()
         summary = {"steps": state.step, "epochs": state.epoch, "seconds": round(state.elapsed, 1),
-                   "samples": state.samples, "samples_per_s": round(rate, 1)}  # fmt: skip
+                   "samples": state.samples, "samples_per_s": round(rate, 1),
+                   "bad_samples": monitor.count, "skipped_steps": state.skipped_steps}  # fmt: skip
+        if monitor.count:
+            log.warning("%d unreadable samples were skipped; each is listed in %s "
+                        "(other processes: faults-rank*.jsonl)", monitor.count, faults_path)  # fmt: skip
+        if state.skipped_steps:
+            log.warning("%d non-finite steps were skipped", state.skipped_steps)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     fabric.barrier()
     return run_dir
+
+
+def check_source_faults(config: RunConfig, source: DataSource) -> None:
+    """Before any training: the samples left out while building the source (see
+    ``DataSource.faults``) are within ``max_bad_fraction``, and the training data yields a
+    readable sample among its first ones."""
+    bad = len(source.faults)
+    total = bad + (source.num_samples or 0)
+    if bad > config.max_bad_fraction * max(total, MIN_DENOMINATOR):
+        raise DataError(
+            f"{bad} of the {total} samples of {source.name!r} cannot be used, more than "
+            f"max_bad_fraction={config.max_bad_fraction:g}; for example: "
+            + "; ".join(source.faults[:3])
+        )
+    try:
+        preflight(source.train)
+    except DataError as err:
+        raise DataError(f"{source.name!r}: {err}") from None
 
 
 def check_online_knn(config: RunConfig, source: DataSource) -> None:

@@ -146,12 +146,16 @@ def test_list_shows_every_kind(capsys):
         assert name in out
 
 
-def test_corrupt_image_in_a_worker_is_named(tmp_path, capsys):
+def test_corrupt_image_in_a_worker_is_skipped_or_stops_the_run_naming_it(tmp_path, capsys):
     data = image_folder(tmp_path / "imgs")
     bad = data / "train" / "class0" / "3.png"
     bad.write_bytes(b"this is not a png")
-    code = main(["pretrain", "--method", "simclr", "--data", f"folder:{data}", "--batch-size", "4",
-                 "--image-size", "16", "--out", str(tmp_path / "run"), "--budget", "3steps",
-                 "num_workers=1", "progress=false", "method_args.proj_hidden_dim=16"])  # fmt: skip
+    args = ["pretrain", "--method", "simclr", "--data", f"folder:{data}", "--batch-size", "4",
+            "--image-size", "16", "--budget", "3steps", "num_workers=1", "progress=false",
+            "method_args.proj_hidden_dim=16"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "run")]) == 0  # skipped, counted, listed
+    assert str(bad) in (tmp_path / "run" / "faults.jsonl").read_text()
+    capsys.readouterr()
+    code = main([*args, "--out", str(tmp_path / "strict"), "max_bad_fraction=0"])
     err = capsys.readouterr().err
-    assert code == 2 and str(bad) in err and "Traceback" not in err
+    assert code == 3 and str(bad) in err and "Traceback" not in err

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -49,32 +50,48 @@ def test_csv_missing_columns_named(tmp_path):
         build_source(f"captions:{tmp_path / 'c.csv'}")
 
 
-def test_jsonl_missing_key_named_with_line(tmp_path, save_image):
+def test_jsonl_missing_key_left_out_and_named_with_line(tmp_path, save_image):
     make_images(save_image, tmp_path, 1)
     path = tmp_path / "c.jsonl"
     path.write_text('{"image": "imgs/0.png", "caption": "ok"}\n{"image": "imgs/0.png"}\n')
-    with pytest.raises(DataError, match="c.jsonl, line 2.*caption key"):
-        build_source(f"captions:{path}")
+    source = build_source(f"captions:{path}")
+    assert len(source.train) == 1
+    assert len(source.faults) == 1 and re.search("c.jsonl, line 2.*caption key", source.faults[0])
 
 
 def test_invalid_json_named(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text("{not json\n")
-    with pytest.raises(DataError, match="c.jsonl, line 1: invalid JSON"):
+    with pytest.raises(DataError, match="no usable data rows.*c.jsonl, line 1: invalid JSON"):
         build_source(f"captions:{path}")
 
 
-def test_missing_image_named(tmp_path, save_image):
+def test_missing_image_left_out_and_named(tmp_path, save_image):
     make_images(save_image, tmp_path, 1)
     (tmp_path / "c.csv").write_text("image,text\nimgs/0.png,a\nimgs/404.png,b\n")
-    with pytest.raises(DataError, match="line 3: image .*404.png does not exist"):
-        build_source(f"captions:{tmp_path / 'c.csv'}")
+    source = build_source(f"captions:{tmp_path / 'c.csv'}")
+    assert [source.train[i]["text"] for i in range(len(source.train))] == ["a"]
+    assert re.search("line 3: image .*404.png does not exist", source.faults[0])
+
+
+def test_broken_quoting_costs_one_row_and_keeps_the_split(tmp_path, save_image):
+    make_images(save_image, tmp_path, 1)
+    rows = [f"imgs/0.png,caption {i}\n" for i in range(20)]
+    rows[2] = 'imgs/0.png,"unclosed quote\n'
+    rows[4] = "imgs/0.png,three,fields\n"
+    (tmp_path / "c.csv").write_text("image,text\n" + "".join(rows))
+    source = build_source(f"captions:{tmp_path / 'c.csv'}")
+    assert len(source.faults) == 2
+    assert "line 4: bad CSV quoting" in source.faults[0]
+    assert "line 6: 3 fields where the header has 2" in source.faults[1]
+    # Rows 9 and 19 stay the test split although rows before them were left out.
+    assert [source.test[i]["text"] for i in range(2)] == ["caption 9", "caption 19"]
 
 
 def test_empty_caption_named(tmp_path, save_image):
     make_images(save_image, tmp_path, 1)
     (tmp_path / "c.csv").write_text("image,text\nimgs/0.png,\n")
-    with pytest.raises(DataError, match="c.csv, line 2: empty caption"):
+    with pytest.raises(DataError, match="no usable data rows.*c.csv, line 2: empty caption"):
         build_source(f"captions:{tmp_path / 'c.csv'}")
 
 
@@ -100,5 +117,5 @@ def test_missing_file_named(tmp_path):
 
 def test_header_only_named(tmp_path):
     (tmp_path / "c.csv").write_text("image,caption\n")
-    with pytest.raises(DataError, match="c.csv has no data rows"):
+    with pytest.raises(DataError, match="c.csv has no usable data rows"):
         build_source(f"captions:{tmp_path / 'c.csv'}")

@@ -94,10 +94,18 @@ def test_loose_images_beside_class_folders_named(tmp_path, save_image):
         build_source(f"folder:{tmp_path}")
 
 
-def test_zero_byte_image_named_at_build(tmp_path, save_image):
+def test_zero_byte_image_left_out_at_build(tmp_path, save_image):
     save_image(tmp_path / "ok.png")
     (tmp_path / "broken.jpg").write_bytes(b"")
-    with pytest.raises(DataError, match="broken.jpg.*empty"):
+    source = build_source(f"folder:{tmp_path}")
+    assert len(source.train) == 1 and source.num_samples == 1
+    assert len(source.faults) == 1 and "broken.jpg is empty (0 bytes)" in source.faults[0]
+
+
+def test_only_zero_byte_images_is_an_error(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "b.jpg").write_bytes(b"")
+    with pytest.raises(DataError, match="all 2 images are empty.*a.png"):
         build_source(f"folder:{tmp_path}")
 
 

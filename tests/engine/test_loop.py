@@ -106,6 +106,61 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path):
         train(tmp_path, batch=8, steps=4, method=Toy(poison_at=2))
 
 
+class PoisonedGradient(Toy):
+    """A finite loss whose gradient is infinite at the given forward; writes a buffer as MoCo's
+    queue or batch norm's statistics do."""
+
+    def __init__(self, poison_at=None):
+        super().__init__(poison_at=None)
+        self.grad_poison_at = poison_at
+        self.register_buffer("seen", torch.zeros(()))
+
+    def forward(self, batch):
+        self.forwards += 1
+        self.seen += 1
+        prediction = self.linear(batch["x"]).squeeze(1)
+        if self.grad_poison_at == self.forwards:
+            prediction.register_hook(lambda g: g * float("inf"))
+        return {"loss": ((prediction - batch["y"]) ** 2).mean()}
+
+
+def test_infinite_gradient_with_finite_loss_stops(tmp_path):
+    with pytest.raises(NonFiniteLossError, match="gradient norm is (inf|nan) at step 3"):
+        train(tmp_path, batch=8, steps=4, method=PoisonedGradient(poison_at=3))
+
+
+def test_skip_mode_drops_the_step_and_its_buffer_writes(tmp_path):
+    # The run with a poisoned second batch equals a run that never saw that batch: same number
+    # of updates, batches 1, 3, 4, 5; the buffer counts only the kept forwards.
+    lines = Recorder(tmp_path)
+    skipped, state = train(tmp_path, batch=4, steps=4, method=Toy(poison_at=2),
+                           nonfinite="skip", logger=lines)  # fmt: skip
+    assert state.step == 4 and state.skipped_steps == 1 and state.batch_in_epoch == 5
+    assert all(torch.isfinite(p).all() for p in skipped.parameters())
+    assert lines.lines[-1][1]["skipped_steps"] == 1
+    assert all(torch.isfinite(torch.tensor(m["loss"])) for _, m in lines.lines)
+    grad, state = train(tmp_path, batch=4, steps=4, method=PoisonedGradient(poison_at=2),
+                        nonfinite="skip")  # fmt: skip
+    assert state.skipped_steps == 1 and float(grad.seen) == 4  # 5 forwards, one undone
+    assert all(torch.isfinite(p).all() for p in grad.parameters())
+
+
+class AlwaysNaN(Toy):
+    def forward(self, batch):
+        return {"loss": super().forward(batch)["loss"] * float("nan")}
+
+
+def test_skip_mode_still_stops_after_many_in_a_row(tmp_path):
+    with pytest.raises(NonFiniteLossError, match="21th non-finite step in a row"):
+        train(tmp_path, batch=1, steps=4, method=AlwaysNaN(), nonfinite="skip")
+
+
+def test_gradient_norm_is_logged(tmp_path):
+    lines = Recorder(tmp_path)
+    train(tmp_path, batch=8, steps=2, logger=lines)
+    assert all(m["grad_norm"] > 0 for _, m in lines.lines)
+
+
 class Collapsing(Toy):
     """Spread-out embeddings before training, one point for every sample once it has trained."""
 

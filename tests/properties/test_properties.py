@@ -224,3 +224,47 @@ def test_caption_collate_pairs_every_image_with_its_caption(tiny_tokenizer, text
     assert batch["image"].shape == (len(texts), 3, side, side)
     assert [int(batch["image"][i, 0, 0, 0]) for i in range(len(texts))] == list(range(len(texts)))
     assert batch["input_ids"].shape[1] <= max_len and batch["text"] == texts
+
+
+_CSV_PIECES = st.sampled_from(
+    ["a.png", "missing.png", ",", '"', "\n", "\r\n", "text", " ", "\t", "7"]
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=st.lists(_CSV_PIECES, max_size=40))
+def test_any_caption_csv_gives_rows_with_reasons_or_one_data_error(tmp_path_factory, body):
+    from PIL import Image
+
+    from selfsup.data import DataError
+    from selfsup.data.captions import read_caption_file
+
+    folder = tmp_path_factory.mktemp("csv")
+    Image.new("RGB", (4, 4)).save(folder / "a.png")
+    path = folder / "c.csv"
+    path.write_text("image,caption\n" + "".join(body), newline="")
+    try:
+        rows = read_caption_file(str(path))
+    except DataError as err:
+        assert "c.csv" in str(err)
+        return
+    assert len(rows.images) == len(rows.captions) == len(rows.labels) == len(rows.positions)
+    assert all(p.endswith("a.png") for p in rows.images)  # only rows naming a real image
+    assert rows.positions == sorted(set(rows.positions))
+    assert all("c.csv, line" in fault for fault in rows.faults)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.binary(max_size=300))
+def test_any_bytes_as_text_give_documents_or_a_binary_file_error(tmp_path_factory, data):
+    from selfsup.data import DataError
+    from selfsup.data.text import iter_documents
+
+    path = tmp_path_factory.mktemp("txt") / "t.txt"
+    path.write_bytes(data)
+    try:
+        documents = list(iter_documents(str(path)))
+    except DataError as err:
+        assert b"\0" in data and "t.txt is binary" in str(err)
+        return
+    assert all(d and d == d.strip() for d in documents)

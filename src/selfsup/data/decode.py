@@ -13,13 +13,18 @@ import warnings
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from selfsup.data.source import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "decode_image", "is_image_file", "to_square_rgb"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "decode_image", "is_image_file", "to_square_rgb"]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+
+# Largest image decoded (PIL's own default warning limit, about 9,459 x 9,459). PIL only warns
+# between this and twice it; a decompression bomb (a small file that decodes to gigabytes) is
+# refused here before its pixels are decoded. JPEGs are measured after draft-mode reduction.
+MAX_PIXELS = 89_478_485
 
 # Modes holding more than 8 bits per pixel; PIL's convert("RGB") would clip them at 255.
 _WIDE_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -108,9 +113,19 @@ def decode_image(
             with Image.open(stream) as image:
                 # JPEG only: let libjpeg decode at a reduced scale that still covers S x S.
                 image.draft("RGB", (size, size))
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise DataError(
+                        f"image {label} is {width} x {height} pixels, more than the "
+                        f"{MAX_PIXELS:,} decoded at most (a decompression bomb?)"
+                    )
                 image.load()
                 return to_square_rgb(image, size)
     except DataError:
         raise
+    except UnidentifiedImageError as exc:
+        raise DataError(
+            f"cannot decode image {label}: not an image, or a format PIL cannot read"
+        ) from exc
     except Exception as exc:  # PIL raises many types (OSError, SyntaxError, zlib.error, ...)
         raise DataError(f"cannot decode image {label}: {exc}") from exc

@@ -11,7 +11,10 @@ Rules, applied to PATH (or to each split folder):
   subfolder, when present, the test split; test classes must be among the train classes.
 
 Images are decoded lazily, in ``__getitem__``; a file that cannot be decoded raises
-:class:`DataError` naming it. Empty (0-byte) files are reported when the source is built.
+:class:`DataError` naming it, or, while training, is skipped and counted (the next readable image
+takes its place; see :mod:`selfsup.data.faults`). Empty (0-byte) files are left out when the
+source is built and listed in ``DataSource.faults``; a folder of nothing but empty files is an
+error.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from selfsup.data.decode import decode_image, is_image_file
+from selfsup.data.faults import FaultLog, read_or_replace
 from selfsup.data.registry import register_dataset, require_arg
 from selfsup.data.source import DataError, DataSource
 
-__all__ = ["ImageFolderDataset", "scan_image_folder"]
+__all__ = ["ImageFolderDataset", "drop_empty", "scan_image_folder"]
 
 
 def _visible(name: str) -> bool:
@@ -44,11 +48,25 @@ def _images_under(directory: str, recursive: bool) -> list[str]:
     return found
 
 
-def _check_not_empty(paths: list[str]) -> None:
-    empty = [p for p in paths if os.path.getsize(p) == 0]
-    if empty:
-        more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
-        raise DataError(f"image {empty[0]} is empty (0 bytes){more}")
+def drop_empty(
+    paths: list[str], labels: list[int], where: str
+) -> tuple[list[str], list[int], list[str]]:
+    """Leave out 0-byte files: ``(paths, labels, faults)``, one fault message per file left out.
+
+    Raises:
+        DataError: Every file is empty.
+    """
+    empty = {p for p in paths if os.path.getsize(p) == 0}
+    if not empty:
+        return paths, labels, []
+    if len(empty) == len(paths):
+        raise DataError(
+            f"image folder {where!r}: all {len(paths)} images are empty (0 bytes), e.g. "
+            f"{sorted(empty)[0]}"
+        )
+    kept = [(p, y) for p, y in zip(paths, labels, strict=True) if p not in empty]
+    faults = [f"image {p} is empty (0 bytes)" for p in sorted(empty)]
+    return [p for p, _ in kept], [y for _, y in kept], faults
 
 
 def scan_image_folder(
@@ -67,7 +85,7 @@ def scan_image_folder(
 
     Raises:
         DataError: The folder is missing, holds no images, mixes loose images with class
-            folders, has a class unknown to ``classes``, or holds an empty image file.
+            folders or has a class unknown to ``classes``.
     """
     if not os.path.exists(directory):
         raise DataError(f"image folder {directory!r} does not exist")
@@ -89,7 +107,6 @@ def scan_image_folder(
                 f"image folder {directory!r} has no class subfolders, but the train split has "
                 f"classes {classes}"
             )
-        _check_not_empty(loose)
         return loose, [-1] * len(loose), None
 
     if loose:
@@ -111,7 +128,6 @@ def scan_image_folder(
         images = per_class.get(name, [])
         paths.extend(images)
         labels.extend([index] * len(images))
-    _check_not_empty(paths)
     return paths, labels, classes
 
 
@@ -122,6 +138,11 @@ class ImageFolderDataset(Dataset):
         paths: Image file paths.
         labels: One label per path (``-1`` = unlabelled).
         image_size: Side S.
+
+    Attributes:
+        faults: ``None`` (an unreadable image raises :class:`DataError`) or a
+            :class:`~selfsup.data.faults.FaultLog` (it is recorded and the next readable image
+            is returned instead).
     """
 
     def __init__(self, paths: list[str], labels: list[int], image_size: int) -> None:
@@ -130,11 +151,15 @@ class ImageFolderDataset(Dataset):
         self.paths = paths
         self.labels = labels
         self.image_size = image_size
+        self.faults: FaultLog | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        return read_or_replace(self.faults, index, len(self.paths), self._read)
+
+    def _read(self, index: int) -> dict[str, Any]:
         return {
             "image": decode_image(self.paths[index], self.image_size),
             "label": self.labels[index],
@@ -159,13 +184,18 @@ def build_folder(arg: str | None, *, image_size: int, seed: int, shuffle_buffer:
     )
     train_dir = os.path.join(root, "train")
     test: Dataset | None = None
+    faults: list[str] = []
     if os.path.isdir(train_dir):
         paths, labels, classes = scan_image_folder(train_dir)
+        paths, labels, faults = drop_empty(paths, labels, train_dir)
         if test_dir is not None:
             test_paths, test_labels, _ = scan_image_folder(test_dir, classes)
+            test_paths, test_labels, test_faults = drop_empty(test_paths, test_labels, test_dir)
+            faults += test_faults
             test = ImageFolderDataset(test_paths, test_labels, image_size)
     else:
         paths, labels, classes = scan_image_folder(root)
+        paths, labels, faults = drop_empty(paths, labels, root)
     what = f"{len(classes)} classes" if classes else "unlabelled"
     return DataSource(
         name=f"folder:{path}",
@@ -175,4 +205,5 @@ def build_folder(arg: str | None, *, image_size: int, seed: int, shuffle_buffer:
         classes=classes,
         num_samples=len(paths),
         description=f"image folder {path} ({len(paths)} train images, {what})",
+        faults=faults,
     )

@@ -10,6 +10,11 @@ glob. When some shard names start with ``train-``, those form the train split an
 starting with ``test-`` (else ``val-``) the test split; otherwise all shards are train. A
 ``classes.txt`` (one name per line) in the shard directory names the classes.
 
+Members are read into memory, never extracted to disk. A member whose name is absolute or climbs
+out of the archive (``..``) is refused: skipped and counted while training (see
+:mod:`selfsup.data.faults`), an error otherwise; so are a sample without an image member, an
+undecodable image and a shard cut short (its remaining samples are skipped).
+
 The source is kind ``"pair"`` when the first sample has a ``.txt`` member, else ``"image"``.
 ``cifar10-shards:PATH`` is the same source with the ten CIFAR-10 class names.
 """
@@ -25,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from selfsup.data.decode import IMAGE_EXTENSIONS, decode_image
+from selfsup.data.faults import FaultCounter
 from selfsup.data.registry import register_dataset, require_arg
 from selfsup.data.source import DataError, DataSource
 from selfsup.data.streaming import PartitionedStream
@@ -55,6 +61,12 @@ def _split_key(name: str) -> tuple[str, str]:
     directory, base = os.path.split(name)
     stem, _, ext = base.partition(".")
     return os.path.join(directory, stem), ext.lower()
+
+
+def _climbs_out(name: str) -> bool:
+    """True for member names that are absolute or have a ``..`` component (path traversal)."""
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":")
 
 
 def _is_shard(path: str) -> bool:
@@ -210,6 +222,15 @@ class ShardDataset(PartitionedStream[ShardRecord]):
                 for member in archive:
                     if not member.isfile():
                         continue
+                    if _climbs_out(member.name):
+                        message = (
+                            f"tar shard {part}: member {member.name!r} has an absolute or "
+                            "parent-directory path (path traversal); refused"
+                        )
+                        if self.faults is None:
+                            raise DataError(message)
+                        self.faults.record(message)
+                        continue
                     key, ext = _split_key(member.name)
                     if os.path.basename(key).startswith(".") or not ext:
                         continue
@@ -269,13 +290,17 @@ def _build_shards(
     spec_name: str, path: str, classes: list[str] | None, *, image_size: int, seed: int, buffer: int
 ) -> DataSource:
     train_shards, test_shards = find_shards(path)
-    records = ShardDataset(train_shards[:1], image_size=image_size).read_part(train_shards[0])
+    peek = ShardDataset(train_shards[:1], image_size=image_size)
+    peek.faults = FaultCounter()  # a refused first member is the pre-flight check's business
+    records = peek.read_part(train_shards[0])
     try:
         first = next(records, None)
+    except DataError:
+        first = None
     finally:
         records.close()  # closes the tar file
     if first is None:
-        raise DataError(f"tar shard {train_shards[0]} holds no samples")
+        raise DataError(f"tar shard {train_shards[0]} holds no readable samples")
     with_text = "txt" in first.members
     classes = classes if classes is not None else _read_classes_file(path)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch.utils.data import Dataset
 
@@ -40,6 +40,8 @@ class DataSource:
         classes: Class names when labelled (index = label), else ``None``.
         num_samples: Number of training samples when known cheaply, else ``None``.
         description: One line saying what the data is.
+        faults: Samples left out while the source was built (an empty image file, a caption
+            row naming a missing image), one message each naming the file or line.
     """
 
     name: str
@@ -49,6 +51,7 @@ class DataSource:
     classes: list[str] | None
     num_samples: int | None
     description: str = ""
+    faults: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

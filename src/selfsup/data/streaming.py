@@ -15,6 +15,11 @@ epoch: the order is then a deterministic function of (seed, epoch, world size, w
 DataLoader copies the dataset into its workers when an iterator starts, so ``set_epoch`` must be
 called before ``iter(loader)``; with ``persistent_workers=True`` the workers keep the old epoch.
 
+Faults: with ``faults`` set to a :class:`~selfsup.data.faults.FaultLog`, a record that
+:meth:`decode` cannot decode is recorded and skipped, and a part that fails while being read (a
+truncated tar shard, a binary "text" file) is recorded and the rest of it skipped; with
+``faults=None`` (the default) both raise :class:`DataError`.
+
 With shard-level partitioning, ranks can receive different numbers of samples; a distributed
 loop should stop on a step budget rather than on exhaustion of the stream.
 """
@@ -28,6 +33,8 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
+
+from selfsup.data.source import DataError
 
 __all__ = ["PartitionedStream", "consumer_index", "seeded_rng", "shuffle_buffer"]
 
@@ -101,6 +108,7 @@ class PartitionedStream(IterableDataset, Generic[Raw]):
         self.buffer_size = buffer_size
         self.seed = seed
         self.epoch = 0
+        self.faults: Any = None  # a FaultLog while training (see selfsup.data.faults)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose shuffled order the next iteration produces."""
@@ -114,17 +122,28 @@ class PartitionedStream(IterableDataset, Generic[Raw]):
         """Turn one raw record into a sample dict."""
         raise NotImplementedError
 
+    def _read(self, part: str, report: bool) -> Iterator[Raw]:
+        """The records of ``part``; with a fault log, a part that fails is recorded (when
+        ``report``: consumers that all read the same part record it once) and cut short."""
+        try:
+            yield from self.read_part(part)
+        except DataError as err:
+            if self.faults is None:
+                raise
+            if report:
+                self.faults.record(f"{err}; the rest of it is skipped")
+
     def _records(self, consumer: int, consumers: int) -> Iterator[Raw]:
         order = list(self.parts)
         if self.shuffle:
             seeded_rng(self.seed, self.epoch).shuffle(order)
         if len(order) >= consumers:
             for part in order[consumer::consumers]:
-                yield from self.read_part(part)
+                yield from self._read(part, report=True)
             return
         index = 0
         for part in order:
-            for raw in self.read_part(part):
+            for raw in self._read(part, report=consumer == 0):
                 if index % consumers == consumer:
                     yield raw
                 index += 1
@@ -136,4 +155,11 @@ class PartitionedStream(IterableDataset, Generic[Raw]):
             rng = seeded_rng(self.seed, self.epoch, rank, worker)
             records = shuffle_buffer(records, self.buffer_size, rng)
         for raw in records:
-            yield self.decode(raw)
+            try:
+                sample = self.decode(raw)
+            except DataError as err:
+                if self.faults is None:
+                    raise
+                self.faults.record(str(err))
+                continue
+            yield sample

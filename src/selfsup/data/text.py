@@ -4,11 +4,16 @@ PATH is a file, a directory (every ``*.txt`` below it, sorted), or a glob. How a
 into documents is decided per file:
 
 - if the file has a blank (whitespace-only) line between two non-blank lines, documents are the
-  blocks separated by blank lines, their lines joined with ``"\\n"``;
+  blocks separated by blank lines, their lines joined with ``"\\n"`` (a block is cut after
+  :data:`MAX_LINE_CHARS` characters);
 - otherwise every non-blank line is one document.
 
 Surrounding whitespace is stripped and empty documents are skipped. Files are read as UTF-8; an
-invalid byte becomes U+FFFD rather than stopping a long run.
+invalid byte becomes U+FFFD rather than stopping a long run. A line longer than
+:data:`MAX_LINE_CHARS` characters is read in pieces of that length, each a line, so memory stays
+bounded. A file with a NUL byte in its first 8 KiB is binary, not text: it raises
+:class:`DataError`, or while training is skipped and counted (see :mod:`selfsup.data.faults`); a
+source whose files are all binary or empty is an error.
 
 Test split: within each file, documents number 19, 39, 59, ... (every 20th, counting from 0) are
 held out; the train split is the rest. This depends only on the file's content, not on how the
@@ -36,25 +41,41 @@ from selfsup.data.streaming import PartitionedStream, seeded_rng, shuffle_buffer
 
 __all__ = [
     "HOLDOUT_EVERY",
+    "MAX_LINE_CHARS",
     "SentenceCollate",
     "SentenceStream",
     "TextDataset",
     "find_text_files",
+    "is_binary",
     "iter_documents",
     "split_sentences",
     "uses_blank_lines",
 ]
 
 HOLDOUT_EVERY = 20
+MAX_LINE_CHARS = 1_000_000  # longer lines are read in pieces of this many characters
+_SNIFF_BYTES = 8192  # a NUL byte in these first bytes marks a binary file
 _COUNT_LIMIT_BYTES = 16 * 2**20  # count documents up front only for corpora this small
 _SPLITS = ("train", "test", "all")
+
+
+def _lines(f: Any) -> Iterator[str]:  # noqa: ANN401
+    """The lines of an open text file, a line longer than :data:`MAX_LINE_CHARS` in pieces."""
+    while line := f.readline(MAX_LINE_CHARS):
+        yield line
+
+
+def is_binary(path: str) -> bool:
+    """True when the file has a NUL byte in its first 8 KiB (text files have none)."""
+    with open(path, "rb") as f:
+        return b"\0" in f.read(_SNIFF_BYTES)
 
 
 def uses_blank_lines(path: str, encoding: str = "utf-8") -> bool:
     """True when the file separates documents by blank lines (see the module docstring)."""
     seen_text = pending_blank = False
     with open(path, encoding=encoding, errors="replace") as f:
-        for line in f:
+        for line in _lines(f):
             if line.strip():
                 if pending_blank:
                     return True
@@ -73,28 +94,37 @@ def iter_documents(path: str, encoding: str = "utf-8") -> Iterator[str]:
 
     Yields:
         Documents, stripped.
+
+    Raises:
+        DataError: The file is binary (see :func:`is_binary`).
     """
+    if is_binary(path):
+        raise DataError(f"text file {path} is binary (a NUL byte in its first 8 KiB), not text")
     paragraphs = uses_blank_lines(path, encoding)
     with open(path, encoding=encoding, errors="replace") as f:
         if not paragraphs:
-            for line in f:
+            for line in _lines(f):
                 if line.strip():
                     yield line.strip()
             return
         block: list[str] = []
-        for line in f:
+        size = 0
+        for line in _lines(f):
             if line.strip():
                 block.append(line.strip())
-            elif block:
+                size += len(block[-1])
+            if block and (not line.strip() or size >= MAX_LINE_CHARS):  # bounded documents
                 yield "\n".join(block)
-                block = []
+                block, size = [], 0
         if block:
             yield "\n".join(block)
 
 
 def _has_text(path: str) -> bool:
+    if is_binary(path):
+        return False
     with open(path, encoding="utf-8", errors="replace") as f:
-        return any(line.strip() for line in f)
+        return any(line.strip() for line in _lines(f))
 
 
 def find_text_files(path: str) -> list[str]:
@@ -173,7 +203,7 @@ class TextDataset(PartitionedStream[str]):
 
     def count(self) -> int:
         """Number of documents in this split (reads every file)."""
-        return sum(1 for part in self.parts for _ in self.read_part(part))
+        return sum(1 for part in self.parts if not is_binary(part) for _ in self.read_part(part))
 
 
 @register_dataset(
@@ -186,7 +216,9 @@ def build_text(arg: str | None, *, image_size: int, seed: int, shuffle_buffer: i
     path = require_arg("text", arg)
     files = find_text_files(path)
     if not any(_has_text(f) for f in files):
-        raise DataError(f"text source {path!r} holds no non-empty documents")
+        raise DataError(
+            f"text source {path!r} holds no non-empty documents (its files are empty or binary)"
+        )
     train = TextDataset(
         files, split="train", shuffle=shuffle_buffer > 0, buffer_size=shuffle_buffer, seed=seed
     )

@@ -5,7 +5,9 @@ Per optimizer step: ``accumulate`` micro-batches (forward, backward), optional g
 ``checkpoint_every`` steps. Stops when the budget (steps, epochs or wall clock) is spent.
 
 Under data parallelism every process takes the same decisions: the wall clock that drives a time
-budget is rank 0's, broadcast each step, and a non-finite loss on any process stops all of them.
+budget is rank 0's, broadcast each step, and a non-finite loss or gradient, or too many unreadable
+samples, on any process stops (or, for non-finite steps with ``nonfinite="skip"``, skips) on all
+of them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from selfsup.config import Budget, ConfigError
+from selfsup.data.faults import FaultMonitor
 from selfsup.engine.loader import EpochLoader
 from selfsup.engine.logging import MetricLogger, Progress
 from selfsup.engine.optim import lr_factor, set_lr
@@ -31,7 +34,11 @@ log = logging.getLogger("selfsup")
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the run stops before writing a checkpoint of it."""
+    """The loss or the gradient became NaN or infinite; the run stops before writing a
+    checkpoint of it."""
+
+
+MAX_SKIPPED_IN_A_ROW = 20  # nonfinite="skip" still stops after this many non-finite steps in a row
 
 
 class CollapseError(RuntimeError):
@@ -47,6 +54,7 @@ class TrainState:
     batch_in_epoch: int = 0  # micro-batches of the current epoch already consumed
     elapsed: float = 0.0  # seconds of training so far
     samples: int = 0  # samples seen (global)
+    skipped_steps: int = 0  # non-finite steps skipped (nonfinite="skip")
 
 
 @dataclass
@@ -63,6 +71,7 @@ class LoopSettings:
         log_every: optimizer steps per metrics record.
         checkpoint_every: optimizer steps per checkpoint.
         progress: show a progress bar (rank 0).
+        nonfinite: "stop" or "skip" a step whose loss or gradient is not finite.
     """
 
     budget: Budget
@@ -77,6 +86,7 @@ class LoopSettings:
     log_every: int = 10
     checkpoint_every: int = 500
     progress: bool = True
+    nonfinite: str = "stop"
 
 
 class Loop:
@@ -95,6 +105,7 @@ class Loop:
         global_batch: samples per optimizer step over all processes.
         probe: training samples for the label-free diagnostics (``diagnostics_every``).
         knn: labelled bank and queries for the online kNN accuracy (``knn_every``).
+        faults: this process's record of unreadable samples (``max_bad_fraction``).
     """
 
     def __init__(
@@ -110,6 +121,7 @@ class Loop:
         global_batch: int,
         probe: Probe | None = None,
         knn: OnlineKnn | None = None,
+        faults: FaultMonitor | None = None,
     ) -> None:
         self.fabric = fabric
         self.model = model
@@ -122,9 +134,11 @@ class Loop:
         self.global_batch = global_batch
         self.probe = probe
         self.knn = knn
+        self.faults = faults
         self.knn_message = ""  # the last online kNN accuracy, shown on the progress line
         self.collapse_message = ""  # the last diagnostics' collapse, shown on the progress line
         self.alarm = CollapseAlarm()
+        self.skipped_in_a_row = 0
         budget = settings.budget
         if budget.unit == "steps":
             self.total_steps: int | None = int(budget.amount)
@@ -162,16 +176,52 @@ class Loop:
             state.epoch += 1
             state.batch_in_epoch = 0
 
-    def _check_finite(self, loss: Tensor, step: int) -> None:
-        finite = torch.isfinite(loss).float()
-        if self.fabric.world_size > 1:  # every process must stop, or the others hang
-            finite = self.fabric.all_reduce(finite, reduce_op="min")
-        if finite.item() < 1:
-            raise NonFiniteLossError(
-                f"loss is {loss.item()} at step {step} (on this or another process); stopping "
-                "without saving. The last checkpoint is intact: lower optim.lr, set "
-                "optim.clip_grad, or use precision=32-true, then resume"
-            )
+    def _grad_norm(self) -> Tensor | None:
+        """Global L2 norm of the gradients (None when a GradScaler handles non-finite ones)."""
+        if getattr(getattr(self.fabric.strategy, "precision", None), "scaler", None) is not None:
+            return None
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if not grads:
+            return None
+        return torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads])
+        )
+
+    @torch.no_grad()
+    def _buffers(self) -> list[Tensor]:
+        return [b.detach().clone() for b in self.method.buffers()]
+
+    def _verdict(self, loss: Tensor, grad_norm: Tensor | None, samples: int) -> tuple[bool, bool]:
+        """(finite, too many faults) as agreed by every process: one all-reduce per step."""
+        finite = torch.isfinite(loss)
+        if grad_norm is not None:
+            finite = finite & torch.isfinite(grad_norm)
+        over = self.faults is not None and self.faults.over_limit(samples)
+        flags = torch.stack([finite.float(), torch.tensor(0.0 if over else 1.0)])
+        if self.fabric.world_size > 1:  # every process must decide alike, or the others hang
+            flags = self.fabric.all_reduce(flags.to(self.fabric.device), reduce_op="min")
+        return bool(flags[0] > 0), bool(flags[1] < 1)
+
+    def _non_finite(self, loss: Tensor, grad_norm: Tensor | None, step: int) -> None:
+        """Stop for a non-finite step; or, with ``nonfinite="skip"``, return so that the caller
+        drops its gradients (stopping all the same after too many in a row)."""
+        what = f"loss is {loss.item()}"
+        if grad_norm is not None and torch.isfinite(loss):
+            what = f"gradient norm is {grad_norm.item()}"
+        where = f"{what} at step {step} (on this or another process)"
+        manual = getattr(self.method, "updates_itself", False)
+        if self.settings.nonfinite == "skip" and not manual:
+            self.skipped_in_a_row += 1
+            if self.skipped_in_a_row <= MAX_SKIPPED_IN_A_ROW:
+                if self.fabric.is_global_zero:
+                    log.warning("%s; skipping the step (nonfinite=skip)", where)
+                return
+            where = f"{where}, the {MAX_SKIPPED_IN_A_ROW + 1}th non-finite step in a row"
+        raise NonFiniteLossError(
+            f"{where}; stopping without saving. The last checkpoint is intact: lower optim.lr, "
+            "set optim.clip_grad, or use precision=32-true, then resume"
+            + ("" if manual else " (or set nonfinite=skip to skip such steps)")
+        )
 
     def _diagnose(self, step: int) -> dict[str, float]:
         """Online kNN accuracy every ``knn_every`` steps and label-free figures of the probe's
@@ -259,6 +309,10 @@ class Loop:
                 lr = set_lr(self.optimizer, lr_factor(upcoming, s.warmup, s.final_lr, s.schedule))
                 step_loss = torch.zeros((), device=self.fabric.device)
                 manual = getattr(self.method, "updates_itself", False)
+                step_sums: dict[str, Tensor] = {}
+                # A skipped step must leave no trace: the forward may have written buffers
+                # (batch-norm statistics, MoCo's queue, DINO's centre), restored from this copy.
+                kept = self._buffers() if s.nonfinite == "skip" and not manual else None
                 for micro in range(s.accumulate):
                     batch = self.fabric.to_device(next(batches))
                     last = micro == s.accumulate - 1
@@ -271,13 +325,32 @@ class Loop:
                     step_loss += out["loss"].detach().float() / s.accumulate
                     for key, value in out.items():
                         value = value.detach().float() / s.accumulate
-                        sums[key] = sums[key] + value if key in sums else value
-                self._check_finite(step_loss, state.step + 1)
+                        step_sums[key] = step_sums[key] + value if key in step_sums else value
+                grad_norm = None if manual else self._grad_norm()
+                if self.faults is not None:
+                    self.faults.poll()
+                read = state.samples + self.global_batch  # this step's samples included
+                finite, too_many_faults = self._verdict(step_loss, grad_norm, read)
+                if too_many_faults:
+                    raise self.faults.error(read)  # type: ignore[union-attr]
+                if not finite:
+                    self._non_finite(step_loss, grad_norm, state.step + 1)
+                    self.optimizer.zero_grad(set_to_none=True)  # the step is skipped
+                    if kept is not None:
+                        for buffer, saved in zip(self.method.buffers(), kept, strict=True):
+                            buffer.copy_(saved)
+                    state.skipped_steps += 1
+                    continue
+                self.skipped_in_a_row = 0
+                for key, value in step_sums.items():
+                    sums[key] = sums[key] + value if key in sums else value
                 if not manual:
                     if s.clip_grad is not None:
                         self.fabric.clip_gradients(self.model, self.optimizer, max_norm=s.clip_grad)
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
+                    if grad_norm is not None:
+                        sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
                 state.step += 1
                 state.samples += self.global_batch
                 window_samples += self.global_batch
@@ -288,6 +361,10 @@ class Loop:
                     rate = window_samples / max(1e-9, time.perf_counter() - window_start)
                     metrics = {k: float(v) / s.log_every for k, v in sums.items()}
                     metrics.update(lr=lr, samples_per_s=rate, epoch=state.epoch, **diagnosed)
+                    if self.faults is not None and self.faults.count:
+                        metrics["bad_samples"] = self.faults.count
+                    if state.skipped_steps:
+                        metrics["skipped_steps"] = state.skipped_steps
                     self.logger.log(state.step, metrics)
                     info = f"loss {metrics['loss']:.4f}  lr {lr:.3g}  {rate:.0f} samples/s"
                     sums, window_start, window_samples = {}, time.perf_counter(), 0
