@@ -1,10 +1,11 @@
-"""Resume equivalence: 2k steps in one go == k steps, stop, resume for k more (bitwise, CPU fp32)."""
+"""Resume equivalence: 2k steps in one go == k steps, stop, resume for k more (bitwise, CPU fp32),
+for one method of each data kind (image, text, pair) and for a method with a queue (MoCo)."""
 
 import pytest
 import torch
 
 from selfsup.config import load_config
-from selfsup.methods.base import Method
+from selfsup.engine.loop import Loop
 from selfsup.pipeline import pretrain
 
 RUNS = {
@@ -12,6 +13,11 @@ RUNS = {
                "method_args": {"proj_hidden_dim": 32, "proj_dim": 8}},
     "mlm": {"method": "mlm", "data": "lee", "backbone": "bert-tiny", "seq_len": 32, "batch_size": 8,
             },
+    # a pair method, and a method whose queue of keys must resume exactly
+    "clip": {"method": "clip", "data": "shapes:64", "image_size": 16, "batch_size": 8,
+             "seq_len": 16, "method_args": {"text_backbone": "bert-tiny", "embed_dim": 16}},
+    "moco": {"method": "moco", "data": "digits", "image_size": 16, "batch_size": 8,
+             "method_args": {"queue_size": 32, "proj_hidden_dim": 32, "proj_dim": 8}},
 }  # fmt: skip
 
 
@@ -34,23 +40,23 @@ def test_resume_matches_uninterrupted(name, tmp_path, monkeypatch, tiny_tokenize
     # The `tokenizers` trainers break frequency ties in hash-map order, so two trainings on the
     # same corpus may differ by a few merges: both runs share one saved tokenizer.
     tiny_tokenizer.save_pretrained(tmp_path / "tok")
-    tok = tmp_path / "tok" if name == "mlm" else None
+    tok = tmp_path / "tok" if name in ("mlm", "clip") else None
     pretrain(config(name, tmp_path / "full", 4, tok))
 
-    original = Method.after_step
+    original = Loop._diagnose
 
     class Crash(Exception):
         pass
 
-    def crash_after_two(self, step, total):
+    def crash_after_two(self, step):
         if step == 3:  # the checkpoint of step 2 is written; die in the middle of step 3
             raise Crash
-        return original(self, step, total)
+        return original(self, step)
 
-    monkeypatch.setattr(Method, "after_step", crash_after_two)
+    monkeypatch.setattr(Loop, "_diagnose", crash_after_two)
     with pytest.raises(Crash):
         pretrain(config(name, tmp_path / "cut", 4, tok))
-    monkeypatch.setattr(Method, "after_step", original)
+    monkeypatch.setattr(Loop, "_diagnose", original)
     pretrain(config(name, tmp_path / "cut", 4, tok), resume=tmp_path / "cut")
 
     full, full_opt = weights(tmp_path / "full")
