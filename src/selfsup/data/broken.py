@@ -287,6 +287,8 @@ CASES: list[Case] = [
     Case("source", "all-corrupt", "image folder whose every image is corrupt", "error",
          _all_corrupt),
     Case("source", "all-binary", "text folder whose only file is binary", "error", _all_binary),
+    Case("source", "all-corrupt-shard", "tar shard whose every image is garbage", "error",
+         _shard_case(lambda: _tar([(f"s{i}.png", b"garbage") for i in range(GOOD)]))),
 ]  # fmt: skip
 
 
