@@ -131,6 +131,9 @@ class RunConfig:
         compile: ``torch.compile`` the method before training (costs about 30-60 s of
             compilation; about 1.25x faster SimCLR steps on a 2-core CPU, see benchmarks).
         num_workers: DataLoader worker processes (decoding only).
+        decode_cache: ``auto``: decode the training images of a file-backed source (folder,
+            shards, captions) once into memory when they take at most 4 GiB, and train from
+            there without workers; ``on``: whatever their size; ``off``: decode in every epoch.
         seed: global seed.
         out: run directory (default ``runs/METHOD-DATA-TIMESTAMP``).
         log_every: optimizer steps between metric log lines.
@@ -173,6 +176,7 @@ class RunConfig:
     sync_batchnorm: bool = False
     compile: bool = False
     num_workers: int = 2
+    decode_cache: str = "auto"
     seed: int = 0
     out: str | None = None
     log_every: int = 10
@@ -210,6 +214,10 @@ class RunConfig:
             )
         if not 0 <= self.max_bad_fraction <= 1:
             raise ConfigError(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
+        if self.decode_cache not in ("auto", "on", "off"):
+            raise ConfigError(
+                f"decode_cache must be 'auto', 'on' or 'off', got {self.decode_cache!r}"
+            )
         if self.nonfinite not in ("stop", "skip"):
             raise ConfigError(f"nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
         if self.precision not in ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"):
@@ -322,7 +330,9 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return value
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
-    if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
+    if hint is str and isinstance(value, bool):  # YAML 1.1 reads on/off as booleans
+        return "on" if value else "off"
+    if hint is str and isinstance(value, int | float):
         return str(value)
     if hint is bool and not isinstance(value, bool):
         raise ConfigError(f"{key} must be true or false, got {value!r}")

@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -30,12 +31,14 @@ from selfsup.checks import (
 )
 from selfsup.config import ConfigError, RunConfig, parse_budget, save_config
 from selfsup.data import DataError, DataSource, build_source
+from selfsup.data.cache import AUTO_LIMIT_BYTES, DecodedImages, cacheable, decoded_cache
 from selfsup.data.faults import (
     MIN_DENOMINATOR,
     FaultCounter,
     FaultLog,
     FaultMonitor,
     preflight,
+    read_faults,
     set_fault_log,
 )
 from selfsup.engine.checkpoint import (
@@ -186,6 +189,15 @@ def pretrain(
     check_compatible(config.method, cls, source)
     check_online_knn(config, source)
     check_source_faults(config, source)
+    if use_decode_cache(config, cls, source):
+        with tempfile.TemporaryDirectory() as tmp:  # the decoding workers' faults land here
+            set_fault_log(source.train, FaultLog(Path(tmp) / "faults.jsonl"))
+            source.train = decoded_cache(
+                source.train, source.num_samples, config.image_size, max(config.num_workers, 1)
+            )
+            source.faults = source.faults + read_faults(Path(tmp) / "faults.jsonl")
+        source.num_samples = len(source.train)
+        check_source_faults(config, source)
 
     fabric = make_fabric(config)
     fabric.launch()
@@ -331,6 +343,17 @@ def pretrain(
     return run_dir
 
 
+def use_decode_cache(config: RunConfig, cls: type[Method], source: DataSource) -> bool:
+    """Whether to decode the training images once into memory (``decode_cache``)."""
+    if config.decode_cache == "off" or cls.kind == "text" or not cacheable(source.train):
+        return False
+    if config.decode_cache == "on":
+        return True
+    if source.num_samples is None:  # a stream of unknown length (compressed shards)
+        return False
+    return source.num_samples * 3 * config.image_size**2 <= AUTO_LIMIT_BYTES
+
+
 def check_source_faults(config: RunConfig, source: DataSource) -> None:
     """Before any training: the samples left out while building the source (see
     ``DataSource.faults``) are within ``max_bad_fraction``, and the training data yields a
@@ -423,7 +446,8 @@ def make_loader(
             seed=config.seed,
             rank=rank,
             world_size=world,
-            num_workers=config.num_workers,
+            # decoded images in memory need no decoding worker
+            num_workers=0 if isinstance(dataset, DecodedImages) else config.num_workers,
             collate_fn=collate,
             # text and method-built examples: blocks or pairs, not the source's samples
             num_samples=source.num_samples if kind != "text" and custom is None else None,

@@ -152,10 +152,16 @@ def test_corrupt_image_in_a_worker_is_skipped_or_stops_the_run_naming_it(tmp_pat
     bad.write_bytes(b"this is not a png")
     args = ["pretrain", "--method", "simclr", "--data", f"folder:{data}", "--batch-size", "4",
             "--image-size", "16", "--budget", "3steps", "num_workers=1", "progress=false",
-            "method_args.proj_hidden_dim=16"]  # fmt: skip
+            "method_args.proj_hidden_dim=16", "decode_cache=off"]  # fmt: skip
     assert main([*args, "--out", str(tmp_path / "run")]) == 0  # skipped, counted, listed
     assert str(bad) in (tmp_path / "run" / "faults.jsonl").read_text()
     capsys.readouterr()
     code = main([*args, "--out", str(tmp_path / "strict"), "max_bad_fraction=0"])
     err = capsys.readouterr().err
     assert code == 3 and str(bad) in err and "Traceback" not in err
+    # Decoded once before training (the cache), the same file stops the run before it starts.
+    code = main([*args, "--out", str(tmp_path / "cached"), "max_bad_fraction=0",
+                 "decode_cache=on"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and str(bad) in err and "Traceback" not in err
+    assert not (tmp_path / "cached").exists()

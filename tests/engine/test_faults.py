@@ -30,7 +30,7 @@ def config(data, out, steps=6, **extra):
     values = {"method": "simclr", "data": f"folder:{data}", "image_size": 16, "batch_size": 4,
               "method_args": {"proj_hidden_dim": 16, "proj_dim": 8}, "budget": f"{steps}steps",
               "out": str(out), "num_workers": 0, "log_every": 1, "progress": False,
-              "diagnostics_every": 0, **extra}  # fmt: skip
+              "diagnostics_every": 0, "decode_cache": "off", **extra}  # fmt: skip
     return load_config(values=values)
 
 
@@ -72,6 +72,15 @@ def test_too_many_left_out_at_build_stops_before_the_run_directory(tmp_path):
     with pytest.raises(DataError, match="4 of the 8 samples.*max_bad_fraction.*empty00.png"):
         pretrain(config(data, tmp_path / "run", max_bad_fraction=0.001))
     assert not (tmp_path / "run").exists()
+
+
+def test_decode_cache_skips_bad_images_once_before_training(tmp_path):
+    data = folder(tmp_path / "data", good=20, bad=2, empty=1)
+    run = pretrain(config(data, tmp_path / "run", num_workers=2, decode_cache="on"))
+    listed = (run / "faults.jsonl").read_text()
+    assert "bad00.jpg" in listed and "bad01.jpg" in listed and "empty00.png" in listed
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["bad_samples"] == listed.count("\n")
 
 
 def test_monitor_counts_complete_lines_and_forgets_redone_steps(tmp_path):

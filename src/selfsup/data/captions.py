@@ -241,6 +241,8 @@ class CaptionDataset(Dataset):
     Returns samples ``{"image": uint8 (3, S, S), "text": str, "label": int}``.
     """
 
+    decodes_image_files = True  # worth a decoded cache (selfsup.data.cache)
+
     def __init__(
         self, images: list[str], captions: list[str], labels: list[int], image_size: int
     ) -> None:

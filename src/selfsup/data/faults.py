@@ -40,6 +40,7 @@ __all__ = [
     "FaultMonitor",
     "TooManyFaultsError",
     "preflight",
+    "read_faults",
     "read_or_replace",
     "set_fault_log",
 ]
@@ -149,6 +150,14 @@ def read_or_replace(
             faults.record(str(err))
             last = str(err)
     raise DataError(f"{tries} samples tried from #{index} could not be read; the last: {last}")
+
+
+def read_faults(path: str | os.PathLike[str]) -> list[str]:
+    """The messages of a :class:`FaultLog` file (empty when it does not exist)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [str(json.loads(line)["error"]) for line in f if line.endswith("\n")]
 
 
 class TooManyFaultsError(DataError):

@@ -145,6 +145,8 @@ class ImageFolderDataset(Dataset):
             is returned instead).
     """
 
+    decodes_image_files = True  # worth a decoded cache (selfsup.data.cache)
+
     def __init__(self, paths: list[str], labels: list[int], image_size: int) -> None:
         if len(paths) != len(labels):
             raise ValueError(f"{len(paths)} paths but {len(labels)} labels")

@@ -189,6 +189,8 @@ class ShardDataset(PartitionedStream[ShardRecord]):
         shard is compressed (counting its samples would decompress it).
     """
 
+    decodes_image_files = True  # worth a decoded cache (selfsup.data.cache)
+
     def __init__(
         self,
         shards: list[str],
