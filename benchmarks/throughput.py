@@ -65,7 +65,7 @@ def build(method_name: str, backbone: str, batch: int, workers: int, cache: bool
     if cache:
         from selfsup.data.cache import decoded_cache
 
-        train = decoded_cache(train, None)
+        train = decoded_cache(train, source.num_samples, 32, workers)
     loader = EpochLoader(train, batch, seed=0, num_workers=0 if cache else workers)
     shards = sorted(str(p) for p in DATA.glob("train-*.tar"))
     per_image = DataLoader(TorchvisionViews(shards), batch_size=batch, num_workers=2)
