@@ -55,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", dest="image_size", type=int)
     p.add_argument("--seq-len", dest="seq_len", type=int, help="tokens per text block / caption")
     p.add_argument("--num-workers", dest="num_workers", type=int, help="decoding workers")
-    p.add_argument("--precision", help="32-true or bf16-mixed")
+    p.add_argument(
+        "--precision", help="auto (bf16-mixed where the device computes bf16), 32-true, bf16-mixed"
+    )
     p.add_argument("--devices", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run directory")

@@ -122,7 +122,10 @@ class RunConfig:
         method_args: keyword arguments of the method (e.g. ``{"temperature": 0.2}``).
         optim: optimisation settings.
         tokenizer: tokenizer settings (text and pair methods).
-        precision: "32-true" or "bf16-mixed" (also "16-mixed" on GPUs).
+        precision: "auto" (default): "bf16-mixed" where the device computes bfloat16 natively (a
+            GPU with bf16, a CPU with AMX or AVX512-BF16), else "32-true"; the run's config.yaml
+            records what it resolved to. Or "32-true", "bf16-mixed", "16-mixed" (GPUs),
+            "bf16-true".
         accelerator: "auto", "cpu", "cuda", "mps".
         devices: devices per node (processes under DDP).
         num_nodes: machines.
@@ -168,7 +171,7 @@ class RunConfig:
     method_args: dict[str, Any] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    precision: str = "32-true"
+    precision: str = "auto"
     accelerator: str = "auto"
     devices: int = 1
     num_nodes: int = 1
@@ -220,9 +223,9 @@ class RunConfig:
             )
         if self.nonfinite not in ("stop", "skip"):
             raise ConfigError(f"nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
-        if self.precision not in ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"):
+        if self.precision not in ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"):
             raise ConfigError(
-                f"precision: {self.precision!r} is not supported. Valid: 32-true, bf16-mixed, "
+                f"precision: {self.precision!r} is not supported. Valid: auto, 32-true, bf16-mixed, "
                 "16-mixed (GPU), bf16-true"
             )
         self.optim.validate()
