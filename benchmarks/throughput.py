@@ -110,6 +110,8 @@ def step(state: dict, path: str, bf16: bool) -> None:
 def measure(args: argparse.Namespace) -> dict:
     state = build(args.method, args.backbone, args.batch, args.workers, args.cache)
     paths = [args.only] if args.only else list(PATHS)
+    if args.method != "simclr":  # the per-image recipe below is SimCLR's
+        paths = [p for p in paths if p != "per-image"]
     precisions = [p == "bf16-mixed" for p in args.precision]
     for path in paths:
         for bf16 in precisions:
@@ -134,6 +136,7 @@ def measure(args: argparse.Namespace) -> dict:
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     workers = 0 if args.only == "ceiling" or (args.only == "selfsup" and args.cache) else 2
+    # the memory of one path, measured alone: the other paths' loaders are never started
     return {
         "rates": {k: sorted(v)[len(v) // 2] for k, v in rates.items()},
         "peak_mib": (own + workers * children) / 1024,
@@ -163,15 +166,16 @@ def main() -> int:
         print(json.dumps(found))
         return 0
     memory = {}
+    rates = found["rates"]
+    paths = [p for p in PATHS if any(k.startswith(f"{p}|") for k in rates)]
     if not args.no_memory:
-        for path in PATHS:
+        for path in paths:
             command = [sys.executable, __file__, "--only", path, "--steps", "2", "--repeats", "1",
                        "--method", args.method, "--backbone", args.backbone,
                        "--batch", str(args.batch), "--precision", args.precision[0],
                        "--workers", str(args.workers)] + (["--cache"] if args.cache else [])  # fmt: skip
             out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             memory[path] = json.loads(out.strip().splitlines()[-1])["peak_mib"]
-    rates = found["rates"]
     lines = [
         f"Machine: {machine()}",
         "",
@@ -186,8 +190,8 @@ def main() -> int:
     ]
     for precision in args.precision:
         bf16 = precision == "bf16-mixed"
-        ceiling, base = rates[f"ceiling|{bf16}"], rates[f"per-image|{bf16}"]
-        for path in PATHS:
+        ceiling, base = rates[f"ceiling|{bf16}"], rates.get(f"per-image|{bf16}")
+        for path in paths:
             rate = rates[f"{path}|{bf16}"]
             mem = (
                 f"{memory[path]:.0f}"
@@ -196,7 +200,8 @@ def main() -> int:
             )
             lines.append(
                 f"| {precision} | {path} | {rate:.0f} | {rate / ceiling:.0%} | "
-                f"{rate / base:.2f}x | {mem} |"
+                + (f"{rate / base:.2f}x" if base else "n/a")
+                + f" | {mem} |"
             )
     print("\n".join(lines))
     return 0
