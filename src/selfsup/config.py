@@ -29,7 +29,7 @@ class OptimConfig:
     """Optimisation. ``None`` takes the method's recommended value (see ``selfsup list``).
 
     Attributes:
-        name: "adamw", "sgd" or "lars".
+        name: "adamw", "sgd", "lars" or "lamb".
         lr: base learning rate; for methods that scale it (SimCLR: LARS, 0.3) it is per 256
             samples of global batch and multiplied by ``batch_size * devices * accumulate / 256``.
         weight_decay: decoupled (AdamW) or L2 (SGD, LARS) weight decay.
@@ -57,9 +57,9 @@ class OptimConfig:
     accumulate: int = 1
 
     def validate(self) -> None:
-        if self.name is not None and self.name not in ("adamw", "sgd", "lars"):
+        if self.name is not None and self.name not in ("adamw", "sgd", "lars", "lamb"):
             raise ConfigError(
-                f"optim.name: unknown optimizer {self.name!r}. Valid: adamw, lars, sgd"
+                f"optim.name: unknown optimizer {self.name!r}. Valid: adamw, lamb, lars, sgd"
             )
         if self.schedule is not None and self.schedule not in ("cosine", "linear"):
             raise ConfigError(f"optim.schedule: unknown {self.schedule!r}. Valid: cosine, linear")

@@ -43,7 +43,7 @@ def test_build_optimizer_groups_and_fixed_lr():
     set_lr(opt, 0.1)
     assert math.isclose(opt.param_groups[0]["lr"], 0.05)
     assert opt.param_groups[1]["lr"] == 0.5
-    with pytest.raises(ValueError, match="adamw, lars, sgd"):
+    with pytest.raises(ValueError, match="adamw, lamb, lars, sgd"):
         build_optimizer([{"params": [a]}], "adam", lr=1.0, weight_decay=0.0)
 
 
@@ -66,3 +66,30 @@ def test_unset_schedule_fields_take_the_method_recipe(tmp_path):
     assert config.optim.warmup is None and config.optim.schedule is None
     with pytest.raises(ConfigError, match="optim.schedule"):
         load_config(values={"method": "simclr", "data": "digits", "optim": {"schedule": "step"}})
+
+
+def test_lamb_two_steps_against_numpy():
+    import numpy as np
+
+    from selfsup.engine.optim import LAMB
+
+    w0 = np.array([[0.5, -1.0], [2.0, 0.25]])
+    grads = [np.array([[0.1, -0.2], [0.3, 0.0]]), np.array([[-0.05, 0.4], [0.1, 0.2]])]
+    bias0 = np.array([0.3, -0.3])
+    lr, b1, b2, eps, wd = 0.01, 0.9, 0.999, 1e-6, 0.01
+    weight = torch.nn.Parameter(torch.tensor(w0))
+    bias = torch.nn.Parameter(torch.tensor(bias0))
+    opt = LAMB([{"params": [weight]}, {"params": [bias], "weight_decay": 0.0, "lars_exclude": True}],
+               lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd)  # fmt: skip
+    w, m, v = w0.copy(), np.zeros_like(w0), np.zeros_like(w0)
+    b, mb, vb = bias0.copy(), np.zeros(2), np.zeros(2)
+    for t, g in enumerate(grads, start=1):
+        weight.grad, bias.grad = torch.tensor(g), torch.tensor(g[0])
+        opt.step()
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g**2
+        u = (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps) + wd * w
+        w = w - lr * np.linalg.norm(w) / np.linalg.norm(u) * u
+        mb, vb = b1 * mb + (1 - b1) * g[0], b2 * vb + (1 - b2) * g[0] ** 2
+        b = b - lr * (mb / (1 - b1**t)) / (np.sqrt(vb / (1 - b2**t)) + eps)  # no adaptation
+    assert np.allclose(weight.detach().numpy(), w, atol=1e-12)
+    assert np.allclose(bias.detach().numpy(), b, atol=1e-12)

@@ -79,7 +79,8 @@ def test_registered_with_the_papers_settings():
         cls = METHODS.get(name)
         assert cls.kind == "text" and cls.tokenizer_kind == KIND[name]
         assert {"mlm", "pseudo_perplexity", "knn", "linear"} <= set(cls.protocols)
-        assert cls.defaults.optimizer == "adamw" and cls.defaults.schedule == "linear"
+        optimizer = "lamb" if name == "albert" else "adamw"  # ALBERT: LAMB, lr 0.00176
+        assert cls.defaults.optimizer == optimizer and cls.defaults.schedule == "linear"
         assert cls.defaults.weight_decay == 0.01 and cls.defaults.eps == 1e-6
     assert METHODS.get("roberta").defaults.betas == (0.9, 0.98)
     assert {"short_seq_prob", "hidden_size"} <= set(METHODS.get("bert").argument_names())

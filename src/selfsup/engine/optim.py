@@ -4,6 +4,11 @@ LARS (You, Gitman, Ginsburg 2017, "Large Batch Training of Convolutional Network
 it: SGD with momentum where each weight tensor's step is scaled by a trust ratio
 ``eta * ||w|| / ||g + wd * w||``. Parameter groups flagged ``lars_exclude`` (biases and
 normalisation parameters) get neither weight decay nor adaptation (SimCLR appendix B.1).
+
+LAMB (You et al. 2020, "Large Batch Optimization for Deep Learning: Training BERT in 76 Minutes",
+algorithm 2) as ALBERT uses it: Adam's bias-corrected step plus decoupled weight decay, scaled per
+weight tensor by the trust ratio ``||w|| / ||step||``; groups flagged ``lars_exclude`` get no
+adaptation (and, from the default parameter groups, no weight decay), as in the BERT LAMB code.
 """
 
 from __future__ import annotations
@@ -74,6 +79,67 @@ class LARS(Optimizer):
         return loss
 
 
+class LAMB(Optimizer):
+    """Layer-wise adaptive moments (LAMB).
+
+    Per weight tensor w with gradient g, at step t: ``m = b1 m + (1 - b1) g``,
+    ``v = b2 v + (1 - b2) g^2``, ``u = m / (1 - b1^t) / (sqrt(v / (1 - b2^t)) + eps) + wd w``, then
+    ``w -= lr * r * u`` with the trust ratio ``r = ||w|| / ||u||`` (1 when either norm is 0, or for
+    groups with ``lars_exclude``).
+
+    Args:
+        params: parameters or groups; a group may set ``lars_exclude=True``.
+        lr: learning rate.
+        betas: (b1, b2).
+        eps: added to the root of the second moment.
+        weight_decay: decoupled weight decay wd.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+    ) -> None:
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
+                    "lars_exclude": False}  # fmt: skip
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # noqa: ANN401 - the Optimizer signature
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = state["step"]
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m.mul_(b1).add_(p.grad, alpha=1 - b1)
+                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+                update = (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + group["eps"])
+                if group["weight_decay"]:
+                    update.add_(p, alpha=group["weight_decay"])
+                ratio = 1.0
+                if not group["lars_exclude"]:
+                    w_norm = torch.linalg.vector_norm(p)
+                    u_norm = torch.linalg.vector_norm(update)
+                    ratio = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, 1.0)
+                p.sub_(update * ratio * group["lr"])
+        return loss
+
+
 def build_optimizer(
     groups: list[dict[str, Any]],
     name: str,
@@ -99,7 +165,9 @@ def build_optimizer(
         return torch.optim.SGD(groups, lr=lr, weight_decay=weight_decay, momentum=momentum)
     if name == "lars":
         return LARS(groups, lr=lr, weight_decay=weight_decay, momentum=momentum)
-    raise ValueError(f"unknown optimizer {name!r}. Valid: adamw, lars, sgd")
+    if name == "lamb":
+        return LAMB(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}. Valid: adamw, lamb, lars, sgd")
 
 
 SCHEDULES = ("cosine", "linear")

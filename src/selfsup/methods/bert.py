@@ -92,8 +92,7 @@ class SentencePairPretraining(MaskedEncoder):
 
     method_name: ClassVar[str]  # the registered name, for errors
     pair_task: ClassVar[str]  # "nsp" or "sop": the pairs, their label key and the logged names
-    # BERT's recipe with this module's deviations (lr 5e-4, 10 % warm-up); ALBERT's module
-    # docstring gives its reasons for keeping it instead of LAMB
+    # BERT's recipe with this module's deviations (lr 5e-4, 10 % warm-up); ALBERT has its own
     defaults: ClassVar[OptimDefaults] = OptimDefaults(
         optimizer="adamw",
         lr=5e-4,
