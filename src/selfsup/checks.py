@@ -9,7 +9,8 @@ from typing import Any
 
 from selfsup.backbones import VISION_BACKBONES
 from selfsup.config import ConfigError, RunConfig, load_config
-from selfsup.data import DataSource
+from selfsup.data import DataError, DataSource
+from selfsup.data.faults import MIN_DENOMINATOR, preflight
 from selfsup.methods import Method
 
 # Which data kinds each method kind can consume (an image method reads the images of pairs).
@@ -117,3 +118,31 @@ def check_backbone(cls: type[Method], name: str | None) -> None:
             raise ConfigError(f"backbone {name!r}: timm has no model of that name")
     else:
         VISION_BACKBONES.get(name)
+
+
+def check_source_faults(config: RunConfig, source: DataSource) -> None:
+    """Before any training: the samples left out while building the source (see
+    ``DataSource.faults``) are within ``max_bad_fraction``, and the training data yields a
+    readable sample among its first ones."""
+    bad = len(source.faults)
+    total = bad + (source.num_samples or 0)
+    if bad > config.max_bad_fraction * max(total, MIN_DENOMINATOR):
+        raise DataError(
+            f"{bad} of the {total} samples of {source.name!r} cannot be used, more than "
+            f"max_bad_fraction={config.max_bad_fraction:g}; for example: "
+            + "; ".join(source.faults[:3])
+        )
+    try:
+        preflight(source.train)
+    except DataError as err:
+        raise DataError(f"{source.name!r}: {err}") from None
+
+
+def check_online_knn(config: RunConfig, source: DataSource) -> None:
+    """``knn_every > 0`` needs labelled data with a test split."""
+    if config.knn_every > 0 and (not source.classes or source.test is None):
+        raise ConfigError(
+            f"knn_every={config.knn_every} needs labelled data with a test split; "
+            f"{source.name!r} has {'no test split' if source.classes else 'no labels'} "
+            "(set knn_every=0)"
+        )

@@ -27,17 +27,17 @@ from selfsup.checks import (
     check_backbone,
     check_compatible,
     check_method_args,
+    check_online_knn,
     check_precision_and_norm,
+    check_source_faults,
 )
 from selfsup.config import ConfigError, RunConfig, parse_budget, save_config
-from selfsup.data import DataError, DataSource, build_source
+from selfsup.data import DataSource, build_source
 from selfsup.data.cache import AUTO_LIMIT_BYTES, DecodedImages, cacheable, decoded_cache
 from selfsup.data.faults import (
-    MIN_DENOMINATOR,
     FaultCounter,
     FaultLog,
     FaultMonitor,
-    preflight,
     read_faults,
     set_fault_log,
 )
@@ -52,6 +52,7 @@ from selfsup.engine.loader import EpochLoader
 from selfsup.engine.logging import MetricLogger
 from selfsup.engine.loop import Loop, LoopSettings, TrainState
 from selfsup.engine.optim import build_optimizer
+from selfsup.engine.precision import resolve_precision
 from selfsup.evaluate.diagnostics import OnlineKnn, Probe
 from selfsup.evaluate.features import collate_for
 from selfsup.methods import METHODS, BuildContext, Method
@@ -135,34 +136,6 @@ def build_dataset(
     if kind == "pair":
         return dataset, CaptionCollate(tokenizer, seq_len)
     return dataset, None
-
-
-def cpu_computes_bf16() -> bool:
-    """Whether this CPU has bfloat16 arithmetic (AMX or AVX512-BF16; read from /proc/cpuinfo,
-    so False off Linux)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"amx_bf16", "avx512_bf16"})
-    except OSError:
-        pass
-    return False
-
-
-def resolve_precision(precision: str, accelerator: str = "auto") -> str:
-    """``precision``, with ``"auto"`` made concrete: ``"bf16-mixed"`` on a GPU that supports
-    bfloat16 or a CPU that computes it natively (:func:`cpu_computes_bf16`), else ``"32-true"``.
-    bf16 autocast is 2.2-2.4x faster than fp32 for SimCLR on an AMX CPU (benchmarks/RESULTS.md)
-    and within its tolerance of fp32's losses and gradients (tests/engine/test_precision.py)."""
-    if precision != "auto":
-        return precision
-    if accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
-    if accelerator in ("auto", "cpu") and cpu_computes_bf16():
-        return "bf16-mixed"
-    return "32-true"
 
 
 def make_fabric(config: RunConfig) -> Fabric:
@@ -381,34 +354,6 @@ def use_decode_cache(config: RunConfig, cls: type[Method], source: DataSource) -
     if source.num_samples is None:  # a stream of unknown length (compressed shards)
         return False
     return source.num_samples * 3 * config.image_size**2 <= AUTO_LIMIT_BYTES
-
-
-def check_source_faults(config: RunConfig, source: DataSource) -> None:
-    """Before any training: the samples left out while building the source (see
-    ``DataSource.faults``) are within ``max_bad_fraction``, and the training data yields a
-    readable sample among its first ones."""
-    bad = len(source.faults)
-    total = bad + (source.num_samples or 0)
-    if bad > config.max_bad_fraction * max(total, MIN_DENOMINATOR):
-        raise DataError(
-            f"{bad} of the {total} samples of {source.name!r} cannot be used, more than "
-            f"max_bad_fraction={config.max_bad_fraction:g}; for example: "
-            + "; ".join(source.faults[:3])
-        )
-    try:
-        preflight(source.train)
-    except DataError as err:
-        raise DataError(f"{source.name!r}: {err}") from None
-
-
-def check_online_knn(config: RunConfig, source: DataSource) -> None:
-    """``knn_every > 0`` needs labelled data with a test split."""
-    if config.knn_every > 0 and (not source.classes or source.test is None):
-        raise ConfigError(
-            f"knn_every={config.knn_every} needs labelled data with a test split; "
-            f"{source.name!r} has {'no test split' if source.classes else 'no labels'} "
-            "(set knn_every=0)"
-        )
 
 
 def online_knn(

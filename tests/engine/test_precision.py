@@ -7,13 +7,13 @@ import copy
 import pytest
 import torch
 
-import selfsup.pipeline as pipeline
+import selfsup.engine.precision as precision
 from selfsup.methods import METHODS, BuildContext
 
 
 def test_explicit_precision_is_kept():
-    assert pipeline.resolve_precision("32-true") == "32-true"
-    assert pipeline.resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
+    assert precision.resolve_precision("32-true") == "32-true"
+    assert precision.resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
 
 
 @pytest.mark.parametrize(("bf16_cpu", "accelerator", "expected"), [
@@ -22,8 +22,8 @@ def test_explicit_precision_is_kept():
 ])  # fmt: skip
 def test_auto_follows_the_cpu(monkeypatch, bf16_cpu, accelerator, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(pipeline, "cpu_computes_bf16", lambda: bf16_cpu)
-    assert pipeline.resolve_precision("auto", accelerator) == expected
+    monkeypatch.setattr(precision, "cpu_computes_bf16", lambda: bf16_cpu)
+    assert precision.resolve_precision("auto", accelerator) == expected
 
 
 def test_a_run_records_what_auto_resolved_to(tmp_path):
@@ -36,7 +36,7 @@ def test_a_run_records_what_auto_resolved_to(tmp_path):
         "num_workers": 0, "progress": False, "diagnostics_every": 0,
     }))  # fmt: skip
     saved = load_config(run / "config.yaml")
-    assert saved.precision == pipeline.resolve_precision("auto")
+    assert saved.precision == precision.resolve_precision("auto")
 
 
 def loss_and_grads(method, images, bf16):
