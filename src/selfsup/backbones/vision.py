@@ -18,6 +18,7 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from selfsup.registry import Registry
 
@@ -64,6 +65,41 @@ def apply_cifar_stem(model: nn.Module) -> None:
     model.maxpool = nn.Identity()
 
 
+class OnePixelConv2d(nn.Conv2d):
+    """A "same"-padded convolution that, on a 1x1 input, applies only its centre tap.
+
+    With padding ``k // 2`` a k x k kernel over a 1 x 1 map sees the pixel only through its centre
+    weight, the rest meets zero padding: the result is exactly a 1x1 convolution with
+    ``weight[:, :, c, c]``, at 1/k^2 of the cost. The rewrite also avoids a oneDNN fault seen with
+    torch 2.14 on CPU: under bf16 the weight gradient of a stride-2 3x3 convolution over a 1 x 1
+    input sometimes holds NaN in the taps that only meet padding (about 1 call in 30), which stops
+    a run. ResNet stages reach 1 x 1 maps on small patches (jigsaw tiles, context prediction).
+    Larger inputs take the ordinary path; parameters and state-dict keys are unchanged.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-2:] == (1, 1) and self._centre is not None:
+            c = self._centre
+            return F.conv2d(
+                x, self.weight[:, :, c : c + 1, c : c + 1], self.bias, 1, 0, 1, self.groups
+            )
+        return super().forward(x)
+
+    @property
+    def _centre(self) -> int | None:
+        k = self.kernel_size[0]
+        same = self.padding == (k // 2, k // 2) and self.padding_mode == "zeros"
+        square_odd = self.kernel_size == (k, k) and k % 2 == 1 and k > 1
+        return k // 2 if same and square_odd and self.dilation == (1, 1) else None
+
+
+def use_one_pixel_convs(model: nn.Module) -> None:
+    """Make every plain ``nn.Conv2d`` of ``model`` an :class:`OnePixelConv2d`, in place."""
+    for module in model.modules():
+        if type(module) is nn.Conv2d:
+            module.__class__ = OnePixelConv2d
+
+
 class VisionBackbone(nn.Module):
     """A timm model without its classifier, returning pooled features.
 
@@ -99,6 +135,8 @@ class VisionBackbone(nn.Module):
             if not is_resnet:
                 raise ValueError(f"cifar_stem applies to ResNets only, not {timm_name!r}")
             apply_cifar_stem(self.model)
+        if is_resnet:
+            use_one_pixel_convs(self.model)
         self.timm_name = timm_name
         self.image_size = image_size
         self.cifar_stem = bool(cifar_stem)
