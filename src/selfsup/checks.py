@@ -138,6 +138,17 @@ def check_source_faults(config: RunConfig, source: DataSource) -> None:
         raise DataError(f"{source.name!r}: {err}") from None
 
 
+def check_resample(config: RunConfig, source: DataSource) -> None:
+    """``resample=true`` needs a streamed training split (tar shards or text files)."""
+    from selfsup.data.streaming import PartitionedStream
+
+    if not isinstance(source.train, PartitionedStream):
+        raise ConfigError(
+            f"resample=true applies to streamed sources (shards:, text:), not {source.name!r}, "
+            "which is read by index: every epoch of it already visits each sample once"
+        )
+
+
 def check_online_knn(config: RunConfig, source: DataSource) -> None:
     """``knn_every > 0`` needs labelled data with a test split."""
     if config.knn_every > 0 and (not source.classes or source.test is None):

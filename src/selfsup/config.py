@@ -29,7 +29,7 @@ class OptimConfig:
     """Optimisation. ``None`` takes the method's recommended value (see ``selfsup list``).
 
     Attributes:
-        name: "adamw", "sgd", "lars" or "lamb".
+        name: "adamw", "sgd", "lars", "lamb" or "adafactor".
         lr: base learning rate; for methods that scale it (SimCLR: LARS, 0.3) it is per 256
             samples of global batch and multiplied by ``batch_size * devices * accumulate / 256``.
         weight_decay: decoupled (AdamW) or L2 (SGD, LARS) weight decay.
@@ -39,8 +39,9 @@ class OptimConfig:
             for most; word2vec none).
         final_lr: learning rate at the end of the decay, as a fraction of the peak (None: the
             method's, 0 for most; word2vec 1e-4).
-        schedule: decay after the warm-up, "cosine" or "linear" (None: the method's; linear
-            for the BERT family and word2vec, as in their papers).
+        schedule: decay after the warm-up, "cosine", "linear" or "inverse_sqrt" (None: the
+            method's; linear for the BERT family and word2vec, inverse_sqrt for T5, as in their
+            papers; inverse_sqrt holds the peak during ``warmup`` instead of ramping up).
         clip_grad: clip the global gradient norm to this value (``None``: no clipping).
         accumulate: micro-batches per optimizer step (gradient accumulation).
     """
@@ -57,12 +58,20 @@ class OptimConfig:
     accumulate: int = 1
 
     def validate(self) -> None:
-        if self.name is not None and self.name not in ("adamw", "sgd", "lars", "lamb"):
+        optimizers = ("adafactor", "adamw", "lamb", "lars", "sgd")
+        if self.name is not None and self.name not in optimizers:
             raise ConfigError(
-                f"optim.name: unknown optimizer {self.name!r}. Valid: adamw, lamb, lars, sgd"
+                f"optim.name: unknown optimizer {self.name!r}. Valid: {', '.join(optimizers)}"
             )
-        if self.schedule is not None and self.schedule not in ("cosine", "linear"):
-            raise ConfigError(f"optim.schedule: unknown {self.schedule!r}. Valid: cosine, linear")
+        schedules = ("cosine", "linear", "inverse_sqrt")
+        if self.schedule is not None and self.schedule not in schedules:
+            raise ConfigError(
+                f"optim.schedule: unknown {self.schedule!r}. Valid: {', '.join(schedules)}"
+            )
+        if self.schedule == "inverse_sqrt" and self.warmup == 0:
+            raise ConfigError(
+                "optim.schedule=inverse_sqrt needs optim.warmup > 0 (its constant phase)"
+            )
         if self.final_lr is not None and not 0 <= self.final_lr <= 1:
             raise ConfigError(
                 f"optim.final_lr is a fraction of the peak in [0, 1], got {self.final_lr}"
@@ -129,7 +138,7 @@ class RunConfig:
         accelerator: "auto", "cpu", "cuda", "mps".
         devices: devices per node (processes under DDP).
         num_nodes: machines.
-        strategy: Lightning Fabric strategy ("auto", "ddp", ...).
+        strategy: Lightning Fabric strategy ("auto", "ddp", ...; not FSDP or DeepSpeed).
         sync_batchnorm: convert BatchNorm layers to SyncBatchNorm under DDP (GPUs).
         compile: ``torch.compile`` the method before training (costs about 30-60 s of
             compilation; about 1.25x faster SimCLR steps on a 2-core CPU, see benchmarks).
@@ -137,6 +146,10 @@ class RunConfig:
         decode_cache: ``auto``: decode the training images of a file-backed source (folder,
             shards, captions) once into memory when they take at most 4 GiB, and train from
             there without workers; ``on``: whatever their size; ``off``: decode in every epoch.
+        resample: streamed sources (tar shards, text files): every process and worker draws
+            whole shards or files at random with replacement, endlessly, instead of splitting
+            them: nobody waits for a share or runs out early, however few the files. An epoch is
+            then nominal (the source's samples / global batch, or 1,000 batches when unknown).
         seed: global seed.
         out: run directory (default ``runs/METHOD-DATA-TIMESTAMP``).
         log_every: optimizer steps between metric log lines.
@@ -180,6 +193,7 @@ class RunConfig:
     compile: bool = False
     num_workers: int = 2
     decode_cache: str = "auto"
+    resample: bool = False
     seed: int = 0
     out: str | None = None
     log_every: int = 10
@@ -220,6 +234,17 @@ class RunConfig:
         if self.decode_cache not in ("auto", "on", "off"):
             raise ConfigError(
                 f"decode_cache must be 'auto', 'on' or 'off', got {self.decode_cache!r}"
+            )
+        if self.strategy.startswith(("fsdp", "deepspeed")):
+            raise ConfigError(
+                f"strategy={self.strategy} is not supported: checkpoints, momentum encoders and "
+                "exports here assume every process holds whole parameters. Use strategy=ddp "
+                "(the models selfsup trains fit on one GPU each)"
+            )
+        if self.resample and self.decode_cache == "on":
+            raise ConfigError(
+                "resample=true streams the source, decode_cache=on reads it from memory: "
+                "choose one (decode_cache=auto or off with resample)"
             )
         if self.nonfinite not in ("stop", "skip"):
             raise ConfigError(f"nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ from selfsup.checks import (
     check_method_args,
     check_online_knn,
     check_precision_and_norm,
+    check_resample,
     check_source_faults,
 )
 from selfsup.config import ConfigError, RunConfig, parse_budget, save_config
@@ -103,6 +105,16 @@ def prepare_tokenizer(
         return load_tokenizer(run_dir / "tokenizer")
     if config.tokenizer.path is not None:
         return load_tokenizer(config.tokenizer.path)
+    pretrained = method_cls.tokenizer_path(config.method_args) if method_cls else None
+    if pretrained is not None:  # the tokenizer of the encoder the method starts from
+        try:
+            return load_tokenizer(pretrained)
+        except (OSError, ValueError) as err:
+            raise ConfigError(
+                f"method_args.init: no tokenizer could be read from {pretrained} "
+                f"({type(err).__name__}); give a folder written by save_pretrained with its "
+                "tokenizer, such as a masked-LM run's export/"
+            ) from None
     tokenizer = None
     if fabric.is_global_zero:
         kind = config.tokenizer.kind or (method_cls.tokenizer_kind if method_cls else "wordpiece")
@@ -138,17 +150,53 @@ def build_dataset(
     return dataset, None
 
 
+def launcher_processes(environ: dict[str, str] | None = None) -> tuple[int, int] | None:
+    """``(processes per node, nodes)`` when an outside launcher started this process: torchrun
+    (``LOCAL_WORLD_SIZE``, ``WORLD_SIZE``) or SLURM's srun (``SLURM_NTASKS_PER_NODE``,
+    ``SLURM_NNODES``; not in an interactive ``bash`` job); else None."""
+    env = os.environ if environ is None else environ
+    try:
+        if "LOCAL_WORLD_SIZE" in env and "WORLD_SIZE" in env:
+            local, world = int(env["LOCAL_WORLD_SIZE"]), int(env["WORLD_SIZE"])
+            return local, max(world // max(local, 1), 1)
+        interactive = env.get("SLURM_JOB_NAME") in ("bash", "interactive")
+        if "SLURM_NTASKS_PER_NODE" in env and "SLURM_NNODES" in env and not interactive:
+            return int(env["SLURM_NTASKS_PER_NODE"]), int(env["SLURM_NNODES"])
+    except ValueError:  # e.g. SLURM's "2(x3)" for uneven nodes: leave it to Fabric's checks
+        return None
+    return None
+
+
 def make_fabric(config: RunConfig) -> Fabric:
-    """Lightning Fabric for the config's accelerator, devices, nodes, strategy and precision."""
+    """Lightning Fabric for the config's accelerator, devices, nodes, strategy and precision.
+
+    Under torchrun or srun, ``devices`` and ``num_nodes`` left at 1 take the launcher's numbers
+    (and the run's config.yaml records them); numbers that contradict it are refused."""
     if config.precision == "16-mixed" and not torch.cuda.is_available():
         raise ConfigError("precision=16-mixed needs a GPU; use bf16-mixed on CPU")
-    return Fabric(
-        accelerator=config.accelerator,
-        devices=config.devices,
-        num_nodes=config.num_nodes,
-        strategy=config.strategy,
-        precision=config.precision,  # type: ignore[arg-type]
-    )
+    launched = launcher_processes()
+    if launched is not None and (config.devices, config.num_nodes) == (1, 1):
+        config.devices, config.num_nodes = launched
+        if config.devices * config.num_nodes > 1 and config.strategy == "auto":
+            config.strategy = "ddp"
+    elif launched is not None and (config.devices, config.num_nodes) != launched:
+        raise ConfigError(
+            f"devices={config.devices}, num_nodes={config.num_nodes} contradict the launcher "
+            f"(torchrun or srun), which started {launched[0]} processes per node on "
+            f"{launched[1]} node(s): leave devices and num_nodes unset, or match them"
+        )
+    try:
+        return Fabric(
+            accelerator=config.accelerator,
+            devices=config.devices,
+            num_nodes=config.num_nodes,
+            strategy=config.strategy,
+            precision=config.precision,  # type: ignore[arg-type]
+        )
+    except (ValueError, RuntimeError) as err:  # e.g. devices that contradict torchrun or srun
+        raise ConfigError(
+            f"devices={config.devices}, num_nodes={config.num_nodes}: {err}"
+        ) from None
 
 
 def pretrain(
@@ -191,6 +239,9 @@ def pretrain(
     check_compatible(config.method, cls, source)
     check_online_knn(config, source)
     check_source_faults(config, source)
+    if config.resample:
+        check_resample(config, source)
+        source.train.resample = True  # type: ignore[union-attr]
     if use_decode_cache(config, cls, source):
         with tempfile.TemporaryDirectory() as tmp:  # the decoding workers' faults land here
             set_fault_log(source.train, FaultLog(Path(tmp) / "faults.jsonl"))
@@ -211,7 +262,10 @@ def pretrain(
         prepare_tokenizer(config, source, run_dir, fabric, cls) if cls.kind != "image" else None
     )
     ctx = BuildContext.from_config(config, tokenizer, fabric.world_size, source.num_samples)
-    method = cls.build(ctx, **config.method_args)
+    try:
+        method = cls.build(ctx, **config.method_args)
+    except ValueError as err:  # an argument value the method refuses, named by its message
+        raise ConfigError(f"{config.method}: {err}") from None
     if config.sync_batchnorm and fabric.world_size > 1:
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     if config.compile:
@@ -219,6 +273,11 @@ def pretrain(
     # Until the run directory exists, faults (e.g. while counting an epoch) are only counted.
     set_fault_log(source.train, FaultCounter())
     loader = make_loader(cls.kind, source, tokenizer, config, fabric, method)
+    if config.resample and not loader.endless:
+        raise ConfigError(
+            f"resample=true: {config.method} builds its own training examples from the source "
+            "and cannot resample it; set resample=false"
+        )
     global_batch = config.batch_size * fabric.world_size * config.optim.accumulate
     optimizer = make_optimizer(method, config, global_batch)
     model, optimizer = fabric.setup(method, optimizer)
@@ -348,6 +407,8 @@ def pretrain(
 def use_decode_cache(config: RunConfig, cls: type[Method], source: DataSource) -> bool:
     """Whether to decode the training images once into memory (``decode_cache``)."""
     if config.decode_cache == "off" or cls.kind == "text" or not cacheable(source.train):
+        return False
+    if config.resample:  # a resampled stream is read from its files
         return False
     if config.decode_cache == "on":
         return True

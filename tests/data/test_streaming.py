@@ -64,3 +64,43 @@ def test_order_is_deterministic_per_epoch(monkeypatch):
 def test_no_shuffle_keeps_file_order(monkeypatch):
     dataset = Numbers(["0:3", "3:6"], shuffle=False, buffer_size=100, seed=0)
     assert run_as(monkeypatch, dataset, 0, 1, 0, 1) == list(range(6))
+
+
+def take(iterator, n):
+    return [next(iterator)["x"] for _ in range(n)]
+
+
+def resampled_as(monkeypatch, dataset, rank, world, worker, workers, n, epoch=0):
+    monkeypatch.setattr(streaming, "consumer_index", lambda: (rank, world, worker, workers))
+    dataset.set_epoch(epoch)
+    return take(iter(dataset), n)
+
+
+def test_resampling_is_endless_with_replacement_and_seeded_per_consumer(monkeypatch):
+    # one part and 4 consumers: each consumer reads whole parts, forever, none sits idle
+    dataset = Numbers(["0:10", "10:20"], shuffle=True, buffer_size=4, seed=1)
+    dataset.resample = True
+    consumers = [(r, w) for r in range(2) for w in range(2)]
+    draws = {c: resampled_as(monkeypatch, dataset, c[0], 2, c[1], 2, 200) for c in consumers}
+    for seen in draws.values():
+        assert set(seen) == set(range(20))  # 10x the data: every sample, several times each
+        assert max(seen.count(x) for x in range(20)) > 1
+    assert len({tuple(s) for s in draws.values()}) == 4  # each consumer its own stream
+    # deterministic per (seed, epoch, rank, worker); another epoch draws anew
+    assert resampled_as(monkeypatch, dataset, 1, 2, 0, 2, 200) == draws[(1, 0)]
+    assert resampled_as(monkeypatch, dataset, 1, 2, 0, 2, 200, epoch=1) != draws[(1, 0)]
+
+
+def test_resampling_draws_parts_about_uniformly(monkeypatch):
+    parts = [f"{10 * i}:{10 * i + 10}" for i in range(5)]
+    dataset = Numbers(parts, shuffle=False, buffer_size=0, seed=0)
+    dataset.shuffle, dataset.resample = True, True
+    seen = resampled_as(monkeypatch, dataset, 0, 1, 0, 1, 5000)
+    counts = [sum(1 for x in seen if x // 10 == i) for i in range(5)]
+    assert all(800 <= c <= 1200 for c in counts), counts  # 1000 each expected
+
+
+def test_resampling_leaves_the_test_split_alone(monkeypatch):
+    dataset = Numbers(["0:10", "10:20"], shuffle=False, buffer_size=4, seed=1)
+    dataset.resample = True  # a split that does not shuffle is read in order, once
+    assert run_as(monkeypatch, dataset, 0, 1, 0, 1) == list(range(20))

@@ -118,6 +118,15 @@ class PackedBlocks(IterableDataset):
         self.sep_id = separator_id(tokenizer)
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
 
+    @property
+    def resample(self) -> bool:
+        """Whether the inner stream draws its parts with replacement, endlessly."""
+        return bool(getattr(self.dataset, "resample", False))
+
+    @resample.setter
+    def resample(self, value: bool) -> None:
+        self.dataset.resample = value
+
     def set_epoch(self, epoch: int) -> None:
         """Forwarded to the inner dataset (which may reshuffle its documents per epoch)."""
         if hasattr(self.dataset, "set_epoch"):

@@ -22,6 +22,13 @@ truncated tar shard, a binary "text" file) is recorded and the rest of it skippe
 
 With shard-level partitioning, ranks can receive different numbers of samples; a distributed
 loop should stop on a step budget rather than on exhaustion of the stream.
+
+Resampling (``resample = True``, train split only): instead of splitting the parts, every consumer
+draws whole parts at random with replacement, from an RNG seeded by ``(seed, epoch, rank,
+worker)``, and never runs out. No consumer waits for a share, however few the parts (one shard
+and 16 workers), and no process ends its epoch early; the price is that a sample may come twice
+before another comes once. The stream is endless: the reader decides where an "epoch" ends
+(:class:`~selfsup.engine.loader.EpochLoader` cuts it at the nominal number of batches).
 """
 
 from __future__ import annotations
@@ -108,6 +115,7 @@ class PartitionedStream(IterableDataset, Generic[Raw]):
         self.buffer_size = buffer_size
         self.seed = seed
         self.epoch = 0
+        self.resample = False  # draw parts with replacement, endlessly (see the module docstring)
         self.faults: Any = None  # a FaultLog while training (see selfsup.data.faults)
 
     def set_epoch(self, epoch: int) -> None:
@@ -133,6 +141,13 @@ class PartitionedStream(IterableDataset, Generic[Raw]):
             if report:
                 self.faults.record(f"{err}; the rest of it is skipped")
 
+    def _resampled(self, rng: random.Random) -> Iterator[Raw]:
+        """Whole parts drawn with replacement, forever (a consumer reports its own faults)."""
+        if not self.parts:
+            return
+        while True:
+            yield from self._read(rng.choice(self.parts), report=True)
+
     def _records(self, consumer: int, consumers: int) -> Iterator[Raw]:
         order = list(self.parts)
         if self.shuffle:
@@ -150,7 +165,10 @@ class PartitionedStream(IterableDataset, Generic[Raw]):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         rank, world, worker, num_workers = consumer_index()
-        records = self._records(rank * num_workers + worker, world * num_workers)
+        if self.resample and self.shuffle:
+            records = self._resampled(seeded_rng(self.seed, self.epoch, rank, worker, 1))
+        else:
+            records = self._records(rank * num_workers + worker, world * num_workers)
         if self.shuffle:
             rng = seeded_rng(self.seed, self.epoch, rank, worker)
             records = shuffle_buffer(records, self.buffer_size, rng)

@@ -4,6 +4,9 @@ The order of an epoch depends only on (seed, epoch), so a run resumed at (epoch,
 exactly the batches the interrupted run would have seen. Map-style datasets skip ahead by slicing
 the epoch's permutation (free); iterable datasets (streamed shards, text) are told the epoch with
 ``set_epoch`` and replay-and-skip the consumed batches (costs decoding time, never correctness).
+An endless (resampled) stream is cut into nominal epochs of ``steps_per_epoch`` batches (or of
+``NOMINAL_EPOCH_STEPS`` when its length is unknown and nobody counted it), which keeps epoch
+budgets meaningful and the replay on resume shorter than one epoch.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+NOMINAL_EPOCH_STEPS = 1000  # batches per epoch of a resampled stream of unknown length
 
 
 class EpochLoader:
@@ -69,10 +74,23 @@ class EpochLoader:
             return self._steps
         return len(self.dataset) // (self.batch_size * self.world_size)  # type: ignore[arg-type]
 
+    @property
+    def endless(self) -> bool:
+        """Whether the dataset is a resampled stream, which never ends by itself."""
+        return self.iterable and bool(getattr(self.dataset, "resample", False))
+
     def count_steps(self) -> int:
-        """Read one epoch to count its batches (streams of unknown length, e.g. packed text)."""
+        """Read one epoch to count its batches (streams of unknown length, e.g. packed text);
+        a resampled stream counts the batches of one plain pass over its parts."""
         if self.steps_per_epoch is None:
-            self._steps = sum(1 for _ in self.epoch(0))
+            resample = self.endless
+            if resample:
+                self.dataset.resample = False  # type: ignore[attr-defined]
+            try:
+                self._steps = sum(1 for _ in self.epoch(0))
+            finally:
+                if resample:
+                    self.dataset.resample = True  # type: ignore[attr-defined]
         return self.steps_per_epoch  # type: ignore[return-value]
 
     def set_steps_per_epoch(self, steps: int) -> None:
@@ -106,7 +124,8 @@ class EpochLoader:
             if hasattr(self.dataset, "set_epoch"):
                 self.dataset.set_epoch(epoch)
             loader = DataLoader(self.dataset, **common)
-            yield from itertools.islice(loader, start_batch, None)
+            stop = (self._steps or NOMINAL_EPOCH_STEPS) if self.endless else None
+            yield from itertools.islice(loader, start_batch, stop)
             return
         indices = self._indices(epoch)[start_batch * self.batch_size :]
         if len(indices) < self.batch_size:

@@ -1,0 +1,66 @@
+"""Outside launchers: torchrun and SLURM's srun set the process count, selfsup follows them."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from selfsup.config import ConfigError, load_config
+from selfsup.pipeline import launcher_processes, make_fabric
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, None),
+        ({"LOCAL_WORLD_SIZE": "4", "WORLD_SIZE": "8"}, (4, 2)),  # torchrun, 2 nodes of 4
+        ({"SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "3", "SLURM_JOB_NAME": "train"}, (2, 3)),
+        ({"SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "3", "SLURM_JOB_NAME": "bash"}, None),
+        ({"SLURM_NTASKS_PER_NODE": "2(x3)", "SLURM_NNODES": "3"}, None),
+    ],
+)
+def test_launcher_processes(env, expected):
+    assert launcher_processes(env) == expected
+
+
+def test_devices_that_contradict_torchrun_are_refused(monkeypatch):
+    torchrun = {"RANK": "0", "LOCAL_RANK": "0", "GROUP_RANK": "0", "WORLD_SIZE": "2",
+                "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29555",
+                "TORCHELASTIC_RUN_ID": "test"}  # fmt: skip
+    for key, value in torchrun.items():
+        monkeypatch.setenv(key, value)
+    cpu = {"accelerator": "cpu", "precision": "32-true"}
+    config = load_config(values={"devices": 3, "strategy": "ddp", **cpu})
+    with pytest.raises(ConfigError, match="devices=3, num_nodes=1 contradict the launcher"):
+        make_fabric(config)
+    followed = load_config(values=cpu)
+    make_fabric(followed)  # not launched: building Fabric starts no process group
+    assert (followed.devices, followed.num_nodes, followed.strategy) == (2, 1, "ddp")
+
+
+def test_torchrun_two_processes(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", "2", "-m", "selfsup", "pretrain", "--method", "simclr",
+               "--data", "digits", "--budget", "2steps", "--batch-size", "8",
+               "--image-size", "16", "--out", str(run), "progress=false",
+               "precision=32-true", "num_workers=0", "diagnostics_every=0",
+               "method_args.proj_hidden_dim=16", "method_args.proj_dim=8"]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert (config["devices"], config["num_nodes"], config["strategy"]) == (2, 1, "ddp")
+    state = torch.load(
+        sorted((run / "checkpoints").glob("step-*"))[-1] / "state.pt", weights_only=True
+    )
+    assert len(state["ranks"]) == 2
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed_stage_2"])
+def test_sharded_strategies_are_refused_with_the_reason(strategy):
+    with pytest.raises(ConfigError, match="whole parameters"):
+        load_config(values={"strategy": strategy})
