@@ -93,3 +93,50 @@ def test_lamb_two_steps_against_numpy():
         b = b - lr * (mb / (1 - b1**t)) / (np.sqrt(vb / (1 - b2**t)) + eps)  # no adaptation
     assert np.allclose(weight.detach().numpy(), w, atol=1e-12)
     assert np.allclose(bias.detach().numpy(), b, atol=1e-12)
+
+
+def test_inverse_sqrt_schedule_is_t5s_on_the_papers_budget():
+    """T5: lr(n) = 1 / sqrt(max(n, 10^4)) over 2^19 steps = 0.01 x factor(n / 2^19)."""
+    from selfsup.methods.t5 import T5SpanCorruption
+
+    d = T5SpanCorruption.defaults
+    assert (d.optimizer, d.lr, d.schedule, d.weight_decay) == ("adafactor", 0.01, "inverse_sqrt", 0)
+    total = 2**19
+    for n in (0, 5_000, 10_000, 40_000, 250_000, total):
+        lr = d.lr * lr_factor(n / total, d.warmup, d.final_lr, d.schedule)
+        assert lr == pytest.approx(1 / math.sqrt(max(n, 10_000)), rel=1e-9)
+    with pytest.raises(ValueError, match="warmup > 0"):
+        lr_factor(0.5, 0.0, schedule="inverse_sqrt")
+
+
+def test_adafactor_is_configured_as_in_t5():
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(8, 4))
+    opt = build_optimizer([{"params": [w]}], "adafactor", lr=0.01, weight_decay=0.0)
+    group = opt.param_groups[0]
+    assert group["lr"] == group["base_lr"] == 0.01
+    assert not group["relative_step"] and not group["scale_parameter"]
+    assert group["beta1"] is None and group["clip_threshold"] == 1.0
+    assert group["decay_rate"] == -0.8
+    before = (w.detach() ** 2).sum()
+    for _ in range(20):
+        loss = (w**2).sum()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert (w.detach() ** 2).sum() < before
+    state = opt.state[w]
+    assert state["exp_avg_sq_row"].shape == (8,) and state["exp_avg_sq_col"].shape == (
+        4,
+    )  # factored
+
+
+def test_unknown_optimizer_and_schedule_name_the_valid_ones():
+    from selfsup.config import ConfigError, OptimConfig
+
+    with pytest.raises(ConfigError, match="adafactor, adamw, lamb, lars, sgd"):
+        OptimConfig(name="adam").validate()
+    with pytest.raises(ConfigError, match="cosine, linear, inverse_sqrt"):
+        OptimConfig(schedule="step").validate()
+    with pytest.raises(ConfigError, match="constant phase"):
+        OptimConfig(schedule="inverse_sqrt", warmup=0.0).validate()

@@ -167,10 +167,19 @@ def build_optimizer(
         return LARS(groups, lr=lr, weight_decay=weight_decay, momentum=momentum)
     if name == "lamb":
         return LAMB(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}. Valid: adamw, lamb, lars, sgd")
+    if name == "adafactor":
+        # Shazeer & Stern (2018) as T5 uses it: factored second moments (decay 1 - t^-0.8),
+        # update clipping at 1, no first moment, the given learning rate (no relative step
+        # size, no parameter scaling). transformers' implementation.
+        from transformers.optimization import Adafactor
+
+        return Adafactor(groups, lr=lr, weight_decay=weight_decay, scale_parameter=False,
+                         relative_step=False, warmup_init=False, beta1=None)  # fmt: skip
+    raise ValueError(f"unknown optimizer {name!r}. Valid: {', '.join(OPTIMIZERS)}")
 
 
-SCHEDULES = ("cosine", "linear")
+OPTIMIZERS = ("adafactor", "adamw", "lamb", "lars", "sgd")
+SCHEDULES = ("cosine", "linear", "inverse_sqrt")
 
 
 def lr_factor(
@@ -182,8 +191,11 @@ def lr_factor(
         progress: fraction of the budget done (steps, epochs or wall clock).
         warmup: fraction of the budget spent warming up linearly from 0.
         final: factor reached at the end of the decay.
-        schedule: "cosine" (SGDR, Loshchilov & Hutter 2017; the contrastive methods) or
-            "linear" (BERT's decay, and word2vec's, there without warm-up).
+        schedule: "cosine" (SGDR, Loshchilov & Hutter 2017; the contrastive methods),
+            "linear" (BERT's decay, and word2vec's, there without warm-up) or "inverse_sqrt"
+            (T5, Raffel et al. 2020: ``1 / sqrt(max(n, k))`` rescaled to 1 at the peak, that is
+            constant for the first ``warmup`` of the budget, then ``sqrt(warmup / progress)``;
+            ``final`` does not apply).
 
     Returns:
         Multiplier of the peak learning rate.
@@ -191,6 +203,10 @@ def lr_factor(
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}. Valid: {', '.join(SCHEDULES)}")
     progress = min(max(progress, 0.0), 1.0)
+    if schedule == "inverse_sqrt":
+        if warmup <= 0:
+            raise ValueError("the inverse_sqrt schedule needs warmup > 0 (its constant phase)")
+        return math.sqrt(warmup / max(progress, warmup))
     if warmup > 0 and progress < warmup:
         return progress / warmup
     t = (progress - warmup) / max(1e-12, 1 - warmup)

@@ -26,11 +26,14 @@ dropout 0.1, 32 relative-position buckets, input and output embeddings tied, the
 with the pad id; inputs of 512 tokens, batch 128, 2^19 steps; AdaFactor at lr 0.01 for the
 first 10^4 steps then inverse square root decay, no weight decay.
 
-Deviations, named: AdamW instead of AdaFactor (the engine's optimizers), at lr 1e-3, a common
-choice for Adam on T5-Small-sized and smaller models, with a linear warm-up over 2 % of the
-budget (T5's constant phase, 10^4 of 2^19 steps) and linear decay instead of inverse square root;
-the blocks are packed across documents with the tokenizer's separator between them (T5
-concatenates documents with none); EOS is the tokenizer's ``eos_token``, or ``sep_token`` for
+The optimizer follows the paper: AdaFactor (no first moment, update clipping 1), lr 0.01 held
+for the first 10^4 / 2^19 = 1.9 % of the budget, then ``0.01 * sqrt(0.019 / progress)``: on the
+paper's 2^19 steps this is exactly ``1 / sqrt(max(n, 10^4))``; on a shorter budget the shape is
+kept, compressed to it. ``optim.name=adamw optim.lr=1e-3 optim.schedule=linear`` gives the
+AdamW recipe of earlier selfsup versions.
+
+Deviations, named: the blocks are packed across documents with the tokenizer's separator
+between them (T5 concatenates documents with none); EOS is the tokenizer's ``eos_token``, or ``sep_token`` for
 the BERT-style tokenizers this library trains. The default size translates ``bert-mini``
 (``selfsup.backbones.text.build_t5_config``), for comparison with the other objectives at one
 size; ``t5-small`` is the paper's Small.
@@ -48,7 +51,7 @@ from torch import Tensor, nn
 from torch.utils.data import IterableDataset
 from transformers import T5Config, T5ForConditionalGeneration
 
-from selfsup.backbones.text import PooledEncoder, build_t5_config
+from selfsup.backbones.text import PooledEncoder, build_t5_config, save_pretrained
 from selfsup.data.packing import PackedBlocks
 from selfsup.data.tokenizer import save_tokenizer
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
@@ -224,8 +227,9 @@ class T5SpanCorruption(Method):
     tokenizer_kind: ClassVar[str] = "unigram"
     protocols: ClassVar[tuple[str, ...]] = ("knn", "linear", "finetune")
     defaults: ClassVar[OptimDefaults] = OptimDefaults(
-        optimizer="adamw", lr=1e-3, weight_decay=0.0, warmup=0.02, schedule="linear"
-    )
+        optimizer="adafactor", lr=0.01, weight_decay=0.0, warmup=1e4 / 2**19,
+        schedule="inverse_sqrt",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -370,5 +374,5 @@ class T5SpanCorruption(Method):
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(path))
+        save_pretrained(self.model, path)
         save_tokenizer(self.tokenizer, path)
