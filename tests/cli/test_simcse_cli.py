@@ -68,3 +68,36 @@ def test_simcse_pretrain_then_knn_and_finetune_on_polarity(tmp_path, capsys):
     assert main(["list"]) == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in ("simcse", "wiki", "polarity", "finetune"))
+
+
+def test_simcse_starts_from_a_pretrained_encoder_and_its_tokenizer(tmp_path, capsys):
+    """The paper's setting: SimCSE from a masked-LM run's export (a BERT and its tokenizer)."""
+    from safetensors.torch import load_file
+
+    from selfsup.runs import load_run
+
+    mlm = tmp_path / "mlm"
+    common = ["--data", "lee", "--backbone", "bert-tiny", "--batch-size", "8", "--seed", "0",
+              "num_workers=0", "progress=false", "seq_len=32", "precision=32-true"]  # fmt: skip
+    assert main(["pretrain", "--method", "mlm", "--out", str(mlm), "--budget", "2steps",
+                 *common, "tokenizer.vocab_size=300"]) == 0  # fmt: skip
+    run = tmp_path / "simcse"
+    assert main(["pretrain", "--method", "simcse", "--out", str(run), "--budget", "1steps",
+                 *common, f"method_args.init={mlm / 'export'}", "optim.lr=1e-12",
+                 "optim.warmup=0"]) == 0  # fmt: skip
+    # the run uses the export's tokenizer, and its encoder starts from the export's weights
+    from transformers import AutoTokenizer
+
+    exported = AutoTokenizer.from_pretrained(mlm / "export").get_vocab()
+    assert AutoTokenizer.from_pretrained(run / "export").get_vocab() == exported
+    start = load_file(mlm / "export" / "model.safetensors")
+    trained = load_run(run).method.encoder.bert.state_dict()
+    for name in (
+        "embeddings.word_embeddings.weight",
+        "encoder.layer.0.attention.self.query.weight",
+    ):
+        torch.testing.assert_close(trained[name], start[name], atol=1e-6, rtol=0)
+    capsys.readouterr()
+    assert main(["pretrain", "--method", "simcse", "--out", str(tmp_path / "bad"),
+                 "--budget", "1steps", *common, f"method_args.init={tmp_path}"]) == 2  # fmt: skip
+    assert "method_args.init: no tokenizer could be read from" in capsys.readouterr().err

@@ -29,6 +29,7 @@ Nothing is downloaded: a name gives a config, and the weights are trained here.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -390,3 +391,17 @@ class PooledEncoder(nn.Module):
         """Pooled features ``(B, D)``; ``attention_mask`` (B, L) is 1 at tokens."""
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return pool(hidden, attention_mask, self.pooling)
+
+
+def save_pretrained(model: PreTrainedModel, path: str | Path) -> None:
+    """``model.save_pretrained(path)`` (safetensors) without transformers' "Writing model shards"
+    progress bar, which an export would otherwise print for a single file."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(str(path))
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()

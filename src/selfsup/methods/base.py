@@ -167,6 +167,12 @@ class Method(nn.Module):
         return None
 
     @classmethod
+    def tokenizer_path(cls, method_args: dict[str, Any]) -> str | None:
+        """A folder whose tokenizer the run must use (e.g. that of a pretrained encoder the
+        method starts from); None: the run trains or loads its own (``tokenizer.*``)."""
+        return None
+
+    @classmethod
     def tokenizer_specials(cls, method_args: dict[str, Any]) -> list[str]:
         """Special tokens the method needs beyond its tokenizer kind's own (e.g. T5 sentinels),
         added when the run trains its tokenizer."""

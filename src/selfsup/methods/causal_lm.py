@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import GPT2Config, GPT2LMHeadModel, PretrainedConfig
 
-from selfsup.backbones.text import PooledEncoder, pool
+from selfsup.backbones.text import PooledEncoder, pool, save_pretrained
 from selfsup.data.packing import PackedBlocks
 from selfsup.data.tokenizer import save_tokenizer
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
@@ -303,5 +303,5 @@ class CausalLM(Method):
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.transformer.save_pretrained(str(path))  # safetensors
+        save_pretrained(self.model.transformer, path)  # safetensors
         save_tokenizer(self.tokenizer, path)

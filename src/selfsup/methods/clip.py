@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from selfsup.backbones import create_vision_backbone
-from selfsup.backbones.text import TextEncoder, build_text_config
+from selfsup.backbones.text import TextEncoder, build_text_config, save_pretrained
 from selfsup.data.tokenizer import save_tokenizer
 from selfsup.losses import ClipLoss
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
@@ -131,7 +131,7 @@ class CLIP(Method):
     def export(self, path: Path) -> None:
         """Writes ``image/`` (timm), ``text/`` (transformers + tokenizer) and the projections."""
         self.image_encoder.export(path / "image", self.preprocess.mean, self.preprocess.std)
-        self.text_encoder.bert.save_pretrained(path / "text")
+        save_pretrained(self.text_encoder.bert, path / "text")
         save_tokenizer(self.tokenizer, path / "text")
         heads = {
             "image_proj.weight": self.image_proj.weight.detach().cpu().contiguous(),

@@ -42,7 +42,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import BertConfig, ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
-from selfsup.backbones.text import PooledEncoder, bert_config_fields, build_text_config
+from selfsup.backbones.text import (
+    PooledEncoder,
+    bert_config_fields,
+    build_text_config,
+    save_pretrained,
+)
 from selfsup.data.tokenizer import save_tokenizer
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
 from selfsup.methods.mlm import encoder_fields, mask_batch, masked_lm_loss
@@ -315,5 +320,5 @@ class Electra(Method):
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.discriminator.electra.save_pretrained(str(path))
+        save_pretrained(self.discriminator.electra, path)
         save_tokenizer(self.tokenizer, path)

@@ -37,6 +37,7 @@ from selfsup.backbones.text import (
     build_text_config,
     deberta_config_fields,
     mlm_model_class,
+    save_pretrained,
 )
 from selfsup.data.tokenizer import save_tokenizer
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
@@ -395,7 +396,7 @@ class MaskedEncoder(Method):
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.encoder.save_pretrained(str(path))  # safetensors by default (>= 4.35)
+        save_pretrained(self.encoder, path)  # safetensors
         save_tokenizer(self.tokenizer, path)
 
 

@@ -23,7 +23,15 @@ weights, which makes this run a pretraining rather than a fine-tuning:
         :mod:`selfsup.methods.mlm` for the same small BERTs (BERT's warm-up and decay; the
         compact models of Turc et al. 2019 and ELECTRA-Small train at 5e-4 to 1e-3). 3e-5 only
         nudges weights that already encode language; from random initialisation it barely moves
-        them in a short run. Pass ``optim.lr=3e-5`` to reproduce the paper's fine-tuning setting.
+        them in a short run.
+
+The paper's setting, starting from a pretrained BERT, is ``method_args.init=FOLDER``: a folder
+that ``transformers.BertModel.from_pretrained`` reads (a selfsup masked-LM run's ``export/``, or
+any local BERT checkpoint), whose tokenizer the run then uses. With it, pass the paper's
+fine-tuning recipe: ``optim.lr=3e-5 optim.warmup=0 optim.weight_decay=0``. From random weights
+the objective is met by hashing each sentence's tokens into [CLS], which keeps no topic: on
+``wiki-topics`` its [CLS] features fall below those of the random encoder
+(``benchmarks/text_methods.md``). Start from a pretrained encoder.
 
 Training examples are sentences: the source's documents are split with
 :func:`selfsup.data.text.split_sentences`, shuffled through a buffer, tokenised and padded to the
@@ -45,7 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import BertConfig, PretrainedConfig
 
-from selfsup.backbones.text import TextEncoder, build_text_config
+from selfsup.backbones.text import TextEncoder, build_text_config, save_pretrained
 from selfsup.data.text import SentenceCollate, SentenceStream
 from selfsup.data.tokenizer import save_tokenizer
 from selfsup.losses.registry import TwoViewSoftmaxLoss
@@ -128,16 +136,21 @@ class SimCSE(Method):
         temperature: float = 0.05,
         pooling: str = "cls",
         max_position_embeddings: int | None = None,
+        init: str | None = None,
         **config_overrides: Any,
     ) -> SimCSE:
         """Build from the run's backbone name (default ``bert-mini``), tokenizer and ``seq_len``.
 
         ``max_position_embeddings`` defaults to ``max(512, ctx.seq_len)``; other keyword
         arguments override ``BertConfig`` fields (``hidden_dropout_prob``, ``hidden_size``, ...).
+        ``init``: a folder holding a pretrained ``BertModel`` (and its tokenizer) to start from,
+        as the paper does; its architecture replaces the backbone's (dropout overrides apply).
         """
         tokenizer = ctx.tokenizer
         if tokenizer is None:
             raise ValueError("the simcse method needs a tokenizer (BuildContext.tokenizer)")
+        if init is not None:
+            return cls._from_pretrained(init, tokenizer, temperature, pooling, config_overrides)
         max_positions = max_position_embeddings or max(512, ctx.seq_len)
         if max_positions < ctx.seq_len:
             raise ValueError(f"max_position_embeddings {max_positions} < seq_len {ctx.seq_len}")
@@ -146,6 +159,43 @@ class SimCSE(Method):
             ctx.backbone or "bert-mini", len(tokenizer), max_positions, **overrides
         )
         return cls(config, tokenizer, temperature=temperature, pooling=pooling)
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        init: str,
+        tokenizer: Any,  # noqa: ANN401
+        temperature: float,
+        pooling: str,
+        overrides: dict[str, Any],
+    ) -> SimCSE:
+        from transformers import BertModel
+
+        folder = Path(init)
+        if not (folder / "config.json").is_file():
+            raise ValueError(
+                f"method_args.init: {folder} holds no config.json; give a folder that "
+                "transformers.BertModel.from_pretrained reads, e.g. a masked-LM run's export/"
+            )
+        try:
+            bert = BertModel.from_pretrained(str(folder), add_pooling_layer=False, **overrides)
+        except (OSError, ValueError, TypeError) as err:
+            raise ValueError(
+                f"method_args.init: cannot load a BERT encoder from {folder}: {err}"
+            ) from None
+        if bert.config.vocab_size < len(tokenizer):
+            raise ValueError(
+                f"method_args.init: {folder}'s vocabulary ({bert.config.vocab_size}) is smaller "
+                f"than the run's tokenizer ({len(tokenizer)}); use the folder's own tokenizer"
+            )
+        model = cls(bert.config, tokenizer, temperature=temperature, pooling=pooling)
+        model.encoder = TextEncoder(bert, pooling)
+        return model
+
+    @classmethod
+    def tokenizer_path(cls, method_args: dict[str, Any]) -> str | None:
+        """With ``init``, the pretrained encoder's own tokenizer."""
+        return method_args.get("init")
 
     @classmethod
     def argument_names(cls) -> list[str]:
@@ -203,5 +253,5 @@ class SimCSE(Method):
         load with ``transformers.AutoModel`` / ``AutoTokenizer``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.encoder.bert.save_pretrained(str(path))
+        save_pretrained(self.encoder.bert, path)
         save_tokenizer(self.tokenizer, path)
