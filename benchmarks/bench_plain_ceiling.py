@@ -19,7 +19,7 @@ import torchvision
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import Fixed  # noqa: E402
+from scaling import Fixed  # noqa: E402
 
 from selfsup.losses import nt_xent  # noqa: E402
 from selfsup.methods.simclr import SimCLR  # noqa: E402
