@@ -115,7 +115,7 @@ def test_adafactor_is_configured_as_in_t5():
     opt = build_optimizer([{"params": [w]}], "adafactor", lr=0.01, weight_decay=0.0)
     group = opt.param_groups[0]
     assert group["lr"] == group["base_lr"] == 0.01
-    assert not group["relative_step"] and not group["scale_parameter"]
+    assert not group["relative_step"] and group["scale_parameter"]  # Mesh TF's default
     assert group["beta1"] is None and group["clip_threshold"] == 1.0
     assert group["decay_rate"] == -0.8
     before = (w.detach() ** 2).sum()

@@ -28,7 +28,8 @@ Nothing is downloaded: a name gives a config, and the weights are trained here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -393,15 +394,23 @@ class PooledEncoder(nn.Module):
         return pool(hidden, attention_mask, self.pooling)
 
 
-def save_pretrained(model: PreTrainedModel, path: str | Path) -> None:
-    """``model.save_pretrained(path)`` (safetensors) without transformers' "Writing model shards"
-    progress bar, which an export would otherwise print for a single file."""
+@contextmanager
+def quiet_progress() -> Iterator[None]:
+    """Without transformers' progress bars ("Writing model shards", "Loading weights") for the
+    block, restoring the previous setting after it."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model.save_pretrained(str(path))
+        yield
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def save_pretrained(model: PreTrainedModel, path: str | Path) -> None:
+    """``model.save_pretrained(path)`` (safetensors) without transformers' progress bar, which
+    an export would otherwise print for a single file."""
+    with quiet_progress():
+        model.save_pretrained(str(path))

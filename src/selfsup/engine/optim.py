@@ -168,12 +168,14 @@ def build_optimizer(
     if name == "lamb":
         return LAMB(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
     if name == "adafactor":
-        # Shazeer & Stern (2018) as T5 uses it: factored second moments (decay 1 - t^-0.8),
-        # update clipping at 1, no first moment, the given learning rate (no relative step
-        # size, no parameter scaling). transformers' implementation.
+        # Shazeer & Stern (2018) as T5 pretrains with it (Mesh TensorFlow's defaults):
+        # factored second moments decaying as 1 - t^-0.8, update clipping at 1, no first
+        # moment, and each step scaled by the parameter's RMS (at least 1e-3), so that the
+        # learning rate is relative. The schedule is the engine's (no built-in relative step).
+        # transformers' implementation.
         from transformers.optimization import Adafactor
 
-        return Adafactor(groups, lr=lr, weight_decay=weight_decay, scale_parameter=False,
+        return Adafactor(groups, lr=lr, weight_decay=weight_decay, scale_parameter=True,
                          relative_step=False, warmup_init=False, beta1=None)  # fmt: skip
     raise ValueError(f"unknown optimizer {name!r}. Valid: {', '.join(OPTIMIZERS)}")
 

@@ -28,10 +28,12 @@ weights, which makes this run a pretraining rather than a fine-tuning:
 The paper's setting, starting from a pretrained BERT, is ``method_args.init=FOLDER``: a folder
 that ``transformers.BertModel.from_pretrained`` reads (a selfsup masked-LM run's ``export/``, or
 any local BERT checkpoint), whose tokenizer the run then uses. With it, pass the paper's
-fine-tuning recipe: ``optim.lr=3e-5 optim.warmup=0 optim.weight_decay=0``. From random weights
-the objective is met by hashing each sentence's tokens into [CLS], which keeps no topic: on
-``wiki-topics`` its [CLS] features fall below those of the random encoder
-(``benchmarks/text_methods.md``). Start from a pretrained encoder.
+fine-tuning recipe: ``optim.lr=3e-5 optim.warmup=0 optim.weight_decay=0``. SimCSE learns
+sentence similarity, not topics: from random weights its [CLS] features classify ``wiki-topics``
+below those of the random encoder (``benchmarks/text_methods.md``), and a minute of it on a
+2-minute masked-LM encoder lowers that encoder's topic accuracy too
+(``benchmarks/simcse_init.md``); the paper's gains are on semantic similarity (STS), from a
+fully pretrained BERT.
 
 Training examples are sentences: the source's documents are split with
 :func:`selfsup.data.text.split_sentences`, shuffled through a buffer, tokenised and padded to the
@@ -53,7 +55,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import BertConfig, PretrainedConfig
 
-from selfsup.backbones.text import TextEncoder, build_text_config, save_pretrained
+from selfsup.backbones.text import (
+    TextEncoder,
+    build_text_config,
+    quiet_progress,
+    save_pretrained,
+)
 from selfsup.data.text import SentenceCollate, SentenceStream
 from selfsup.data.tokenizer import save_tokenizer
 from selfsup.losses.registry import TwoViewSoftmaxLoss
@@ -178,7 +185,8 @@ class SimCSE(Method):
                 "transformers.BertModel.from_pretrained reads, e.g. a masked-LM run's export/"
             )
         try:
-            bert = BertModel.from_pretrained(str(folder), add_pooling_layer=False, **overrides)
+            with quiet_progress():
+                bert = BertModel.from_pretrained(str(folder), add_pooling_layer=False, **overrides)
         except (OSError, ValueError, TypeError) as err:
             raise ValueError(
                 f"method_args.init: cannot load a BERT encoder from {folder}: {err}"

@@ -26,7 +26,8 @@ dropout 0.1, 32 relative-position buckets, input and output embeddings tied, the
 with the pad id; inputs of 512 tokens, batch 128, 2^19 steps; AdaFactor at lr 0.01 for the
 first 10^4 steps then inverse square root decay, no weight decay.
 
-The optimizer follows the paper: AdaFactor (no first moment, update clipping 1), lr 0.01 held
+The optimizer follows the paper: AdaFactor (no first moment, update clipping 1, steps relative
+to each parameter's RMS as in Mesh TensorFlow, whose defaults T5 used), lr 0.01 held
 for the first 10^4 / 2^19 = 1.9 % of the budget, then ``0.01 * sqrt(0.019 / progress)``: on the
 paper's 2^19 steps this is exactly ``1 / sqrt(max(n, 10^4))``; on a shorter budget the shape is
 kept, compressed to it. ``optim.name=adamw optim.lr=1e-3 optim.schedule=linear`` gives the
