@@ -97,6 +97,7 @@ class SimCSE(Method):
         tokenizer: the run's fast tokenizer (exported with the encoder).
         temperature: softmax temperature of the contrastive loss.
         pooling: ``"cls"`` ([CLS] state, MLP during training only) or ``"mean"`` (no MLP).
+        bert: a pretrained ``BertModel`` (of ``config``) to start from instead of random weights.
     """
 
     kind: ClassVar[str] = "text"
@@ -116,6 +117,7 @@ class SimCSE(Method):
         *,
         temperature: float = 0.05,
         pooling: str = "cls",
+        bert: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if temperature <= 0:
@@ -124,7 +126,8 @@ class SimCSE(Method):
             raise ValueError(
                 f"config.vocab_size {config.vocab_size} < len(tokenizer) {len(tokenizer)}"
             )
-        self.encoder = TextEncoder(config, pooling)  # validates pooling; no BERT pooler
+        # validates pooling; no BERT pooler; ``bert``: a pretrained BertModel to start from
+        self.encoder = TextEncoder(config if bert is None else bert, pooling)
         self.mlp: nn.Module | None = None
         if pooling == "cls":  # SimCSE's MLPLayer: dense + tanh, BERT's initialisation
             dense = nn.Linear(config.hidden_size, config.hidden_size)
@@ -196,9 +199,7 @@ class SimCSE(Method):
                 f"method_args.init: {folder}'s vocabulary ({bert.config.vocab_size}) is smaller "
                 f"than the run's tokenizer ({len(tokenizer)}); use the folder's own tokenizer"
             )
-        model = cls(bert.config, tokenizer, temperature=temperature, pooling=pooling)
-        model.encoder = TextEncoder(bert, pooling)
-        return model
+        return cls(bert.config, tokenizer, temperature=temperature, pooling=pooling, bert=bert)
 
     @classmethod
     def tokenizer_path(cls, method_args: dict[str, Any]) -> str | None:
@@ -209,7 +210,7 @@ class SimCSE(Method):
     def argument_names(cls) -> list[str]:
         """``temperature``, ``pooling``, ``max_position_embeddings``, any ``BertConfig`` field."""
         bert = set(BertConfig().to_dict()) - set(PretrainedConfig().to_dict()) - {"vocab_size"}
-        return sorted({*super().argument_names(), *bert})
+        return sorted({*super().argument_names(), *bert} - {"bert"})  # ``bert``: from ``init``
 
     def training_data(
         self,
