@@ -24,6 +24,11 @@ class ConfigError(ValueError):
     """A configuration problem; the message names the offending key or value."""
 
 
+# Names selfsup.engine.optim implements (kept here so that checking a config needs no torch).
+OPTIMIZERS = ("adafactor", "adamw", "lamb", "lars", "sgd")
+SCHEDULES = ("cosine", "linear", "inverse_sqrt")
+
+
 @dataclass
 class OptimConfig:
     """Optimisation. ``None`` takes the method's recommended value (see ``selfsup list``).
@@ -58,15 +63,13 @@ class OptimConfig:
     accumulate: int = 1
 
     def validate(self) -> None:
-        optimizers = ("adafactor", "adamw", "lamb", "lars", "sgd")
-        if self.name is not None and self.name not in optimizers:
+        if self.name is not None and self.name not in OPTIMIZERS:
             raise ConfigError(
-                f"optim.name: unknown optimizer {self.name!r}. Valid: {', '.join(optimizers)}"
+                f"optim.name: unknown optimizer {self.name!r}. Valid: {', '.join(OPTIMIZERS)}"
             )
-        schedules = ("cosine", "linear", "inverse_sqrt")
-        if self.schedule is not None and self.schedule not in schedules:
+        if self.schedule is not None and self.schedule not in SCHEDULES:
             raise ConfigError(
-                f"optim.schedule: unknown {self.schedule!r}. Valid: {', '.join(schedules)}"
+                f"optim.schedule: unknown {self.schedule!r}. Valid: {', '.join(SCHEDULES)}"
             )
         if self.schedule == "inverse_sqrt" and self.warmup == 0:
             raise ConfigError(

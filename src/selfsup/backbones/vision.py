@@ -73,8 +73,8 @@ class OnePixelConv2d(nn.Conv2d):
     ``weight[:, :, c, c]``, at 1/k^2 of the cost. The rewrite also avoids a oneDNN fault seen with
     torch 2.14 on an AMD EPYC CPU (AVX512-BF16, no AMX): under bf16 the weight gradient of a
     stride-2 3x3 convolution over a 1 x 1 input sometimes holds NaN in the taps that only meet
-    padding (about 1 call in 30), which stops a run. ResNet stages reach 1 x 1 maps on small patches (jigsaw tiles, context prediction).
-    Larger inputs take the ordinary path; parameters and state-dict keys are unchanged.
+    padding (about 1 call in 30), which stops a run. ResNet stages reach 1 x 1 maps on small
+    patches (jigsaw tiles, context prediction). Larger inputs take the ordinary path; parameters and state-dict keys are unchanged.
     """
 
     def forward(self, x: Tensor) -> Tensor:

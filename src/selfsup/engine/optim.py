@@ -21,6 +21,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from selfsup.config import OPTIMIZERS, SCHEDULES
+
 
 class LARS(Optimizer):
     """Layer-wise adaptive rate scaling on top of SGD with momentum.
@@ -178,10 +180,6 @@ def build_optimizer(
         return Adafactor(groups, lr=lr, weight_decay=weight_decay, scale_parameter=True,
                          relative_step=False, warmup_init=False, beta1=None)  # fmt: skip
     raise ValueError(f"unknown optimizer {name!r}. Valid: {', '.join(OPTIMIZERS)}")
-
-
-OPTIMIZERS = ("adafactor", "adamw", "lamb", "lars", "sgd")
-SCHEDULES = ("cosine", "linear", "inverse_sqrt")
 
 
 def lr_factor(
