@@ -497,15 +497,23 @@ def test_fused_update_in_one_chunk_is_an_sgd_step_on_the_objective(architecture,
             assert torch.allclose(getattr(fused, table).weight.double(), expected, atol=1e-6)
 
 
-def test_fused_chunks_apply_one_after_another():
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"shared_negatives": True},
+        {"architecture": "cbow"},
+        {"architecture": "cbow", "hierarchical_softmax": True},
+    ],
+)
+def test_fused_chunks_apply_one_after_another(kwargs):
     counts = [0] * 5 + [40, 30, 20, 10, 8]
     ids = torch.tensor([[5, 6, 7, 8, 9, 5, 6, 7, 8, 9, 5, 6]])
-    one = bare(counts, sample=0.0, min_count=1, dim=4, shared_negatives=True)
+    one = bare(counts, sample=0.0, min_count=1, dim=4, **kwargs)
     torch.nn.init.normal_(one.output.weight, std=0.5)
-    two = bare(counts, sample=0.0, min_count=1, dim=4, shared_negatives=True, chunk_size=6)
-    two.output.weight.data.copy_(one.output.weight)
-    steps = bare(counts, sample=0.0, min_count=1, dim=4, shared_negatives=True)
-    steps.output.weight.data.copy_(one.output.weight)
+    two = bare(counts, sample=0.0, min_count=1, dim=4, chunk_size=6, **kwargs)
+    steps = bare(counts, sample=0.0, min_count=1, dim=4, **kwargs)
+    for other in (two, steps):
+        other.load_state_dict(one.state_dict())
     torch.manual_seed(1)
     bags, valid, targets, _ = one.examples(ids)
     noise = one._noise((len(targets), one.negative))
@@ -514,5 +522,29 @@ def test_fused_chunks_apply_one_after_another():
     assert len(targets) == 12  # chunks of 6 examples == two updates in a row
     steps.sgd_update(bags[:6], valid[:6], targets[:6], noise[:6], lr=0.5)
     steps.sgd_update(bags[6:], valid[6:], targets[6:], noise[6:], lr=0.5)
-    assert torch.equal(two.input.weight, steps.input.weight)
+    for table in ("input", "output", "inner"):
+        if getattr(one, table) is not None:
+            assert torch.equal(getattr(two, table).weight, getattr(steps, table).weight)
     assert not torch.allclose(two.input.weight, one.input.weight)
+
+
+def test_fused_buffers_are_reused_across_steps_without_changing_the_result():
+    counts = [0] * 5 + [40, 30, 20, 10, 8]
+    ids = torch.tensor([[5, 6, 7, 8, 9, 5, 6, 7, 8, 9, 5, 6]])
+    a = bare(counts, sample=0.0, min_count=1, dim=4, chunk_size=5)
+    torch.nn.init.normal_(a.output.weight, std=0.5)
+    b = bare(counts, sample=0.0, min_count=1, dim=4, chunk_size=5)
+    b.load_state_dict(a.state_dict())
+    torch.manual_seed(2)
+    a.update({"input_ids": ids}, lr=0.3)
+    kept = {name: buffer.data_ptr() for name, buffer in a._scratch_space.items()}
+    torch.manual_seed(3)
+    a.update({"input_ids": ids[:, :7]}, lr=0.3)  # smaller: the same buffers, sliced
+    assert {name: buffer.data_ptr() for name, buffer in a._scratch_space.items()} == kept
+    torch.manual_seed(2)
+    b.update({"input_ids": ids}, lr=0.3)
+    b._scratch_space.clear()
+    torch.manual_seed(3)
+    b.update({"input_ids": ids[:, :7]}, lr=0.3)
+    for table in ("input", "output"):
+        assert torch.equal(getattr(a, table).weight, getattr(b, table).weight)
