@@ -164,22 +164,23 @@ def run_selfsup(
 
 NOTES = """
 selfsup trains with its fused SGD path (the default `fused=True`: updates applied inside the step,
-`chunk_size=1024` examples at a time, no autograd). Its figures are limited by memory traffic:
-each chunk gathers, scores and scatters about 6,000 rows of 100 floats, where gensim's Cython
-works through one pair at a time in the cache. On this machine the speed of both sides drifts by
-up to 2x within minutes (see the per-seed log the script prints); the ratios of a seed's
-neighbouring runs range 0.28-0.43x (skip-gram) and 0.18-0.49x (CBOW).
+`chunk_size=1024` examples at a time, no autograd). Its speed is limited by memory traffic: each
+chunk gathers, scores and scatters about 6,000 rows of 100 floats, where gensim's Cython works
+through one pair at a time in the cache. On this machine the speed of both sides drifted by up
+to 2x within minutes (the per-seed log the script prints), selfsup's more than gensim's; the
+ratios of a seed's neighbouring runs ranged 0.26-0.39x (skip-gram) and 0.24-0.38x (CBOW).
+Earlier versions of this table, on another machine: 0.31x and 0.22x before the fused path
+reused its buffers and took steps of 4 blocks; 0.23x and 0.19x through autograd and the
+optimizer (`fused=False`).
 
-Earlier figures of this table: before the fused path's buffers were reused (page faults on
-every chunk's temporaries) and before steps of 4 blocks, on the Intel machine, skip-gram ran at
-0.31x gensim's and CBOW at 0.22x; through autograd and the optimizer (`fused=False`) at 0.23x
-and 0.19x.
-
-Quality: skip-gram's WordSim-353 spread overlaps gensim's (mean 0.190 vs 0.211), with SimLex-999
-and analogies alike; CBOW's WordSim-353 is lower (0.165 vs 0.225). Smaller chunks, closer to the
-C tool's one-pair-at-a-time updates, move skip-gram toward gensim at a cost in speed: with
-`--arg chunk_size=128` (3 seeds), 0.186 vs 0.176 at 1024 per pair, and 0.198 vs 0.154 with
-shared negatives (whose chunks count centres, about 5 pairs each), at 0.14x and 0.45x of gensim.
+Quality, paired by seed: gensim 4 starts the input vectors in [-1/dim, 1/dim], twice the C
+tool's range (selfsup's default); with gensim's range (`init_scale=1`) skip-gram's WordSim-353
+rose on every seed, by 0.005-0.010. Skip-gram then sits within gensim's seed spread on
+WordSim-353, SimLex-999 and analogies; CBOW stays lower on WordSim-353 (0.17 vs 0.21) and
+SimLex-999 (0.064 vs 0.085). Run to run, one seed's WordSim-353 moves by up to 0.04 for either
+side. Things that did not close CBOW's gap: skipping updates with |score| >= 6 as gensim does
+(the C tool clips them instead; 3 seeds, no change) and smaller chunks (`chunk_size=128`, 3
+seeds: 0.180 vs gensim's 0.202 in that run, at 0.14x the speed).
 """
 
 
@@ -261,6 +262,8 @@ def main() -> None:
         for arch in args.architectures:
             # skip-gram also with one noise set per centre (shared_negatives): same gradient
             variants = [("selfsup", extra)]
+            if "init_scale" not in extra:  # gensim 4's initial vectors: twice the C tool's range
+                variants.append(("selfsup, init_scale=1 (gensim's)", {**extra, "init_scale": 1.0}))
             if arch == "skipgram" and "shared_negatives" not in extra:
                 variants.append(("selfsup, shared_negatives", {**extra, "shared_negatives": True}))
             for impl, method_args in [("gensim", None), *variants]:

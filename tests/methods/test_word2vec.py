@@ -548,3 +548,14 @@ def test_fused_buffers_are_reused_across_steps_without_changing_the_result():
     b.update({"input_ids": ids[:, :7]}, lr=0.3)
     for table in ("input", "output"):
         assert torch.equal(getattr(a, table).weight, getattr(b, table).weight)
+
+
+def test_init_scale_sets_the_range_of_the_input_vectors():
+    counts = [0] * 5 + [40, 30, 20, 10, 8]
+    c_tool = bare(counts, dim=50).input.weight.detach()  # the C tool's [-0.5/dim, 0.5/dim]
+    gensim = bare(
+        counts, dim=50, init_scale=1.0
+    ).input.weight.detach()  # gensim 4's [-1/dim, 1/dim]
+    assert float(c_tool.abs().max()) <= 0.5 / 50 < float(gensim.abs().max()) <= 1 / 50
+    with pytest.raises(ValueError, match="init_scale"):
+        bare(counts, init_scale=0.0)

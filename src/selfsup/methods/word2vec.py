@@ -54,6 +54,10 @@ Choices, and where we differ from the C tool:
       all its context words instead of one per pair: each pair still sees K independent draws
       from the noise distribution, so the expected gradient is the C tool's, for about half
       the work on a CPU.
+    * Input vectors start in [-0.5/dim, 0.5/dim] as in the C tool; gensim 4 starts them in
+      [-1/dim, 1/dim] (``init_scale=1.0``). On the 0.4 M-word Wikipedia sample, paired over 5
+      seeds, gensim's range raised skip-gram's WordSim-353 by 0.005-0.010 on every seed
+      (``benchmarks/word2vec.md``).
     * Huffman ties are broken by node id (leaves first, then inner nodes in creation order), so
       codes can differ from the C tool's where counts tie (both trees are optimal).
 
@@ -280,6 +284,8 @@ class Word2Vec(Method):
             examples at a time (:meth:`sgd_update`); one process only (with several, and with
             ``fused=False``, gradients go through the engine's optimizer).
         chunk_size: examples (pairs or CBOW centres) per fused update.
+        init_scale: input vectors start uniform in ``[-init_scale / dim, init_scale / dim]``
+            (0.5: the C tool's; 1.0: gensim 4's).
         max_cached_words: keep the word ids of a training split of at most this many words in
             memory (4 bytes a word) instead of tokenising it again every epoch.
         tokenizer: exported beside the vectors (optional).
@@ -318,6 +324,7 @@ class Word2Vec(Method):
         sparse: bool = True,
         fused: bool = True,
         chunk_size: int = 1024,
+        init_scale: float = 0.5,
         max_cached_words: int = 100_000_000,
         tokenizer: Any = None,  # noqa: ANN401
     ) -> None:
@@ -326,6 +333,8 @@ class Word2Vec(Method):
             raise ValueError(f"architecture: unknown {architecture!r}. Valid: skipgram, cbow")
         if negative < 0 or (negative == 0 and not hierarchical_softmax):
             raise ValueError("negative must be >= 0, and > 0 unless hierarchical_softmax=True")
+        if init_scale <= 0:
+            raise ValueError(f"init_scale must be > 0, got {init_scale}")
         if dim < 1 or window < 1 or min_count < 1 or sample < 0 or chunk_size < 1:
             raise ValueError("dim, window, min_count and chunk_size must be >= 1, sample >= 0")
         self.architecture, self.dim, self.window = architecture, dim, window
@@ -338,7 +347,7 @@ class Word2Vec(Method):
         self._scratch_space: dict[str, Tensor] = {}  # the fused path's reused buffers
         self.special_ids = sorted(set(special_ids))
         self.input = nn.Embedding(vocab_size, dim, sparse=sparse)
-        nn.init.uniform_(self.input.weight, -0.5 / dim, 0.5 / dim)
+        nn.init.uniform_(self.input.weight, -init_scale / dim, init_scale / dim)
         self.output = nn.Embedding(vocab_size, dim, sparse=sparse) if negative else None
         self.inner = nn.Embedding(vocab_size, dim, sparse=sparse) if hierarchical_softmax else None
         for table in (self.output, self.inner):
