@@ -537,13 +537,13 @@ def test_fused_buffers_are_reused_across_steps_without_changing_the_result():
     b.load_state_dict(a.state_dict())
     torch.manual_seed(2)
     a.update({"input_ids": ids}, lr=0.3)
-    kept = {name: buffer.data_ptr() for name, buffer in a._scratch_space.items()}
+    kept = {name: buffer.data_ptr() for name, buffer in a._scratch.buffers.items()}
     torch.manual_seed(3)
     a.update({"input_ids": ids[:, :7]}, lr=0.3)  # smaller: the same buffers, sliced
-    assert {name: buffer.data_ptr() for name, buffer in a._scratch_space.items()} == kept
+    assert {name: buffer.data_ptr() for name, buffer in a._scratch.buffers.items()} == kept
     torch.manual_seed(2)
     b.update({"input_ids": ids}, lr=0.3)
-    b._scratch_space.clear()
+    b._scratch.buffers.clear()
     torch.manual_seed(3)
     b.update({"input_ids": ids[:, :7]}, lr=0.3)
     for table in ("input", "output"):

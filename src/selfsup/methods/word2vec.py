@@ -25,7 +25,7 @@ alone decides, as in the C tool (a value caps the word-level vocabulary before m
 ``seq_len`` is the block length in words (1000 = the C tool's sentence cap); ``batch_size`` is
 blocks per step. The fused path (default) applies a step's updates ``chunk_size`` examples at a
 time, in order, so a step of a few blocks trains like one block (``batch_size=4`` with
-``seq_len=1000`` is the benchmark's setting: 1.2-1.3x faster than one block per step, the
+``seq_len=1000`` is the benchmark's setting: 1.15-1.3x faster than one block per step, the
 per-step work shared by more words). **Through the optimizer** (``fused=False`` or several
 processes) **keep a step near 1,000 words** (``batch_size=1``): one step then sums the updates of
 every occurrence of a frequent word, which the C tool applies one after another; at lr 0.025
@@ -71,12 +71,14 @@ processes, gradients go through autograd and the engine's optimizer. Sparse grad
 optimizers without sparse support (AdamW, LARS) and for DDP over NCCL. The word ids of a training split of at most
 ``max_cached_words`` words are kept in memory after counting (word2vec.c and gensim likewise read
 the corpus in order every epoch); larger splits are tokenised again every epoch.
+
+The tables derived from the counts live in :mod:`.word2vec_tables`, the fused update in
+:mod:`.word2vec_sgd`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,102 +93,10 @@ from selfsup.config import ConfigError
 from selfsup.data.tokenizer import save_tokenizer
 from selfsup.data.word_blocks import WordBlocks, count_words
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
+from selfsup.methods.word2vec_sgd import Couples, Scratch, fused_sgd
+from selfsup.methods.word2vec_tables import alias_table, huffman_tree, keep_probability
 
 ARCHITECTURES = ("skipgram", "cbow")
-
-
-# ---- tables computed from the word counts ------------------------------------------------------
-
-
-def keep_probability(counts: Tensor, sample: float) -> Tensor:
-    """Probability of keeping each occurrence of a word (word2vec.c's subsampling).
-
-    Args:
-        counts: ``(V,)`` occurrences of each word; 0 for words that are never trained on.
-        sample: threshold t; 0 keeps everything.
-
-    Returns:
-        ``(V,)`` float64 ``min(1, sqrt(t/f) + t/f)`` with ``f = count / sum(counts)``; 0 where
-        the count is 0.
-    """
-    counts = counts.double()
-    if sample <= 0:
-        return (counts > 0).double()
-    threshold = sample * counts.sum()
-    keep = (torch.sqrt(counts / threshold) + 1) * threshold / counts.clamp(min=1)
-    return torch.where(counts > 0, keep.clamp(max=1.0), 0.0)
-
-
-def alias_table(weights: Tensor) -> tuple[Tensor, Tensor]:
-    """Walker's alias table of a discrete distribution (Vose's construction).
-
-    Drawing ``i`` uniformly from 0..K-1 and keeping it with probability ``prob[i]``, else taking
-    ``alias[i]``, samples ``i`` with probability ``weights[i] / sum(weights)`` in O(1).
-
-    Args:
-        weights: ``(K,)`` non-negative weights, not all 0.
-
-    Returns:
-        ``(prob (K,) float32, alias (K,) int64)``; K = 0 gives empty tables.
-    """
-    k = len(weights)
-    if k == 0:
-        return torch.zeros(0), torch.zeros(0, dtype=torch.long)
-    scaled = (weights.double() * k / weights.double().sum()).tolist()
-    prob, alias = [1.0] * k, list(range(k))
-    small = [i for i, p in enumerate(scaled) if p < 1.0]
-    large = [i for i, p in enumerate(scaled) if p >= 1.0]
-    while small and large:
-        s, g = small.pop(), large[-1]
-        prob[s], alias[s] = scaled[s], g
-        scaled[g] -= 1.0 - scaled[s]
-        if scaled[g] < 1.0:
-            small.append(large.pop())
-    return torch.tensor(prob, dtype=torch.float32), torch.tensor(alias, dtype=torch.long)
-
-
-def huffman_tree(counts: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
-    """Huffman codes and paths of K words, as word2vec's hierarchical softmax walks them.
-
-    Inner nodes are numbered 0..K-2 in the order they are created (the root is K-2); at each
-    merge the smaller subtree gets bit 0, the other bit 1 (ties: the lower node id, leaves
-    before inner nodes, which come in creation order).
-
-    Args:
-        counts: K >= 2 positive counts.
-
-    Returns:
-        ``(codes, points, lengths)``: ``codes (K, P)`` bool bits from the root down to the word,
-        ``points (K, P)`` the inner nodes passed on the way (root first), ``lengths (K,)`` the
-        number of valid entries per row (P = longest code; entries beyond a row's length are 0).
-    """
-    k = len(counts)
-    if k < 2:
-        raise ValueError(f"a Huffman tree needs at least 2 words, got {k}")
-    heap = [(int(c), i) for i, c in enumerate(counts)]  # node ids: leaves 0..K-1, inner K..2K-2
-    heapq.heapify(heap)
-    parent = np.zeros(2 * k - 1, dtype=np.int64)
-    bit = np.zeros(2 * k - 1, dtype=bool)
-    for node in range(k, 2 * k - 1):
-        (c1, n1), (c2, n2) = heapq.heappop(heap), heapq.heappop(heap)
-        parent[n1], parent[n2], bit[n2] = node, node, True
-        heapq.heappush(heap, (c1 + c2, node))
-    root = 2 * k - 2
-    depth = np.zeros(2 * k - 1, dtype=np.int64)
-    for node in range(root - 1, -1, -1):  # parents are created after their children
-        depth[node] = depth[parent[node]] + 1
-    lengths = depth[:k]
-    width = int(lengths.max())
-    codes = np.zeros((k, width), dtype=bool)
-    points = np.zeros((k, width), dtype=np.int64)
-    rows, node = np.arange(k), np.arange(k)
-    for step in range(width):  # walk all leaves up at once; entry depth-1-step from the root
-        alive = rows[lengths > step]
-        col = lengths[alive] - 1 - step
-        codes[alive, col] = bit[node[alive]]
-        node[alive] = parent[node[alive]]
-        points[alive, col] = node[alive] - k
-    return torch.from_numpy(codes), torch.from_numpy(points), torch.from_numpy(lengths)
 
 
 # ---- windows and losses --------------------------------------------------------------------------
@@ -248,17 +158,6 @@ def _mean_value_sum_gradient(total: Tensor, count: int) -> Tensor:
 
 
 # ---- the method ----------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Couples:
-    """One loss term: input vectors scored against rows ``outputs (E, T)`` of ``table``, with
-    labels ``sign (E, T)`` (+1 target or code bit 0, -1 noise or code bit 1) where ``counted``."""
-
-    table: nn.Embedding
-    outputs: Tensor
-    sign: Tensor
-    counted: Tensor
 
 
 @register_method("word2vec", "word2vec (Mikolov et al. 2013): skip-gram/CBOW, negative sampling")
@@ -344,7 +243,7 @@ class Word2Vec(Method):
         self.fused, self.chunk_size = fused, chunk_size
         self.updates_itself = fused  # single process; see training_data
         self.tokenizer, self.max_cached_words = tokenizer, max_cached_words
-        self._scratch_space: dict[str, Tensor] = {}  # the fused path's reused buffers
+        self._scratch = Scratch()  # the fused path's reused buffers
         self.special_ids = sorted(set(special_ids))
         self.input = nn.Embedding(vocab_size, dim, sparse=sparse)
         nn.init.uniform_(self.input.weight, -init_scale / dim, init_scale / dim)
@@ -534,99 +433,22 @@ class Word2Vec(Method):
         ]
         return sum(total[1:], total[0])
 
-    def _scratch(self, name: str, shape: tuple[int, ...], like: Tensor) -> Tensor:
-        """A reused, uninitialised buffer of ``shape`` (the fused path's large temporaries).
-
-        Allocating megabyte-sized temporaries for every chunk costs page faults on a CPU (glibc
-        returns such blocks to the system when freed): reusing them measured about 1.3x faster.
-        """
-        numel = int(np.prod(shape))
-        buffer = self._scratch_space.get(name)
-        if (
-            buffer is None
-            or buffer.numel() < numel
-            or buffer.dtype != like.dtype
-            or (buffer.device != like.device)
-        ):
-            buffer = torch.empty(numel, dtype=like.dtype, device=like.device)
-            self._scratch_space[name] = buffer
-        return buffer[:numel].view(shape)
-
     @torch.no_grad()
     def sgd_update(
         self, bags: Tensor, valid: Tensor, targets: Tensor, noise: Tensor | None, lr: float
     ) -> Tensor:
         """Apply the C tool's SGD updates of the draws directly, ``chunk_size`` examples at a
-        time (the fused path; arguments as for :meth:`couples`).
-
-        Within a chunk every update is computed from the vectors as they were before it (as one
-        SGD step on :meth:`objective` would); chunks apply one after another, so a later chunk
-        sees the earlier ones' updates, as the C tool's sequential updates do. With one chunk
-        the result equals an SGD step of ``lr`` on :meth:`objective`.
+        time (the fused path; arguments as for :meth:`couples`; see :func:`fused_sgd`).
 
         Returns:
             The summed loss before the updates (a detached scalar).
         """
         rows, slots, terms = self.couples(bags, valid, targets, noise)
-        weight = self.input.weight
-        total = torch.zeros((), device=weight.device)
         cbow = self.architecture == "cbow"
-        everywhere = cbow or bool(slots.all())  # every slot an input (CBOW: packed below)
-        # per term: the loss's weights (E, T) and each score's step lr * sign where counted
-        scales = [(t.counted.float(), lr * t.sign * t.counted) for t in terms]
-        with torch.autocast(weight.device.type, enabled=False):
-            for start in range(0, len(rows), self.chunk_size):
-                part = slice(start, start + self.chunk_size)
-                r, m = rows[part], slots[part]  # (n, S)
-                n, dim = len(r), weight.shape[1]
-                if cbow:  # one hidden vector per example: its context words, packed
-                    sizes = m.sum(1)  # (n,) >= 1
-                    context = r[m]  # (N,) row by row
-                    offsets = sizes.cumsum(0) - sizes
-                    hidden = F.embedding_bag(context, weight, offsets, mode="sum")  # (n, D)
-                    if self.cbow_mean:
-                        hidden /= sizes[:, None]
-                    hidden = hidden[:, None]  # (n, 1, D)
-                else:  # skip-gram: each input vector against the example's outputs
-                    hidden = self._scratch("hidden", (*r.shape, dim), weight)
-                    torch.index_select(weight, 0, r.flatten(), out=hidden.view(-1, dim))
-                    if not everywhere:
-                        hidden *= m[..., None]
-                grad_hidden = self._scratch("grad_hidden", hidden.shape, weight)
-                updates = []
-                for k, (t, (counted, step)) in enumerate(zip(terms, scales, strict=True)):
-                    ids = t.outputs[part]  # (n, T)
-                    out = self._scratch(f"out{k}", (*ids.shape, dim), weight)
-                    torch.index_select(t.table.weight, 0, ids.flatten(), out=out.view(-1, dim))
-                    x = torch.bmm(out, hidden.transpose(1, 2)).transpose(1, 2)  # (n, S', T)
-                    x *= t.sign[part][:, None]  # sign * score
-                    if everywhere:
-                        total -= torch.dot(F.logsigmoid(x).flatten(), counted[part].flatten())
-                    else:  # skip-gram with shared noise words: only the window's slots count
-                        total -= (F.logsigmoid(x) * counted[part][:, None] * m[..., None]).sum()
-                    g = torch.sigmoid(x.neg_()).mul_(step[part][:, None])  # lr (label - s)
-                    if k == 0:
-                        torch.bmm(g, out, out=grad_hidden)  # (n, S', D)
-                    else:
-                        grad_hidden.baddbmm_(g, out)
-                    grad_out = self._scratch(f"grad_out{k}", out.shape, weight)
-                    if hidden.shape[1] == 1:  # an outer product: elementwise is faster
-                        torch.mul(g.transpose(1, 2), hidden, out=grad_out)  # (n, T, D)
-                    else:
-                        torch.bmm(g.transpose(1, 2), hidden, out=grad_out)
-                    updates.append((t.table.weight, ids, grad_out))
-                for table, ids, grad in updates:  # from the vectors before this chunk's update
-                    table.index_add_(0, ids.flatten(), grad.flatten(0, 1))
-                if cbow:  # every context word of an example gets the hidden vector's whole error
-                    owner = torch.arange(n, device=r.device).repeat_interleave(sizes)  # (N,)
-                    grad_context = self._scratch("grad_context", (len(owner), dim), weight)
-                    torch.index_select(grad_hidden[:, 0], 0, owner, out=grad_context)
-                    weight.index_add_(0, context, grad_context)
-                else:
-                    if not everywhere:
-                        grad_hidden *= m[..., None]
-                    weight.index_add_(0, r.flatten(), grad_hidden.flatten(0, 1))
-        return total
+        return fused_sgd(
+            self.input.weight, rows, slots, terms, lr, self.chunk_size, cbow, self.cbow_mean,
+            self._scratch,
+        )  # fmt: skip
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """The loss of a batch of word blocks, differentiable (the optimizer's path)."""
