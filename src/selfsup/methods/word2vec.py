@@ -444,11 +444,17 @@ class Word2Vec(Method):
             The summed loss before the updates (a detached scalar).
         """
         rows, slots, terms = self.couples(bags, valid, targets, noise)
-        cbow = self.architecture == "cbow"
         return fused_sgd(
-            self.input.weight, rows, slots, terms, lr, self.chunk_size, cbow, self.cbow_mean,
-            self._scratch,
-        )  # fmt: skip
+            self.input.weight,
+            rows,
+            slots,
+            terms,
+            lr,
+            chunk_size=self.chunk_size,
+            cbow=self.architecture == "cbow",
+            cbow_mean=self.cbow_mean,
+            scratch=self._scratch,
+        )
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """The loss of a batch of word blocks, differentiable (the optimizer's path)."""

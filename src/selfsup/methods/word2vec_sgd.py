@@ -54,6 +54,7 @@ def fused_sgd(
     slots: Tensor,
     terms: list[Couples],
     lr: float,
+    *,
     chunk_size: int,
     cbow: bool,
     cbow_mean: bool,
