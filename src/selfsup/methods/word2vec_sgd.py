@@ -26,7 +26,8 @@ class Scratch:
     """Reused, uninitialised buffers by name: the fused update's large per-chunk temporaries.
 
     Allocating megabyte-sized temporaries for every chunk costs page faults on a CPU (glibc
-    returns such blocks to the system when they are freed): reusing them measured about 1.3x.
+    returns such blocks to the system when they are freed): reusing them made skip-gram's update
+    about 1.7x faster on a 2-core CPU (``benchmarks/word2vec.md``).
     """
 
     def __init__(self) -> None:
