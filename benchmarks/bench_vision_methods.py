@@ -172,6 +172,7 @@ def main() -> int:
                 "backbone": backbone,
                 "steps": summary["steps"],
                 "seconds_trained": round(summary.get("seconds", 0)),
+                "machine": machine(),
                 **result,
                 "floor_knn": floor["knn"],
                 "floor_linear": floor["linear"],
@@ -190,10 +191,14 @@ def main() -> int:
         kept.update({r["method"]: r for r in rows})
         order = [m for m in METHOD_ARGS if m in kept] + [m for m in kept if m not in METHOD_ARGS]
         rows = [kept[m] for m in order]
+    # Rows kept from an earlier invocation may come from another machine: name every one.
+    machines = sorted({r.get("machine", machine()) for r in rows if "error" not in r}) or [
+        machine()
+    ]
     lines = [
         "# Image methods at equal wall-clock budget (CIFAR-10 shards)",
         "",
-        f"Machine: {machine()}",
+        f"Machine: {machines[0] if len(machines) == 1 else '; '.join(machines)}",
         "",
         f"Command: `python benchmarks/bench_vision_methods.py --budget {args.budget}` "
         f"(batch 256, bf16 autocast, {args.budget} of pretraining per method, one process; "
