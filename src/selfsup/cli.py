@@ -140,8 +140,75 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("run_dirs", nargs="+")
     c.add_argument("--out", required=True, help="HTML file")
 
-    sub.add_parser("list", help="list methods, backbones and datasets")
+    ls = sub.add_parser(
+        "list", help="list methods, backbones and datasets; or one method's paper and defaults"
+    )
+    ls.add_argument("method", nargs="?", help="a method: its docstring and method_args defaults")
     return parser
+
+
+def _describe_method(name: str) -> str:
+    """A method's paper and defaults (its module docstring), optimiser recipe and every
+    ``method_args`` key with its default and the first line of its docstring entry."""
+    import inspect
+    import sys
+    import textwrap
+
+    from selfsup.methods import METHODS
+
+    cls = METHODS.get(name)
+    d = cls.defaults
+    scaled = " x batch/256" if d.scale_lr else ""
+    lines = [
+        f"{name}: {METHODS.describe()[name]}",
+        f"data: {cls.kind}; optimiser: {d.optimizer}, lr {d.lr:g}{scaled}, weight decay "
+        f"{d.weight_decay:g}, warm-up {d.warmup:g} of the budget, {d.schedule} decay",
+        "",
+        inspect.cleandoc(sys.modules[cls.__module__].__doc__ or ""),
+        "",
+        "method_args (set one with method_args.KEY=VALUE), default, meaning:",
+    ]
+    docs = _argument_docs(inspect.getdoc(cls) or "") | _argument_docs(
+        inspect.getdoc(cls.__init__) or ""
+    )
+    defaults = cls.argument_defaults()
+    width = max((len(n) for n in defaults), default=0)
+    shown = {
+        n: "(required)" if v is inspect.Parameter.empty else repr(v) for n, v in defaults.items()
+    }
+    value_width = max((len(v) for v in shown.values()), default=0)
+    for arg, value in shown.items():
+        lines.append(f"  {arg:<{width}}  {value:<{value_width}}  {docs.get(arg, '')}".rstrip())
+    fields = [n for n in cls.argument_names() if n not in defaults]
+    if fields:
+        lines += ["", "and the backbone's transformers config fields (default: the backbone's):"]
+        lines += textwrap.wrap(", ".join(fields), 96, initial_indent="  ", subsequent_indent="  ")
+    return "\n".join(lines)
+
+
+def _argument_docs(doc: str) -> dict[str, str]:
+    """The first sentence of each ``name: text`` entry of a Google-style ``Args:`` section
+    (an entry that documents several names, ``a, b: text``, gives its text to each)."""
+    entries: dict[str, list[str]] = {}
+    inside, indent, current = False, None, []
+    for line in doc.splitlines():
+        if line.strip() == "Args:":
+            inside = True
+            continue
+        if not inside or not line.strip():
+            continue
+        depth = len(line) - len(line.lstrip())
+        indent = depth if indent is None else indent
+        if depth < indent:  # the section ended
+            break
+        head, _, text = line.strip().partition(":")
+        if depth == indent and text:
+            current = [text.strip()]
+            for name in head.split(","):
+                entries[name.strip()] = current
+        elif depth > indent:  # a continuation line
+            current.append(line.strip())
+    return {n: " ".join(t).split(". ")[0].rstrip(".") + "." for n, t in entries.items()}
 
 
 def _list() -> str:
@@ -175,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``selfsup`` command; returns the exit code."""
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
-    # key=value overrides may come after flags too (`--out run lr=0.1`): argparse only takes a
+    # key=value overrides may come after flags too (`--out run optim.lr=0.1`): argparse only takes a
     # positional list in one piece, so the pieces it leaves over are collected here.
     overrides = [a for a in rest if "=" in a and not a.startswith("-")]
     if len(overrides) < len(rest) or (overrides and args.command != "pretrain"):
@@ -188,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.command == "list":
-            print(_list())
+            print(_describe_method(args.method) if args.method else _list())
         elif args.command == "pretrain":
             from selfsup.checks import resume_config
             from selfsup.pipeline import pretrain

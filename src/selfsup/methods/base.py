@@ -201,7 +201,8 @@ class Method(nn.Module):
     @classmethod
     def argument_names(cls) -> list[str]:
         """Names the user may set in ``method_args``: the keyword parameters of ``build`` and,
-        when ``build`` forwards ``**kwargs`` to the constructor, those of ``__init__``. Values the
+        when ``build`` takes ``**kwargs``, the constructor's parameters that have a default (one
+        without, such as ELECTRA's two configs, is what ``build`` itself makes). Values the
         pipeline provides (tokenizer, backbone, image size) are excluded."""
         reserved = {"self", "cls", "ctx", "tokenizer", "backbone", "image_size", "config"}
         build = inspect.signature(cls.build).parameters
@@ -210,9 +211,30 @@ class Method(nn.Module):
             for n, p in build.items()
             if p.kind == p.KEYWORD_ONLY or p.kind == p.POSITIONAL_OR_KEYWORD
         ]
-        if any(p.kind == p.VAR_KEYWORD for p in build.values()):
-            names += list(inspect.signature(cls.__init__).parameters)
+        if any(p.kind == p.VAR_KEYWORD for p in build.values()):  # those with a default:
+            init = inspect.signature(cls.__init__).parameters.values()  # the rest build makes
+            names += [p.name for p in init if p.default is not p.empty]
         return sorted({n for n in names if n not in reserved} - {"kwargs"} - cls.provided_args)
+
+    @classmethod
+    def argument_defaults(cls) -> dict[str, Any]:
+        """The defaults of the :meth:`argument_names` that a signature declares: ``build``'s,
+        the constructor's or ``model_config``'s, the most derived class's first;
+        :data:`inspect.Parameter.empty` for one the user must set. Names no signature declares
+        (a text method's ``transformers`` config fields) are left out: the backbone decides."""
+        signatures = [
+            inspect.signature(function).parameters
+            for klass in cls.__mro__
+            for name in ("build", "__init__", "model_config")
+            if name in vars(klass) and (function := getattr(klass, name)) is not None
+        ]
+        defaults = {}
+        for name in cls.argument_names():
+            found = [s[name].default for s in signatures if name in s]
+            if found:
+                given = [d for d in found if d is not inspect.Parameter.empty]
+                defaults[name] = given[0] if given else inspect.Parameter.empty
+        return defaults
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:  # pragma: no cover
         raise NotImplementedError

@@ -68,9 +68,11 @@ like the C tool's sequential updates. It is plain SGD, so the run must use optim
 momentum, weight decay or gradient clipping (refused otherwise). With ``fused=False`` or several
 processes, gradients go through autograd and the engine's optimizer. Sparse gradients
 (``sparse=True``, default) then let SGD touch only the rows a step used; set ``sparse=False`` for
-optimizers without sparse support (AdamW, LARS) and for DDP over NCCL. The word ids of a training split of at most
-``max_cached_words`` words are kept in memory after counting (word2vec.c and gensim likewise read
-the corpus in order every epoch); larger splits are tokenised again every epoch.
+optimizers without sparse support (AdamW, LARS) and for DDP over NCCL.
+
+The word ids of a training split of at most ``max_cached_words`` words are kept in memory after
+counting (word2vec.c and gensim likewise read the corpus in order every epoch); larger splits are
+tokenised again every epoch.
 
 The tables derived from the counts live in :mod:`.word2vec_tables`, the fused update in
 :mod:`.word2vec_sgd`.

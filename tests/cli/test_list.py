@@ -1,0 +1,60 @@
+"""``selfsup list`` and ``selfsup list METHOD``: what a user reads before setting method_args."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+from selfsup.cli import _argument_docs, main
+from selfsup.methods import METHODS
+
+
+def test_list_method_prints_the_paper_and_every_argument_with_its_default(capsys):
+    assert main(["list", "simclr"]) == 0
+    out = capsys.readouterr().out
+    assert "A Simple Framework for Contrastive Learning" in out  # the module docstring
+    assert "optimiser: lars, lr 0.3 x batch/256" in out
+    rows = {line.split()[0]: line.split()[1] for line in out.split("meaning:")[1].splitlines()[1:]}
+    assert set(rows) == set(METHODS.get("simclr").argument_names())
+    assert rows["temperature"] == "0.1" and rows["proj_hidden_dim"] == "2048"
+    assert "backbone" not in rows  # a run config key, not a method argument
+
+
+def test_text_method_defaults_come_from_every_signature_and_config_fields_are_apart():
+    defaults = METHODS.get("bert").argument_defaults()
+    assert defaults["mlm_probability"] == 0.15  # MaskedEncoder.build's keyword
+    assert defaults["short_seq_prob"] == 0.1  # BERT's own
+    assert "hidden_size" not in defaults  # a BertConfig field: the backbone decides
+    # ELECTRA's constructor takes the two configs that build makes: not method arguments
+    assert not {"discriminator", "generator"} & set(METHODS.get("electra").argument_names())
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_describes_itself_and_needs_no_argument(name):
+    defaults = METHODS.get(name).argument_defaults()
+    assert inspect.Parameter.empty not in defaults.values()  # `selfsup pretrain` sets none
+
+
+def test_argument_docs_reads_google_style_entries():
+    doc = """Summary.
+
+    Args:
+        alpha: the first. More about it
+            on a second line.
+        beta, gamma: shared text
+            continued.
+
+    Returns:
+        nothing: not an argument.
+    """
+    assert _argument_docs(inspect.cleandoc(doc)) == {
+        "alpha": "the first.",
+        "beta": "shared text continued.",
+        "gamma": "shared text continued.",
+    }
+
+
+def test_unknown_method_is_one_clear_error(capsys):
+    assert main(["list", "simclrr"]) != 0
+    assert "Did you mean 'simclr'?" in capsys.readouterr().err
