@@ -12,7 +12,8 @@ test set) are extracted once and scored by:
 
 The floor is each method's encoder at its random initialisation (the run's own seed), scored the
 same way: the same backbone for most methods, but colorization's encoder sees only the lightness
-channel, so its floor is a random encoder on grey input.
+channel, so its floor is a random encoder on grey input. Floors are cached in ``--out`` by a
+digest of the initial encoder (class and weights): methods that start from one encoder share it.
 
     python benchmarks/bench_vision_methods.py --budget 3m              # all methods, writes the table
     python benchmarks/bench_vision_methods.py --budget 3m --methods simclr byol
@@ -117,6 +118,33 @@ def score(run_dir: Path, random_init: bool = False) -> dict:
     return {"knn": knn["top1"], "linear": probe["top1"], "penalty": probe["penalty"]}
 
 
+def encoder_key(run_dir: Path) -> str:
+    """A digest of the run's encoder at its random initialisation (what ``embed`` computes
+    with, class and weights): runs whose encoders start equal share one floor."""
+    import hashlib
+
+    from selfsup.runs import load_run
+
+    encoder = load_run(run_dir, "cpu", random_init=True).method.encoder_for_finetuning()
+    digest = hashlib.sha256(type(encoder).__qualname__.encode())
+    for name, tensor in sorted(encoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def floor_score(run_dir: Path, out: Path) -> dict:
+    """:func:`score` at random initialisation, cached in ``out/floors.json`` by
+    :func:`encoder_key` (most methods start from the same ResNet-18: one floor for them)."""
+    cache = out / "floors.json"
+    floors = json.loads(cache.read_text()) if cache.exists() else {}
+    key = encoder_key(run_dir)
+    if key not in floors:
+        floors[key] = score(run_dir, random_init=True)
+        cache.write_text(json.dumps(floors, indent=2))
+    return floors[key]
+
+
 def table_row(row: dict, budget: str | None = None) -> str:
     """One markdown row; ``budget`` adds a column for the longer-budget table."""
     lead = f"| {row['method']} | {row['backbone']} |" + (f" {budget} |" if budget else "")
@@ -166,7 +194,7 @@ def main() -> int:
                 )
             summary = json.loads((run / "summary.json").read_text())
             result = score(run)
-            floor = score(run, random_init=True)
+            floor = floor_score(run, args.out)
             row = {
                 "method": name,
                 "backbone": backbone,
