@@ -28,6 +28,10 @@ def test_text_method_defaults_come_from_every_signature_and_config_fields_are_ap
     assert "hidden_size" not in defaults  # a BertConfig field: the backbone decides
     # ELECTRA's constructor takes the two configs that build makes: not method arguments
     assert not {"discriminator", "generator"} & set(METHODS.get("electra").argument_names())
+    # T5: its model's fields, not those every transformers config has
+    t5 = set(METHODS.get("t5").argument_names())
+    assert {"d_model", "num_heads", "noise_density"} <= t5
+    assert not {"_name_or_path", "transformers_version", "return_dict", "vocab_size"} & t5
 
 
 @pytest.mark.parametrize("name", METHODS.names())

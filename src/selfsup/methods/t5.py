@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import IterableDataset
-from transformers import T5Config, T5ForConditionalGeneration
+from transformers import PretrainedConfig, T5Config, T5ForConditionalGeneration
 
 from selfsup.backbones.text import PooledEncoder, build_t5_config, save_pretrained
 from selfsup.data.packing import PackedBlocks
@@ -307,8 +307,10 @@ class T5SpanCorruption(Method):
 
     @classmethod
     def argument_names(cls) -> list[str]:
-        """The noise settings, ``num_sentinels`` and any ``T5Config`` field."""
-        fields = set(T5Config().to_dict()) - {"vocab_size"}
+        """The noise settings, ``num_sentinels`` and the ``T5Config`` fields of the model, less
+        those every ``transformers`` config has (names, labels, output switches) and the
+        vocabulary size, which the tokenizer sets."""
+        fields = set(T5Config().to_dict()) - set(PretrainedConfig().to_dict()) - {"vocab_size"}
         return sorted({*super().argument_names(), *fields})
 
     def training_data(
