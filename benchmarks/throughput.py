@@ -14,6 +14,9 @@ stem, batch 256, 32 px, CIFAR-10 shards; any method with ``--method``: text meth
   the method, then the same step.
 * ``per-image`` (SimCLR only): the usual PyTorch recipe (lightly's examples): per-image
   torchvision v2 transforms in 2 DataLoader workers producing both views, then the same step.
+* with ``--compile``, ``ceiling+compile`` and ``selfsup+compile``: the same through
+  ``torch.compile(method)`` (what ``compile: true`` runs; the ceiling's replayed view stages
+  stay eager). Compilation happens in the warm-up steps, outside the timed ones.
 
 Peak resident memory is measured per path in a fresh process (``--only PATH``): the main process
 plus its DataLoader workers (``ru_maxrss`` of the process and of its largest child, times the
@@ -23,6 +26,7 @@ number of workers).
     python benchmarks/throughput.py --precision bf16-mixed --steps 4 --repeats 3
     python benchmarks/throughput.py --method dino --batch 128 --cache --precision bf16-mixed
     python benchmarks/throughput.py --method mlm --batch 32 --precision bf16-mixed
+    python benchmarks/throughput.py --compile --precision bf16-mixed --no-memory
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_simclr import DATA, TorchvisionViews, machine  # noqa: E402
 
 PATHS = ("ceiling", "selfsup", "per-image")
+COMPILED = ("ceiling+compile", "selfsup+compile")  # with --compile
 
 
 # The stages that turn a loader batch into the model's input, per method: the ceiling replays
@@ -94,6 +99,7 @@ class Replay(torch.nn.Module):
                 raise
             return getattr(fn, name)
 
+    @torch._dynamo.disable  # replaying is not the model's work: never traced
     def forward(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
         if self.recording:
             self.outputs.append(self.fn(*args, **kwargs))
@@ -190,18 +196,22 @@ def build(args: argparse.Namespace) -> dict:
     size = (
         (lambda b: int(b["attention_mask"].sum())) if unit == "tokens" else (lambda b: args.batch)
     )
+    if args.compile:
+        opened["selfsup+compile"] = opened["selfsup"]
     return {"method": method, "optimizer": optimizer, "stages": stages, "first": first,
-            "opened": opened, "iters": {}, "unit": unit, "size": size(first)}  # fmt: skip
+            "opened": opened, "iters": {}, "unit": unit, "size": size(first),
+            "compiled": torch.compile(method) if args.compile else None}  # fmt: skip
 
 
 def step(state: dict, path: str, bf16: bool) -> None:
     method, optimizer = state["method"], state["optimizer"]
+    model = state["compiled"] if path.endswith("+compile") else method
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        if path == "ceiling":
+        if path.startswith("ceiling"):
             with state["stages"]:
-                loss = method(state["first"])["loss"]
-        elif path == "selfsup":
-            loss = method(next(state["iters"]["selfsup"]))["loss"]
+                loss = model(state["first"])["loss"]
+        elif path.startswith("selfsup"):
+            loss = model(next(state["iters"][path]))["loss"]
         else:  # the per-image views, through the same encoder, head and loss as SimCLR's
             x1, x2 = next(state["iters"]["per-image"])
             z1, z2 = method.projector(method.backbone(torch.cat([x1, x2]))).chunk(2)
@@ -213,7 +223,7 @@ def step(state: dict, path: str, bf16: bool) -> None:
 
 def measure(args: argparse.Namespace) -> dict:
     state = build(args)
-    paths = [args.only] if args.only else list(PATHS)
+    paths = [args.only] if args.only else list(PATHS) + (list(COMPILED) if args.compile else [])
     if args.method != "simclr":  # the per-image recipe below is SimCLR's
         paths = [p for p in paths if p != "per-image"]
     precisions = [p == "bf16-mixed" for p in args.precision]
@@ -267,6 +277,9 @@ def main() -> int:
     parser.add_argument("--only", choices=PATHS, help="one path (the memory measurement)")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
+    parser.add_argument(
+        "--compile", action="store_true", help="also the paths through torch.compile"
+    )
     args = parser.parse_args()
     from selfsup.methods import METHODS
 
@@ -280,9 +293,9 @@ def main() -> int:
         return 0
     memory = {}
     rates = found["rates"]
-    paths = [p for p in PATHS if any(k.startswith(f"{p}|") for k in rates)]
+    paths = [p for p in PATHS + COMPILED if any(k.startswith(f"{p}|") for k in rates)]
     if not args.no_memory:
-        for path in paths:
+        for path in [p for p in paths if p in PATHS]:
             command = [sys.executable, __file__, "--only", path, "--steps", "2", "--repeats", "1",
                        "--method", args.method, "--seq-len", str(args.seq_len),
                        "--batch", str(args.batch), "--precision", args.precision[0],

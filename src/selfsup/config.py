@@ -143,8 +143,8 @@ class RunConfig:
         num_nodes: machines.
         strategy: Lightning Fabric strategy ("auto", "ddp", ...; not FSDP or DeepSpeed).
         sync_batchnorm: convert BatchNorm layers to SyncBatchNorm under DDP (GPUs).
-        compile: ``torch.compile`` the method before training (costs about 30-60 s of
-            compilation; about 1.25x faster SimCLR steps on a 2-core CPU, see benchmarks).
+        compile: ``torch.compile`` the method before training (minutes of compilation on a
+            CPU, where SimCLR's step gained about 1.1x; ``benchmarks/RESULTS.md``).
         num_workers: DataLoader worker processes (decoding only).
         decode_cache: ``auto``: decode the training images of a file-backed source (folder,
             shards, captions) once into memory when they take at most 4 GiB, and train from
