@@ -72,7 +72,7 @@ of the class token (trained 29.4 / 40.4, and a random ViT's patch mean is a high
 44.7), and 10x the paper's learning rate (`optim.lr=1.5e-3`, 95 steps: 29.0 / 37.8). MAE's
 features need more steps than a 3-minute CPU budget gives (at 12 minutes, 432 steps, it clears
 the floor by 0.9 kNN and 8.6 linear points). A 15-minute table is being assembled on the AMD
-machine (`vision_methods_15m.json`: 7 of 16 methods so far, every one above its floor, MAE at
+machine (`vision_methods_15m.json`: 8 of 16 methods so far, every one above its floor, MAE at
 31.7 / 49.8 against 29.9 / 40.7 after 368 steps); to continue it, copy that file to
 `OUT/results.json` and run `--budget 15m --out OUT --methods` with the rest.
 """
