@@ -211,8 +211,8 @@ class Method(nn.Module):
             for n, p in build.items()
             if p.kind == p.KEYWORD_ONLY or p.kind == p.POSITIONAL_OR_KEYWORD
         ]
-        if any(p.kind == p.VAR_KEYWORD for p in build.values()):  # those with a default:
-            init = inspect.signature(cls.__init__).parameters.values()  # the rest build makes
+        if any(p.kind == p.VAR_KEYWORD for p in build.values()):
+            init = inspect.signature(cls.__init__).parameters.values()
             names += [p.name for p in init if p.default is not p.empty]
         return sorted({n for n in names if n not in reserved} - {"kwargs"} - cls.provided_args)
 
@@ -223,10 +223,10 @@ class Method(nn.Module):
         :data:`inspect.Parameter.empty` for one the user must set. Names no signature declares
         (a text method's ``transformers`` config fields) are left out: the backbone decides."""
         signatures = [
-            inspect.signature(function).parameters
+            inspect.signature(getattr(klass, name)).parameters
             for klass in cls.__mro__
             for name in ("build", "__init__", "model_config")
-            if name in vars(klass) and (function := getattr(klass, name)) is not None
+            if name in vars(klass)
         ]
         defaults = {}
         for name in cls.argument_names():
