@@ -42,7 +42,7 @@ LR = {"skipgram": 0.025, "cbow": 0.05}
 def articles() -> list[str]:
     """Article texts of the Wikipedia sample, markup removed."""
     try:
-        from selfsup.data.builtin import wiki_articles  # the built-in source, when present
+        from selfsup.data.wiki import wiki_articles  # the built-in source, when present
     except ImportError:
         wiki_articles = None
     if wiki_articles is not None:

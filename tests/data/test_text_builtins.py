@@ -8,12 +8,8 @@ import pytest
 import torch
 
 from selfsup.data import build_source, list_datasets
-from selfsup.data.builtin import (
-    WIKI_TEST_EVERY,
-    load_polarity,
-    strip_wiki_markup,
-    wiki_articles,
-)
+from selfsup.data.builtin import load_polarity
+from selfsup.data.wiki import WIKI_TEST_EVERY, strip_wiki_markup, wiki_articles
 from selfsup.evaluate.features import TextCollate, extract
 
 pytestmark = pytest.mark.skipif(
@@ -115,8 +111,8 @@ def test_wiki_articles_stream_plain_text(wiki):
 
 
 def test_wiki_topics_labels_sentences_of_the_held_out_articles_only(wiki):
-    from selfsup.data.builtin import wiki_pages
     from selfsup.data.text import split_sentences
+    from selfsup.data.wiki import wiki_pages
     from selfsup.data.wiki_topics import MIN_SENTENCES, MIN_WORDS
 
     topics = build_source("wiki-topics", seed=5)

@@ -5,7 +5,7 @@ Random augmentation happens later, batched on the device (``selfsup.views``).
 """
 
 # Importing the source modules registers their builders.
-from selfsup.data import builtin, captions, folder, shapes, shards, text, wiki_topics  # noqa: F401
+from selfsup.data import builtin, captions, folder, shapes, shards, text, wiki, wiki_topics  # noqa: F401
 from selfsup.data.registry import build_source, list_datasets, register_dataset
 from selfsup.data.source import DataError, DataSource
 

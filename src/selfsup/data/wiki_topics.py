@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import functools
 
-from selfsup.data.builtin import stratified_text_source, wiki_page_split
+from selfsup.data.builtin import stratified_text_source
 from selfsup.data.registry import register_dataset, reject_arg
 from selfsup.data.source import DataSource
 from selfsup.data.text import split_sentences
+from selfsup.data.wiki import wiki_page_split
 
 MIN_SENTENCES = 40
 MIN_WORDS = 8

@@ -4,6 +4,8 @@ The C tool and gensim read a corpus in order every epoch and drop the words belo
 before they form windows; :func:`count_words` counts every id over the whole split (every process
 reads all of it, so that the counts agree) and :class:`WordBlocks` streams the trained words in
 blocks of ``seq_len``, each (rank, DataLoader worker) its own contiguous share of the documents.
+:func:`context_windows` gives every centre word of a block its context positions within its
+dynamic window and sentence.
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from selfsup.data.packing import text_of
 
-__all__ = ["WordBlocks", "all_documents", "count_words"]
+__all__ = [
+    "WordBlocks",
+    "all_documents",
+    "context_windows",
+    "count_words",
+    "one_example_per_pair",
+]
 
 
 def all_documents(dataset: Any) -> Iterator[str]:  # noqa: ANN401
@@ -146,3 +154,34 @@ class WordBlocks(IterableDataset):
             tail = np.full(size, self.pad_id, dtype=np.int64)
             tail[: len(stream)] = stream
             yield {"input_ids": torch.from_numpy(tail)}
+
+
+# ---- windows: which words a centre is trained with ---------------------------------------------
+
+
+def context_windows(segment: Tensor, radius: Tensor, window: int) -> tuple[Tensor, Tensor]:
+    """Context positions of every centre word of a flat word stream.
+
+    Args:
+        segment: ``(M,)`` sentence id of each word, non-decreasing; windows stay inside one.
+        radius: ``(M,)`` each centre's window b in 1..window.
+        window: the largest window.
+
+    Returns:
+        ``(context (M, 2W), valid (M, 2W))``: positions ``i-W..i-1, i+1..i+W`` (clamped into the
+        stream) and True where that position is within ``radius[i]`` of i in the same sentence.
+    """
+    m = segment.shape[0]
+    offsets = torch.cat([torch.arange(-window, 0), torch.arange(1, window + 1)]).to(segment.device)
+    position = torch.arange(m, device=segment.device)[:, None] + offsets  # (M, 2W)
+    valid = (position >= 0) & (position < m) & (offsets.abs() <= radius[:, None])
+    position = position.clamp(0, max(m - 1, 0))
+    return position, valid & (segment[position] == segment[:, None])
+
+
+def one_example_per_pair(bags: Tensor, valid: Tensor, targets: Tensor) -> tuple[Tensor, ...]:
+    """Skip-gram's (context, centre) pairs as examples of one slot each: ``(bags (N, 1), valid
+    (N, 1) all True, targets (N,))`` for the N valid slots of ``valid (M, S)``, row by row."""
+    centre, slot = valid.nonzero(as_tuple=True)  # (N,)
+    pairs = bags[centre, slot][:, None]
+    return pairs, valid.new_ones(pairs.shape), targets[centre]

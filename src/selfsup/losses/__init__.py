@@ -11,7 +11,7 @@ from selfsup.losses.metric import (
     semi_hard_triplet_loss,
     triplet_loss,
 )
-from selfsup.losses.nce import binary_nce, softmax_contrastive
+from selfsup.losses.nce import binary_nce, logistic_loss, softmax_contrastive
 from selfsup.losses.redundancy import barlow_twins_loss, vicreg_loss
 from selfsup.losses.registry import CONTRASTIVE_LOSSES, create_contrastive_loss
 from selfsup.losses.swav import sinkhorn_knopp, swapped_prediction_loss
@@ -31,6 +31,7 @@ __all__ = [
     "gather_no_grad",
     "gather_with_grad",
     "infonce_bound",
+    "logistic_loss",
     "nt_xent",
     "nwj_bound",
     "semi_hard_triplet_loss",

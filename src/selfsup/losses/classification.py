@@ -1,4 +1,5 @@
-"""Cross entropy for pretext classifiers (rotation, jigsaw, relative patch location)."""
+"""Cross entropy for pretext classifiers (rotation, jigsaw, relative patch location) and for masked
+token prediction (BERT's masked-LM head, ELECTRA's generator)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,20 @@ def classification_loss(logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
         loss = F.cross_entropy(logits, labels)
     accuracy = (logits.detach().argmax(dim=1) == labels).float().mean()
     return {"loss": loss, "accuracy": accuracy}
+
+
+def masked_lm_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean cross-entropy and accuracy of the predictions at the masked positions.
+
+    Args:
+        logits: ``(N, V)`` scores over the vocabulary at the N selected positions of the batch.
+        targets: ``(N,)`` original token ids there.
+
+    Returns:
+        ``(loss, accuracy)`` scalars; both 0 when N = 0 (the loss still depends on ``logits``, so
+        backward works and gives zero gradients).
+    """
+    count = max(targets.numel(), 1)
+    loss = F.cross_entropy(logits.float(), targets, reduction="sum") / count
+    accuracy = (logits.detach().argmax(dim=-1) == targets).sum().float() / count
+    return loss, accuracy

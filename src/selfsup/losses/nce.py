@@ -8,6 +8,9 @@
 * :func:`softmax_contrastive`: cross entropy of one positive among K negatives (InfoNCE, van den
   Oord, Li, Vinyals 2018, "Representation Learning with Contrastive Predictive Coding";
   with cosine similarities and a temperature as in MoCo, He et al. 2020, eq. 1).
+* :func:`logistic_loss`: word2vec's negative sampling (Mikolov et al. 2013, "Distributed
+  Representations of Words and Phrases and their Compositionality", eq. 4), NCE simplified to a
+  logistic classifier of raw scores, and the per-node terms of its hierarchical softmax.
 
 Index legend: B queries, K negatives per query, D embedding dimension.
 """
@@ -89,3 +92,25 @@ def softmax_contrastive(
         logits = torch.cat([pos, neg], dim=1) / temperature  # (B, 1 + K), positive first
         target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
         return F.cross_entropy(logits, target)
+
+
+def logistic_loss(hidden: Tensor, outputs: Tensor, sign: Tensor, weight: Tensor) -> Tensor:
+    """``-sum log s(sign * h.v)`` over the (input, output) vector couples of a batch of examples.
+
+    Negative sampling scores an example against its target (sign +1) and K noise words (sign -1);
+    hierarchical softmax against the inner nodes on the target's Huffman path (sign
+    ``1 - 2 code``). A skip-gram centre's context words share its outputs (S > 1).
+
+    Args:
+        hidden: ``(M, S, D)`` input vectors of M examples (S = 1: one per example).
+        outputs: ``(M, T, D)`` output vectors each example is scored against.
+        sign: ``(M, T)`` +1 where the label is 1, -1 where it is 0.
+        weight: ``(M, S, T)`` 1 where the couple counts; 0 for padding and for the noise draws
+            equal to the target, which word2vec.c skips.
+
+    Returns:
+        The summed loss (a scalar).
+    """
+    hidden = hidden.to(outputs.dtype).transpose(1, 2)  # (M, D, S)
+    scores = torch.bmm(outputs, hidden).transpose(1, 2).float()  # (M, S, T)
+    return -(F.logsigmoid(sign[:, None, :] * scores) * weight).sum()

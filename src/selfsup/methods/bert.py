@@ -44,8 +44,9 @@ from torch import Tensor, nn
 from transformers import BertConfig, BertForPreTraining, PretrainedConfig
 
 from selfsup.data.segments import LABEL_KEYS, PairCollate, SentencePairs
+from selfsup.losses.classification import masked_lm_loss
 from selfsup.methods.base import BuildContext, OptimDefaults, register_method
-from selfsup.methods.mlm import MaskedEncoder, bert_config, masked_lm_loss
+from selfsup.methods.mlm import MaskedEncoder, bert_config
 from selfsup.views.tokens import IGNORE_INDEX
 
 

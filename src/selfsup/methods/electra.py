@@ -49,9 +49,10 @@ from selfsup.backbones.text import (
     save_pretrained,
 )
 from selfsup.data.tokenizer import save_tokenizer
+from selfsup.losses.classification import masked_lm_loss
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
-from selfsup.methods.mlm import encoder_fields, mask_batch, masked_lm_loss
-from selfsup.views.tokens import IGNORE_INDEX
+from selfsup.methods.mlm import encoder_fields
+from selfsup.views.tokens import IGNORE_INDEX, mask_batch
 
 # ELECTRA-Small's factorised embedding (table 6); other sizes embed at their hidden size.
 PAPER_EMBEDDING_SIZE = {"electra-small": 128}

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import BertConfig, PretrainedConfig, PreTrainedModel
 
@@ -40,8 +39,9 @@ from selfsup.backbones.text import (
     save_pretrained,
 )
 from selfsup.data.tokenizer import save_tokenizer
+from selfsup.losses.classification import masked_lm_loss
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
-from selfsup.views.tokens import IGNORE_INDEX, mask_tokens
+from selfsup.views.tokens import IGNORE_INDEX, mask_batch
 
 # Architecture fields that BertConfig, RobertaConfig and AlbertConfig share, with one meaning.
 ENCODER_FIELDS = (
@@ -59,72 +59,6 @@ ENCODER_FIELDS = (
     "layer_norm_eps",
     "pad_token_id",
 )
-
-
-def mask_batch(
-    batch: dict[str, Tensor],
-    *,
-    mask_token_id: int,
-    vocab_size: int,
-    special_token_ids: list[int],
-    mlm_probability: float,
-    mask_replace: float,
-    random_replace: float,
-    generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Select and corrupt tokens of ``batch["input_ids"]`` for masked-token prediction.
-
-    Args:
-        batch: ``input_ids (B, L)``, optional ``attention_mask (B, L)`` (1 = token) and
-            ``special_tokens_mask (B, L)`` (True = special; derived from ``special_token_ids``
-            if absent). Special and padding tokens are never selected.
-        mask_token_id, vocab_size, special_token_ids: the tokenizer's [MASK], size and specials.
-        mlm_probability, mask_replace, random_replace: selection rate and the fractions of
-            selected tokens replaced by [MASK] and by a random regular token (BERT: 0.15, 0.8,
-            0.1; ELECTRA: 0.15, 1.0, 0.0).
-        generator: RNG on the batch's device; None = torch's global RNG.
-
-    Returns:
-        ``(masked_ids, labels, attention_mask)``, all ``(B, L)``; ``labels`` holds the original
-        id at selected positions and ``IGNORE_INDEX`` elsewhere.
-    """
-    ids = batch["input_ids"]
-    attention_mask = batch.get("attention_mask")
-    if attention_mask is None:
-        attention_mask = torch.ones_like(ids)
-    special = batch.get("special_tokens_mask")
-    if special is None:
-        special = torch.isin(ids, torch.tensor(special_token_ids, device=ids.device))
-    masked, labels = mask_tokens(
-        ids,
-        special,
-        mask_token_id=mask_token_id,
-        vocab_size=vocab_size,
-        mlm_probability=mlm_probability,
-        mask_replace=mask_replace,
-        random_replace=random_replace,
-        attention_mask=attention_mask,
-        special_token_ids=special_token_ids,
-        generator=generator,
-    )
-    return masked, labels, attention_mask
-
-
-def masked_lm_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean cross-entropy and accuracy of the predictions at the masked positions.
-
-    Args:
-        logits: ``(N, V)`` scores over the vocabulary at the N selected positions of the batch.
-        targets: ``(N,)`` original token ids there.
-
-    Returns:
-        ``(loss, accuracy)`` scalars; both 0 when N = 0 (the loss still depends on ``logits``, so
-        backward works and gives zero gradients).
-    """
-    count = max(targets.numel(), 1)
-    loss = F.cross_entropy(logits.float(), targets, reduction="sum") / count
-    accuracy = (logits.detach().argmax(dim=-1) == targets).sum().float() / count
-    return loss, accuracy
 
 
 def encoder_fields(config: BertConfig) -> dict[str, Any]:

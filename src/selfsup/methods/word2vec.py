@@ -75,7 +75,8 @@ counting (word2vec.c and gensim likewise read the corpus in order every epoch); 
 tokenised again every epoch.
 
 The tables derived from the counts live in :mod:`.word2vec_tables`, the fused update in
-:mod:`.word2vec_sgd`.
+:mod:`.word2vec_sgd`, the windows in :mod:`selfsup.data.word_blocks` and the loss in
+:func:`selfsup.losses.nce.logistic_loss`.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ from torch import Tensor, nn
 
 from selfsup.config import ConfigError
 from selfsup.data.tokenizer import save_tokenizer
-from selfsup.data.word_blocks import WordBlocks, count_words
+from selfsup.data.word_blocks import WordBlocks, context_windows, count_words, one_example_per_pair
+from selfsup.losses.nce import logistic_loss
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
 from selfsup.methods.word2vec_sgd import Couples, Scratch, fused_sgd
 from selfsup.methods.word2vec_tables import alias_table, huffman_tree, keep_probability
@@ -101,57 +103,7 @@ from selfsup.methods.word2vec_tables import alias_table, huffman_tree, keep_prob
 ARCHITECTURES = ("skipgram", "cbow")
 
 
-# ---- windows and losses --------------------------------------------------------------------------
-
-
-def context_windows(segment: Tensor, radius: Tensor, window: int) -> tuple[Tensor, Tensor]:
-    """Context positions of every centre word of a flat word stream.
-
-    Args:
-        segment: ``(M,)`` sentence id of each word, non-decreasing; windows stay inside one.
-        radius: ``(M,)`` each centre's window b in 1..window.
-        window: the largest window.
-
-    Returns:
-        ``(context (M, 2W), valid (M, 2W))``: positions ``i-W..i-1, i+1..i+W`` (clamped into the
-        stream) and True where that position is within ``radius[i]`` of i in the same sentence.
-    """
-    m = segment.shape[0]
-    offsets = torch.cat([torch.arange(-window, 0), torch.arange(1, window + 1)]).to(segment.device)
-    position = torch.arange(m, device=segment.device)[:, None] + offsets  # (M, 2W)
-    valid = (position >= 0) & (position < m) & (offsets.abs() <= radius[:, None])
-    position = position.clamp(0, max(m - 1, 0))
-    return position, valid & (segment[position] == segment[:, None])
-
-
-def logistic_loss(hidden: Tensor, outputs: Tensor, sign: Tensor, weight: Tensor) -> Tensor:
-    """``-sum log s(sign * h.v)`` over the (input, output) vector couples of a batch of examples.
-
-    Negative sampling scores an example against its target (sign +1) and K noise words (sign -1);
-    hierarchical softmax against the inner nodes on the target's Huffman path (sign
-    ``1 - 2 code``). A skip-gram centre's context words share its outputs (S > 1).
-
-    Args:
-        hidden: ``(M, S, D)`` input vectors of M examples (S = 1: one per example).
-        outputs: ``(M, T, D)`` output vectors each example is scored against.
-        sign: ``(M, T)`` +1 where the label is 1, -1 where it is 0.
-        weight: ``(M, S, T)`` 1 where the couple counts; 0 for padding and for the noise draws
-            equal to the target, which word2vec.c skips.
-
-    Returns:
-        The summed loss (a scalar).
-    """
-    hidden = hidden.to(outputs.dtype).transpose(1, 2)  # (M, D, S)
-    scores = torch.bmm(outputs, hidden).transpose(1, 2).float()  # (M, S, T)
-    return -(F.logsigmoid(sign[:, None, :] * scores) * weight).sum()
-
-
-def one_example_per_pair(bags: Tensor, valid: Tensor, targets: Tensor) -> tuple[Tensor, ...]:
-    """Skip-gram's (context, centre) pairs as examples of one slot each: ``(bags (N, 1), valid
-    (N, 1) all True, targets (N,))`` for the N valid slots of ``valid (M, S)``, row by row."""
-    centre, slot = valid.nonzero(as_tuple=True)  # (N,)
-    pairs = bags[centre, slot][:, None]
-    return pairs, valid.new_ones(pairs.shape), targets[centre]
+# ---- the loss's value --------------------------------------------------------------------------
 
 
 def _mean_value_sum_gradient(total: Tensor, count: int) -> Tensor:

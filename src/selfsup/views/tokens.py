@@ -7,7 +7,8 @@ the maskable positions is selected for prediction; of the selected tokens 80 % a
 
 Selection is an independent Bernoulli draw per position, as in RoBERTa's dynamic masking and
 ``transformers.DataCollatorForLanguageModeling``: the rate is 15 % in expectation, not exactly 15 %
-of every sequence as in BERT's static preprocessing.
+of every sequence as in BERT's static preprocessing. :func:`mask_batch` applies
+:func:`mask_tokens` to a text batch, with its attention and special-token masks.
 """
 
 from __future__ import annotations
@@ -102,3 +103,52 @@ def mask_tokens(
     masked = torch.where(to_random, random_ids, masked)  # (B, L)
     labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE_INDEX))  # (B, L)
     return masked, labels
+
+
+def mask_batch(
+    batch: dict[str, Tensor],
+    *,
+    mask_token_id: int,
+    vocab_size: int,
+    special_token_ids: list[int],
+    mlm_probability: float,
+    mask_replace: float,
+    random_replace: float,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Select and corrupt tokens of ``batch["input_ids"]`` for masked-token prediction.
+
+    Args:
+        batch: ``input_ids (B, L)``, optional ``attention_mask (B, L)`` (1 = token) and
+            ``special_tokens_mask (B, L)`` (True = special; derived from ``special_token_ids``
+            if absent). Special and padding tokens are never selected.
+        mask_token_id, vocab_size, special_token_ids: the tokenizer's [MASK], size and specials.
+        mlm_probability, mask_replace, random_replace: selection rate and the fractions of
+            selected tokens replaced by [MASK] and by a random regular token (BERT: 0.15, 0.8,
+            0.1; ELECTRA: 0.15, 1.0, 0.0).
+        generator: RNG on the batch's device; None = torch's global RNG.
+
+    Returns:
+        ``(masked_ids, labels, attention_mask)``, all ``(B, L)``; ``labels`` holds the original
+        id at selected positions and ``IGNORE_INDEX`` elsewhere.
+    """
+    ids = batch["input_ids"]
+    attention_mask = batch.get("attention_mask")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(ids)
+    special = batch.get("special_tokens_mask")
+    if special is None:
+        special = torch.isin(ids, torch.tensor(special_token_ids, device=ids.device))
+    masked, labels = mask_tokens(
+        ids,
+        special,
+        mask_token_id=mask_token_id,
+        vocab_size=vocab_size,
+        mlm_probability=mlm_probability,
+        mask_replace=mask_replace,
+        random_replace=random_replace,
+        attention_mask=attention_mask,
+        special_token_ids=special_token_ids,
+        generator=generator,
+    )
+    return masked, labels, attention_mask
