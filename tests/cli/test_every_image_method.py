@@ -1,6 +1,6 @@
-"""Every image method runs from the command line: pretrain two steps on tar shards (which carry
-the sample index that memory banks need), export, and evaluate with kNN and the linear probe.
-Image folders and the built-in data sets go through the same loader (tests/cli/test_end_to_end)."""
+"""Every image method runs from the command line: pretrain two steps on tar shards, export, and
+evaluate with kNN and the linear probe; and pretrain on every other image source that needs no
+files from outside (an image folder, the built-in digits, generated shapes)."""
 
 import io
 import json
@@ -12,6 +12,7 @@ from PIL import Image
 
 from selfsup.cli import main
 from selfsup.methods import METHODS
+from selfsup.testing import image_folder
 
 COMMON = ["--budget", "2steps", "--seed", "0", "num_workers=0", "progress=false", "log_every=1"]
 # (backbone, method_args) per image method: tiny settings that run in about a second.
@@ -84,3 +85,19 @@ def test_pretrain_and_evaluate(name, shards, tmp_path, capsys):
         assert main(["evaluate", str(run), "--protocol", protocol, "--k", "3"]) == 0
         result = json.loads(capsys.readouterr().out)
         assert result["protocol"] == protocol and 0 <= result["top1"] <= 100
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return image_folder(tmp_path_factory.mktemp("data") / "imgs", per_class=8)
+
+
+@pytest.mark.parametrize("name", IMAGE_METHODS)
+@pytest.mark.parametrize("source", ["folder", "digits", "shapes"])
+def test_pretrain_on_every_other_image_source(name, source, folder, tmp_path, capsys):
+    data = {"folder": f"folder:{folder}", "digits": "digits", "shapes": "shapes:32"}[source]
+    run = tmp_path / "run"
+    args = ["pretrain", "--method", name, "--data", data, "--batch-size", "8",
+            "--image-size", "16", "--out", str(run), *cli_args(name)]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    assert json.loads((run / "summary.json").read_text())["steps"] == 2

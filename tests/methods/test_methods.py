@@ -1,5 +1,6 @@
 """Registry-parametrised smoke tests: every method builds, gives a finite loss, and sends a
-gradient to every trainable parameter."""
+gradient to every trainable parameter. Image methods also: the papers' defaults, and a step on
+every backbone family each supports (a clear refusal for the others)."""
 
 import math
 
@@ -187,3 +188,68 @@ def test_word2vec_cbow_recipe_doubles_the_learning_rate(tiny_corpus):
     cbow = METHODS.get("word2vec").build(ctx, dim=8, min_count=1, architecture="cbow")
     assert skipgram.recipe().lr == 0.025 and cbow.recipe().lr == 0.05
     assert cbow.recipe().schedule == "linear" and cbow.recipe().warmup == 0.0
+
+
+# ---- image methods: the papers' defaults, and every backbone family each supports ----
+
+# The values the papers state, by method argument (the module docstrings cite them).
+PAPER_DEFAULTS = {
+    "simclr": {"proj_dim": 128},
+    "moco": {"queue_size": 65536, "temperature": 0.2, "momentum": 0.999, "proj_dim": 128},
+    "mocov3": {"base_momentum": 0.99, "proj_dim": 256, "pred_hidden_dim": 4096},
+    "byol": {"base_momentum": 0.996, "proj_dim": 256, "pred_hidden_dim": 4096},
+    "simsiam": {"pred_hidden_dim": 512, "proj_dim": 2048},
+    "swav": {"epsilon": 0.05, "sinkhorn_iterations": 3, "temperature": 0.1},
+    "dino": {
+        "center_momentum": 0.9,
+        "warmup_teacher_temp": 0.04,
+        "teacher_temp": 0.07,
+        "student_temp": 0.1,
+        "momentum": 0.996,
+        "out_dim": 65536,
+    },
+    "barlowtwins": {"lambd": 0.0051, "proj_dim": 8192},
+    "vicreg": {"sim_coeff": 25.0, "std_coeff": 25.0, "cov_coeff": 1.0, "proj_dim": 8192},
+    "instdisc": {"temperature": 0.07, "num_negatives": 4096, "bank_momentum": 0.5},
+    "mae": {"mask_ratio": 0.75, "norm_pix_loss": True},
+    "rotation": {},
+    "jigsaw": {"num_permutations": 100},
+    "relative_patch": {},
+    "inpainting": {"mask": "center"},
+    "colorization": {"loss": "classification", "neighbours": 5, "sigma": 5.0, "rebalance": 0.5},
+}
+IMAGE_METHODS = sorted(n for n in METHODS.names() if METHODS.get(n).kind == "image")
+FAMILIES = {"resnet": "resnet18", "vit": "vit_tiny_patch4"}
+
+
+def test_every_image_method_is_listed():
+    assert set(PAPER_DEFAULTS) == set(IMAGE_METHODS)
+
+
+@pytest.mark.parametrize("name", IMAGE_METHODS)
+def test_defaults_are_the_papers(name):
+    defaults = METHODS.get(name).argument_defaults()
+    assert {k: defaults[k] for k in PAPER_DEFAULTS[name]} == PAPER_DEFAULTS[name]
+
+
+@pytest.mark.parametrize("name", IMAGE_METHODS)
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_trains_on_each_supported_backbone_family_and_refuses_the_others(name, family):
+    cls = METHODS.get(name)
+    ctx = BuildContext(FAMILIES[family], image_size=16, batch_size=4, num_samples=16)
+    if family not in cls.architectures:
+        with pytest.raises(ValueError, match=f"needs a .*backbone; '{FAMILIES[family]}' is a"):
+            cls.build(ctx, **TINY[name])
+        return
+    torch.manual_seed(0)
+    method = cls.build(ctx, **TINY[name])
+    batch = make_batch("image", None)
+    out = method(batch)
+    assert math.isfinite(float(out["loss"].detach()))
+    out["loss"].backward()
+    missing = [n for n, p in method.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"no gradient reached {missing[:5]}"
+    method.after_step(1, 10)
+    method.eval()
+    feats = method.embed(batch)
+    assert feats.shape[0] == 4 and torch.isfinite(feats).all()
