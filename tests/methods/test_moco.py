@@ -1,5 +1,6 @@
 """MoCo v2: InfoNCE against a loop, key encoder and queue invariants, EMA maths, split BN against
-per-group batch norm by hand, and shuffling BN on one and on two (gloo) processes."""
+per-group batch norm by hand, shuffling BN on one and on two (gloo) processes, and the enqueue of
+the keys gathered from two processes."""
 
 import math
 
@@ -158,3 +159,23 @@ def test_shuffling_bn_across_two_processes():
     every = sorted(out[0][1] + out[1][1])  # the two shares partition the global batch
     assert every == sorted([float(i + 100 * r) for r in (0, 1) for i in range(4)])
     assert out[0][1] != [0.0, 1.0, 2.0, 3.0]  # shuffled
+
+
+def _enqueue_worker(rank, world):
+    # The same model on both processes (one seed); each process its own batch.
+    m = build("vit_tiny_patch4", queue_size=16)  # ViT: a key depends on its image alone
+    m.augment = EvalTransform(16)
+    images = make_batch(seed=10 + rank)["image"]
+    m({"image": images})["loss"].backward()
+    with torch.no_grad():
+        keys = F.normalize(m.key_projector(m.key_backbone(m.augment(images))), dim=1)
+    return m.queue.clone(), int(m.queue_ptr), keys
+
+
+def test_every_process_enqueues_the_keys_of_the_global_batch_in_rank_order():
+    out = spawn_gloo(_enqueue_worker, world_size=2)
+    (queue0, ptr0, keys0), (queue1, ptr1, keys1) = out
+    assert ptr0 == ptr1 == 8  # 2 processes x 4 keys
+    torch.testing.assert_close(queue0, queue1)  # one queue, replicated
+    torch.testing.assert_close(queue0[:4], keys0, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(queue0[4:8], keys1, atol=1e-5, rtol=1e-4)
