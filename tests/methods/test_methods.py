@@ -100,6 +100,16 @@ def training_batch(method, tokenizer, corpus, b=4):
     return next(iter(loader))
 
 
+def assert_trains(method, batch):
+    """One step: a finite loss, a gradient in every trainable parameter, then ``after_step``."""
+    out = method(batch)
+    assert math.isfinite(float(out["loss"].detach()))
+    out["loss"].backward()
+    missing = [n for n, p in method.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"no gradient reached {missing[:5]}"
+    method.after_step(1, 10)
+
+
 @pytest.mark.parametrize("name", METHODS.names())
 def test_method_step(name, tiny_tokenizer, tiny_corpus):
     torch.manual_seed(0)
@@ -115,12 +125,7 @@ def test_method_step(name, tiny_tokenizer, tiny_corpus):
     )
     method = cls.build(ctx, **TINY[name])
     batch = training_batch(method, tokenizer, tiny_corpus) or make_batch(cls.kind, tokenizer)
-    out = method(batch)
-    assert math.isfinite(float(out["loss"].detach()))
-    out["loss"].backward()
-    missing = [n for n, p in method.named_parameters() if p.requires_grad and p.grad is None]
-    assert not missing, f"no gradient reached {missing[:5]}"
-    method.after_step(1, 10)
+    assert_trains(method, batch)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # losses keep fp32 where they need it
         assert math.isfinite(float(method(batch)["loss"].detach()))
     method.eval()
@@ -244,12 +249,7 @@ def test_trains_on_each_supported_backbone_family_and_refuses_the_others(name, f
     torch.manual_seed(0)
     method = cls.build(ctx, **TINY[name])
     batch = make_batch("image", None)
-    out = method(batch)
-    assert math.isfinite(float(out["loss"].detach()))
-    out["loss"].backward()
-    missing = [n for n, p in method.named_parameters() if p.requires_grad and p.grad is None]
-    assert not missing, f"no gradient reached {missing[:5]}"
-    method.after_step(1, 10)
+    assert_trains(method, batch)
     method.eval()
     feats = method.embed(batch)
     assert feats.shape[0] == 4 and torch.isfinite(feats).all()
