@@ -142,9 +142,10 @@ def encoder_key(run_dir: Path) -> str:
     for name, tensor in sorted(encoder.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().float().contiguous().numpy().tobytes())
-    images = torch.randint(0, 256, (4, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=generator)
     with torch.no_grad():
-        features = encoder(images.to(torch.uint8)).float()  # (4, D)
+        features = encoder(images).float()  # (4, D)
     digest.update(features.round(decimals=3).numpy().tobytes())
     return digest.hexdigest()[:16]
 
