@@ -11,7 +11,8 @@ from scipy import stats
 
 from selfsup.data.word_blocks import WordBlocks
 from selfsup.methods import METHODS, BuildContext
-from selfsup.methods.word2vec import Word2Vec, huffman_tree, keep_probability
+from selfsup.methods.word2vec import Word2Vec
+from selfsup.methods.word2vec_tables import huffman_tree, keep_probability
 
 SPECIALS = [
     0,

@@ -82,7 +82,6 @@ The tables derived from the counts live in :mod:`.word2vec_tables`, the fused up
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -93,12 +92,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup.config import ConfigError
-from selfsup.data.tokenizer import save_tokenizer
 from selfsup.data.word_blocks import WordBlocks, context_windows, count_words, one_example_per_pair
 from selfsup.losses.nce import logistic_loss
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
+from selfsup.methods.word2vec_format import write_export
 from selfsup.methods.word2vec_sgd import Couples, Scratch, fused_sgd
-from selfsup.methods.word2vec_tables import alias_table, huffman_tree, keep_probability
+from selfsup.methods.word2vec_tables import sampling_tables
 
 ARCHITECTURES = ("skipgram", "cbow")
 
@@ -244,27 +243,9 @@ class Word2Vec(Method):
         module._rebuild()
 
     def _rebuild(self) -> None:
-        device = self.counts.device
-        trained = self.vocabulary
-        kept = torch.where(trained, self.counts, 0)
-        self.register_buffer("keep", keep_probability(kept, self.sample).float(), persistent=False)
-        words = trained.nonzero()[:, 0]  # (K,) ids in the vocabulary
-        self.register_buffer("noise_words", words, persistent=False)
-        prob, alias = alias_table(kept[words].double() ** 0.75)
-        self.register_buffer("noise_prob", prob.to(device), persistent=False)  # (K,)
-        self.register_buffer("noise_alias", alias.to(device), persistent=False)  # (K,)
-        if self.inner is not None:  # (V, P) Huffman codes and paths, rows by word id
-            v = len(kept)
-            codes, points = torch.zeros(v, 1, dtype=torch.bool), torch.zeros(v, 1, dtype=torch.long)
-            lengths = torch.zeros(v, dtype=torch.long)
-            if len(words) >= 2:
-                c, p, n = huffman_tree(kept[words].tolist())
-                codes, points = c.new_zeros(v, c.shape[1]), p.new_zeros(v, p.shape[1])
-                rows = words.cpu()
-                codes[rows], points[rows], lengths[rows] = c, p, n
-            self.register_buffer("hs_codes", codes.to(device), persistent=False)
-            self.register_buffer("hs_points", points.to(device), persistent=False)
-            self.register_buffer("hs_lengths", lengths.to(device), persistent=False)
+        tables = sampling_tables(self.counts, self.vocabulary, self.sample, self.inner is not None)
+        for name, table in tables.items():  # derived from the counts: not saved
+            self.register_buffer(name, table, persistent=False)
 
     def training_data(
         self,
@@ -471,33 +452,11 @@ class Word2Vec(Method):
         """Write ``vectors.txt`` and ``vectors.bin`` (word2vec text and binary formats, which
         ``gensim.models.KeyedVectors.load_word2vec_format`` reads), ``vocab.txt`` ("word count"
         lines, the C tool's -save-vocab format), ``config.json`` and the tokenizer."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         words, vectors, counts = self.word_vectors()
-        write_word2vec(path / "vectors.txt", words, vectors, binary=False)
-        write_word2vec(path / "vectors.bin", words, vectors, binary=True)
-        lines = "".join(f"{w} {c}\n" for w, c in zip(words, counts.tolist(), strict=True))
-        (path / "vocab.txt").write_text(lines, encoding="utf-8")
         config = {
             "architecture": self.architecture, "dim": self.dim, "window": self.window,
             "negative": self.negative, "hierarchical_softmax": self.inner is not None,
             "sample": self.sample, "min_count": self.min_count, "cbow_mean": self.cbow_mean,
             "words": len(words),
         }  # fmt: skip
-        (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        save_tokenizer(self.tokenizer, path / "tokenizer")
-
-
-def write_word2vec(path: Path, words: Sequence[str], vectors: Tensor, binary: bool) -> None:
-    """Write ``vectors (K, D)`` in word2vec.c's format: a ``"K D"`` header line, then per word
-    ``word v_1 ... v_D`` as text, or ``word`` + space + D little-endian float32 + newline."""
-    array = vectors.float().numpy().astype("<f4")
-    with open(path, "wb") as f:
-        f.write(f"{array.shape[0]} {array.shape[1]}\n".encode())
-        if binary:
-            for word, row in zip(words, array, strict=True):
-                f.write(word.encode("utf-8") + b" " + row.tobytes() + b"\n")
-        else:
-            fmt = " ".join(["%.9g"] * array.shape[1])
-            for word, row in zip(words, array, strict=True):
-                f.write(f"{word} {fmt % tuple(row)}\n".encode())
+        write_export(Path(path), words, vectors, counts.tolist(), config, self.tokenizer)

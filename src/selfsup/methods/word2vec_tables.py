@@ -100,3 +100,38 @@ def huffman_tree(counts: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
         node[alive] = parent[node[alive]]
         points[alive, col] = node[alive] - k
     return torch.from_numpy(codes), torch.from_numpy(points), torch.from_numpy(lengths)
+
+
+def sampling_tables(counts: Tensor, trained: Tensor, sample: float, hs: bool) -> dict[str, Tensor]:
+    """Every table a word2vec step samples from, by buffer name, on the device of ``counts``.
+
+    Args:
+        counts: ``(V,)`` occurrences of each id over the training split.
+        trained: ``(V,)`` bool, the ids trained on (the vocabulary).
+        sample: subsampling threshold t.
+        hs: also build the Huffman codes of hierarchical softmax.
+
+    Returns:
+        ``keep (V,)`` (:func:`keep_probability`); ``noise_words (K,)``, ``noise_prob (K,)`` and
+        ``noise_alias (K,)``, the alias sampler of the vocabulary's counts raised to 0.75; with
+        ``hs``, ``hs_codes (V, P)``, ``hs_points (V, P)`` and ``hs_lengths (V,)``, each word's
+        Huffman code and inner nodes, rows by word id (zeros outside a vocabulary of >= 2 words).
+    """
+    device = counts.device
+    kept = torch.where(trained, counts, 0)
+    words = trained.nonzero()[:, 0]  # (K,) ids in the vocabulary
+    prob, alias = alias_table(kept[words].double() ** 0.75)
+    tables = {"keep": keep_probability(kept, sample).float(), "noise_words": words,
+              "noise_prob": prob.to(device), "noise_alias": alias.to(device)}  # fmt: skip
+    if hs:
+        v = len(kept)
+        codes, points = torch.zeros(v, 1, dtype=torch.bool), torch.zeros(v, 1, dtype=torch.long)
+        lengths = torch.zeros(v, dtype=torch.long)
+        if len(words) >= 2:
+            c, p, n = huffman_tree(kept[words].tolist())
+            codes, points = c.new_zeros(v, c.shape[1]), p.new_zeros(v, p.shape[1])
+            rows = words.cpu()
+            codes[rows], points[rows], lengths[rows] = c, p, n
+        tables.update(hs_codes=codes.to(device), hs_points=points.to(device),
+                      hs_lengths=lengths.to(device))  # fmt: skip
+    return tables
