@@ -15,9 +15,9 @@ from selfsup.config import ConfigError
 from selfsup.data.packing import PackedBlocks
 from selfsup.data.tokenizer import train_tokenizer
 from selfsup.evaluate.protocols import EVAL_PROTOCOLS, EvalOptions
+from selfsup.evaluate.protocols.masked_accuracy import masked_token_accuracy
 from selfsup.evaluate.protocols.pseudo_ppl import pseudo_log_likelihood
 from selfsup.methods.base import METHODS, BuildContext, create_method
-from selfsup.methods.mlm import masked_token_accuracy
 from selfsup.views.tokens import IGNORE_INDEX
 
 SEQ_LEN = 24

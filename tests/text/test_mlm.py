@@ -7,9 +7,10 @@ from torch.utils.data import DataLoader
 from transformers import AutoModel, AutoTokenizer
 
 from selfsup.data.packing import PackedBlocks
+from selfsup.evaluate.protocols.masked_accuracy import masked_token_accuracy
 from selfsup.losses.classification import masked_lm_loss
 from selfsup.methods.base import METHODS, BuildContext, create_method
-from selfsup.methods.mlm import MaskedLM, masked_token_accuracy
+from selfsup.methods.mlm import MaskedLM
 
 SEQ_LEN = 32
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}

@@ -30,7 +30,7 @@ from selfsup.evaluate.zeroshot import (
 from selfsup.methods.base import Method
 from selfsup.runs import Run, load_run
 
-BUILTIN_PROTOCOLS = ("knn", "linear", "zeroshot", "retrieval", "mlm")
+BUILTIN_PROTOCOLS = ("knn", "linear", "zeroshot", "retrieval")
 
 
 def protocol_names() -> list[str]:
@@ -184,14 +184,6 @@ def evaluate(
         raise ConfigError(f"protocol {protocol} takes no --arg options, got {', '.join(extra)}")
     if source.test is None:
         raise ConfigError(f"data {source.name!r} has no test split to evaluate on")
-    if protocol == "mlm":
-        from selfsup.data.packing import PackedBlocks
-        from selfsup.methods.mlm import masked_token_accuracy
-
-        blocks = PackedBlocks(source.test, run.tokenizer, run.config.seq_len)
-        loader = torch.utils.data.DataLoader(blocks, batch_size=batch_size)
-        acc = masked_token_accuracy(method, loader, seed=seed)
-        return _record(run, {**base, "masked_token_acc": 100.0 * acc})
 
     collate = collate_for(method, run.tokenizer, run.config.seq_len)
     if protocol in ("knn", "linear"):

@@ -377,37 +377,3 @@ class MaskedLM(MaskedEncoder):
     def config_fields(cls) -> set[str]:
         """Any ``BertConfig`` or (for DeBERTa backbones) ``DebertaV2Config`` field."""
         return bert_config_fields() | deberta_config_fields()
-
-
-@torch.no_grad()
-def masked_token_accuracy(
-    method: MaskedEncoder, loader: Any, seed: int = 0, max_batches: int | None = None
-) -> float:
-    """Accuracy at masked positions over ``loader`` with a fixed masking seed (reproducible).
-
-    The model runs in eval mode (no dropout) and its training mode is restored afterwards; with a
-    deterministic loader the same seed gives the same figure.
-
-    Args:
-        method: a ``MaskedEncoder`` (``mlm``, ``bert``, ``roberta``, ``albert``).
-        loader: yields text batches (dicts of ``(B, L)`` tensors).
-        seed: seed of the masking generator.
-        max_batches: stop after this many batches (None = the whole loader).
-    """
-    device = next(method.parameters()).device
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
-    was_training = method.training
-    method.eval()
-    correct = total = 0
-    try:
-        for i, batch in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
-            batch = {k: v.to(device) for k, v in batch.items() if isinstance(v, Tensor)}
-            logits, targets = method.predict_masked(batch, generator)
-            correct += int((logits.argmax(dim=-1) == targets).sum())
-            total += targets.numel()
-    finally:
-        method.train(was_training)
-    return correct / max(total, 1)

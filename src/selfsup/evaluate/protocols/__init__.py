@@ -1,4 +1,4 @@
-"""Evaluation protocols beyond the built-in kNN, linear probe, zero-shot, retrieval and MLM.
+"""Evaluation protocols beyond the built-in kNN, linear probe, zero-shot and retrieval.
 
 A protocol is a function ``(run, source, options) -> dict`` registered with
 :func:`register_protocol`; ``selfsup evaluate --protocol NAME`` calls it for runs whose method
