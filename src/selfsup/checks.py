@@ -108,7 +108,7 @@ def check_backbone(cls: type[Method], name: str | None) -> None:
             raise ConfigError(f"backbone {name!r} is not one this method builds. Valid: {valid}")
         return
     if cls.kind == "text":
-        from selfsup.backbones.text import TEXT_BACKBONES
+        from selfsup.backbones.text_configs import TEXT_BACKBONES
 
         TEXT_BACKBONES.get(name)
     elif name.startswith("timm:"):

@@ -213,7 +213,7 @@ def _argument_docs(doc: str) -> dict[str, str]:
 
 def _list() -> str:
     from selfsup.backbones import VISION_BACKBONES
-    from selfsup.backbones.text import TEXT_BACKBONES
+    from selfsup.backbones.text_configs import TEXT_BACKBONES
     from selfsup.data import list_datasets
     from selfsup.evaluate.protocols import EVAL_PROTOCOLS
     from selfsup.methods import METHODS

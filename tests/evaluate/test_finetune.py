@@ -5,7 +5,8 @@ import random
 import pytest
 import torch
 
-from selfsup.backbones.text import PooledEncoder, TextEncoder, build_text_config
+from selfsup.backbones.text import PooledEncoder, TextEncoder
+from selfsup.backbones.text_configs import build_text_config
 from selfsup.config import ConfigError
 from selfsup.evaluate.protocols import EVAL_PROTOCOLS
 from selfsup.evaluate.protocols.finetune import (

@@ -55,7 +55,8 @@ def test_vit_gets_peft_in_every_block_and_only_it_trains(kind, wrapped):
 
 
 def test_bert_lora_targets_query_and_value(tiny_tokenizer):
-    from selfsup.backbones.text import TextEncoder, build_text_config
+    from selfsup.backbones.text import TextEncoder
+    from selfsup.backbones.text_configs import build_text_config
 
     config = build_text_config("bert-tiny", len(tiny_tokenizer), 32, hidden_size=32,
                                num_attention_heads=2, intermediate_size=64)  # fmt: skip

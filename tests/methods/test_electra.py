@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel, BertConfig
 
-from selfsup.backbones.text import build_text_config
+from selfsup.backbones.text_configs import build_text_config
 from selfsup.config import ConfigError
 from selfsup.methods import BuildContext
 from selfsup.methods.electra import (

@@ -8,16 +8,14 @@ from transformers import (
     DebertaV2ForMaskedLM,
 )
 
-from selfsup.backbones.text import (
+from selfsup.backbones.text import TextEncoder, create_text_encoder, mean_pool
+from selfsup.backbones.text_configs import (
     TEXT_BACKBONES,
-    TextEncoder,
     backbone_family,
     build_mlm_model,
     build_t5_config,
     build_text_config,
-    create_text_encoder,
     deberta_config_fields,
-    mean_pool,
     mlm_model_class,
 )
 from selfsup.config import ConfigError

@@ -17,7 +17,7 @@ Learning of Language Representations", https://arxiv.org/abs/1909.11942.
 Paper defaults (section 4.1): sequences of at most 512 tokens, shorter ones with probability 0.1,
 a SentencePiece vocabulary of 30k (a unigram tokenizer here, ``tokenizer_kind = "unigram"``),
 n-gram masking, batch 4096, LAMB with lr 0.00176 for 125k steps, E = 128; ALBERT-Base is 12 layers
-of H = 768. Sizes come from the run's backbone (``selfsup.backbones.text``, default ``bert-mini``).
+of H = 768. Sizes come from the run's backbone (``selfsup.backbones.text_configs``, default ``bert-mini``).
 
 Optimiser: the paper's LAMB (``selfsup.engine.optim.LAMB``), lr 0.00176, betas (0.9, 0.999),
 eps 1e-6, weight decay 0.01 (none on biases and norms, which also skip the trust ratio), linear
@@ -41,9 +41,9 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 from transformers import AlbertConfig, AlbertForPreTraining
 
+from selfsup.backbones.text_configs import encoder_fields
 from selfsup.methods.base import BuildContext, OptimDefaults, register_method
 from selfsup.methods.bert import SentencePairPretraining
-from selfsup.methods.mlm import encoder_fields
 
 
 @register_method(

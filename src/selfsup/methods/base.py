@@ -163,7 +163,7 @@ class Method(nn.Module):
     @classmethod
     def backbone_choices(cls) -> list[str] | None:
         """Backbone names the method builds, when they are not its kind's registry (vision
-        backbones for images, ``selfsup.backbones.text`` for text); [] for none at all."""
+        backbones for images, ``selfsup.backbones.text_configs`` for text); [] for none at all."""
         return None
 
     @classmethod

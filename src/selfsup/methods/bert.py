@@ -15,7 +15,7 @@ Paper defaults (BERT-Base): Adam, lr 1e-4, betas (0.9, 0.999), eps 1e-6, weight 
 on biases and LayerNorm), warm-up over the first 10k of 1M steps then linear decay, batch 256,
 sequences of 512 tokens (128 for the first 90 % of steps), dropout 0.1, GELU, mask probability
 0.15 with 80/10/10 replacement, short-sequence probability 0.1, NotNext probability 0.5, WordPiece
-vocabulary. Sizes come from the run's backbone (``selfsup.backbones.text``, default ``bert-mini``).
+vocabulary. Sizes come from the run's backbone (``selfsup.backbones.text_configs``, default ``bert-mini``).
 
 Deviations, each deliberate:
 

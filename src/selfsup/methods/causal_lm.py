@@ -22,7 +22,7 @@ crosses the document boundaries inside a block: a document's first tokens see th
 before.
 
 Sizes by backbone name: ``gpt2`` is GPT-2 small (12 layers, hidden 768, 12 heads); the BERT names
-of :mod:`selfsup.backbones.text` (``bert-tiny/mini/small/medium/base``) give a GPT-2 block stack
+of :mod:`selfsup.backbones.text_configs` (``bert-tiny/mini/small/medium/base``) give a GPT-2 block stack
 with the same layers / hidden / heads (feed-forward 4x hidden). Default ``bert-mini``.
 
 Paper defaults kept: pre-LayerNorm blocks with a final LayerNorm, GELU, learned positions,
@@ -60,7 +60,7 @@ from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_m
 from selfsup.registry import UnknownNameError
 from selfsup.views.tokens import IGNORE_INDEX
 
-# name -> (layers, hidden, heads); the BERT names mirror selfsup.backbones.text
+# name -> (layers, hidden, heads); the BERT names mirror selfsup.backbones.text_configs
 GPT_SIZES: dict[str, tuple[int, int, int]] = {
     "bert-tiny": (2, 128, 2),
     "bert-mini": (4, 256, 4),

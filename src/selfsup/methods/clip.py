@@ -25,7 +25,8 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from selfsup.backbones import create_vision_backbone
-from selfsup.backbones.text import TextEncoder, build_text_config, save_pretrained
+from selfsup.backbones.text import TextEncoder, save_pretrained
+from selfsup.backbones.text_configs import build_text_config
 from selfsup.data.tokenizer import save_tokenizer
 from selfsup.losses import ClipLoss
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method

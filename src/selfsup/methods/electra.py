@@ -42,16 +42,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import BertConfig, ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
-from selfsup.backbones.text import (
-    PooledEncoder,
-    bert_config_fields,
-    build_text_config,
-    save_pretrained,
-)
+from selfsup.backbones.text import PooledEncoder, save_pretrained
+from selfsup.backbones.text_configs import bert_config_fields, build_text_config, encoder_fields
 from selfsup.data.tokenizer import save_tokenizer
 from selfsup.losses.classification import masked_lm_loss
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
-from selfsup.methods.mlm import encoder_fields
 from selfsup.views.tokens import IGNORE_INDEX, mask_batch
 
 # ELECTRA-Small's factorised embedding (table 6); other sizes embed at their hidden size.

@@ -11,7 +11,7 @@ tokens at the selected positions; the loss is the cross-entropy there. Masking i
 Paper defaults (BERT-Base): AdamW, lr 1e-4, betas (0.9, 0.999), weight decay 0.01 (none on biases
 and LayerNorm), linear warm-up over the first 10k of 1M steps then linear decay, batch 256 blocks
 of 512 tokens (128 for the first 90 % of steps), dropout 0.1, mask probability 0.15 with 80/10/10
-replacement. The sizes are in ``selfsup.backbones.text`` (default ``bert-mini``).
+replacement. The sizes are in ``selfsup.backbones.text_configs`` (default ``bert-mini``).
 
 :class:`MaskedEncoder` holds what every masked-token method of the library shares (``mlm``,
 ``bert``, ``roberta``, ``albert``): the masking and its rates (constructor and ``build`` keywords),
@@ -27,43 +27,20 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
-from transformers import BertConfig, PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
-from selfsup.backbones.text import (
-    PooledEncoder,
+from selfsup.backbones.text import PooledEncoder, save_pretrained
+from selfsup.backbones.text_configs import (
     bert_config_fields,
     build_mlm_model,
     build_text_config,
     deberta_config_fields,
     mlm_model_class,
-    save_pretrained,
 )
 from selfsup.data.tokenizer import save_tokenizer
 from selfsup.losses.classification import masked_lm_loss
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
 from selfsup.views.tokens import IGNORE_INDEX, mask_batch
-
-# Architecture fields that BertConfig, RobertaConfig and AlbertConfig share, with one meaning.
-ENCODER_FIELDS = (
-    "vocab_size",
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "hidden_act",
-    "hidden_dropout_prob",
-    "attention_probs_dropout_prob",
-    "max_position_embeddings",
-    "type_vocab_size",
-    "initializer_range",
-    "layer_norm_eps",
-    "pad_token_id",
-)
-
-
-def encoder_fields(config: BertConfig) -> dict[str, Any]:
-    """The architecture fields of ``config`` that RoBERTa's and ALBERT's configs share with it."""
-    return {name: getattr(config, name) for name in ENCODER_FIELDS}
 
 
 def bert_config(

@@ -35,8 +35,9 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 from transformers import RobertaConfig, RobertaForMaskedLM
 
+from selfsup.backbones.text_configs import encoder_fields
 from selfsup.methods.base import BuildContext, OptimDefaults, register_method
-from selfsup.methods.mlm import MaskedEncoder, bert_config, encoder_fields
+from selfsup.methods.mlm import MaskedEncoder, bert_config
 
 
 @register_method("roberta", "RoBERTa (Liu et al. 2019): dynamic masking, full-sentence packing")

@@ -55,12 +55,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import BertConfig, PretrainedConfig
 
-from selfsup.backbones.text import (
-    TextEncoder,
-    build_text_config,
-    quiet_progress,
-    save_pretrained,
-)
+from selfsup.backbones.text import TextEncoder, quiet_progress, save_pretrained
+from selfsup.backbones.text_configs import build_text_config
 from selfsup.data.text import SentenceCollate, SentenceStream
 from selfsup.data.tokenizer import save_tokenizer
 from selfsup.losses.registry import TwoViewSoftmaxLoss

@@ -36,7 +36,7 @@ AdamW recipe of earlier selfsup versions.
 Deviations, named: the blocks are packed across documents with the tokenizer's separator
 between them (T5 concatenates documents with none); EOS is the tokenizer's ``eos_token``, or ``sep_token`` for
 the BERT-style tokenizers this library trains. The default size translates ``bert-mini``
-(``selfsup.backbones.text.build_t5_config``), for comparison with the other objectives at one
+(``selfsup.backbones.text_configs.build_t5_config``), for comparison with the other objectives at one
 size; ``t5-small`` is the paper's Small.
 """
 
@@ -52,7 +52,8 @@ from torch import Tensor, nn
 from torch.utils.data import IterableDataset
 from transformers import PretrainedConfig, T5Config, T5ForConditionalGeneration
 
-from selfsup.backbones.text import PooledEncoder, build_t5_config, save_pretrained
+from selfsup.backbones.text import PooledEncoder, save_pretrained
+from selfsup.backbones.text_configs import build_t5_config
 from selfsup.data.packing import PackedBlocks
 from selfsup.data.tokenizer import save_tokenizer
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
