@@ -184,6 +184,9 @@ seeds: 0.180 vs gensim's 0.202 in that run, at 0.14x the speed), and strided chu
 of a step taking examples j, j + c, j + 2c, ..., so that neighbours sharing context words fall
 in different chunks; 3 seeds, CBOW 0.180 vs 0.174 on the same seeds, within the noise; with
 shared negatives 0.181 vs 0.159). Not kept.
+Nor does a chunk of 256 centres instead of 1,024 (6 seeds, 2026-12-07: WordSim-353 0.172 vs
+0.170, gensim 0.212; SimLex-999 0.070 vs 0.071, gensim 0.074), so the CBOW gap on WordSim-353
+is not the chunk's simultaneous updates at that scale; its cause is not found.
 """
 
 
