@@ -76,9 +76,9 @@ VIEW_STAGES = {
         "selfsup.methods.colorization:random_resized_crop",
         "selfsup.methods.colorization:rgb_to_lab",
     ],
-    "mlm": ["selfsup.methods.mlm:mask_tokens"],
-    "bert": ["selfsup.methods.mlm:mask_tokens"],
-    "roberta": ["selfsup.methods.mlm:mask_tokens"],
+    "mlm": ["selfsup.views.tokens:mask_tokens"],
+    "bert": ["selfsup.views.tokens:mask_tokens"],
+    "roberta": ["selfsup.views.tokens:mask_tokens"],
     "clip": ["preprocess"],
 }
 
