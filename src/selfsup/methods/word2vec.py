@@ -75,8 +75,8 @@ counting (word2vec.c and gensim likewise read the corpus in order every epoch); 
 tokenised again every epoch.
 
 The tables derived from the counts live in :mod:`.word2vec_tables`, the fused update in
-:mod:`.word2vec_sgd`, the windows in :mod:`selfsup.data.word_blocks` and the loss in
-:func:`selfsup.losses.nce.logistic_loss`.
+:mod:`.word2vec_sgd`, the export files in :mod:`.word2vec_format`, the windows in
+:mod:`selfsup.data.word_blocks` and the loss in :func:`selfsup.losses.nce.logistic_loss`.
 """
 
 from __future__ import annotations
