@@ -155,7 +155,8 @@ def build(args: argparse.Namespace) -> dict:
 
     from lightning_fabric import Fabric
 
-    from selfsup.config import RunConfig, yaml_load
+    from selfsup.config import RunConfig
+    from selfsup.config_parse import yaml_load
     from selfsup.data import build_source
     from selfsup.data.cache import cacheable, decoded_cache
     from selfsup.methods import METHODS, BuildContext

@@ -6,7 +6,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from selfsup.config import ConfigError, RunConfig, load_config, parse_budget, parse_overrides
+from selfsup.config import ConfigError, RunConfig, load_config, parse_budget
+from selfsup.config_parse import parse_overrides
 from selfsup.views.masking import random_patch_mask
 from selfsup.views.tokens import IGNORE_INDEX, mask_tokens
 
