@@ -136,7 +136,7 @@ def run_selfsup(
     )
     defaults = Word2Vec.defaults
     texts = [{"text": " ".join(words)} for words in docs]
-    dataset, collate = method.training_data(texts, tokenizer, seq_len=1000)
+    dataset, collate = method.training_data(texts, tokenizer, seq_len=1000, seed=seed)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     steps_per_epoch = sum(1 for _ in loader)  # counted before the clock starts, as the engine does
     total = epochs * steps_per_epoch
@@ -144,7 +144,8 @@ def run_selfsup(
                                 defaults.weight_decay, momentum=defaults.momentum)  # fmt: skip
     step, words = 0, 0.0
     start = time.perf_counter()
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        dataset.set_epoch(epoch)  # the block order, as the engine's loader sets it
         for batch in loader:
             lr = set_lr(optimizer, lr_factor((step + 1) / total, 0.0, defaults.final_lr, "linear"))
             if method.updates_itself:  # fused SGD, as the engine runs it
@@ -166,27 +167,21 @@ NOTES = """
 selfsup trains with its fused SGD path (the default `fused=True`: updates applied inside the step,
 `chunk_size=1024` examples at a time, no autograd). Its speed is limited by memory traffic: each
 chunk gathers, scores and scatters about 6,000 rows of 100 floats, where gensim's Cython works
-through one pair at a time in the cache. On this machine the speed of both sides drifted by up
-to 2x within minutes (the per-seed log the script prints), selfsup's more than gensim's; the
-ratios of a seed's neighbouring runs ranged 0.26-0.39x (skip-gram) and 0.24-0.38x (CBOW).
-Earlier versions of this table, on another machine: 0.31x and 0.22x before the fused path
-reused its buffers and took steps of 4 blocks; 0.23x and 0.19x through autograd and the
-optimizer (`fused=False`).
+through one pair at a time in the cache. One noise set per skip-gram centre
+(`shared_negatives=True`, not the paper's default) halves that work. The speed of both sides
+drifts by up to 2x within minutes on these machines (the per-seed log the script prints).
+
+Order: selfsup shuffles its 1,000-word blocks every epoch (the default `shuffle=True`); the
+`shuffle=False` rows read the corpus in order, as one thread of the C tool does. Reading in order
+cost about 0.03 of WordSim-353 and of SimLex-999 on both architectures. gensim's 2 workers interleave
+consecutive 10,000-word jobs, and its 1-worker rows show what that is worth: about 0.015 on
+WordSim-353. Before the blocks were shuffled, CBOW stayed 0.04 below gensim on WordSim-353.
+None of these closed that gap: skipping updates with |score| >= 6 as gensim does, chunks of
+1 to 256 centres instead of 1,024, or strided chunks.
 
 Quality, paired by seed: gensim 4 starts the input vectors in [-1/dim, 1/dim], twice the C
-tool's range (selfsup's default); with gensim's range (`init_scale=1`) skip-gram's WordSim-353
-rose on every seed, by 0.005-0.010. Skip-gram then sits within gensim's seed spread on
-WordSim-353, SimLex-999 and analogies; CBOW stays lower on WordSim-353 (0.17 vs 0.21) and
-SimLex-999 (0.064 vs 0.085). Run to run, one seed's WordSim-353 moves by up to 0.04 for either
-side. Things that did not close CBOW's gap: skipping updates with |score| >= 6 as gensim does
-(the C tool clips them instead; 3 seeds, no change), smaller chunks (`chunk_size=128`, 3
-seeds: 0.180 vs gensim's 0.202 in that run, at 0.14x the speed), and strided chunks (chunk j
-of a step taking examples j, j + c, j + 2c, ..., so that neighbours sharing context words fall
-in different chunks; 3 seeds, CBOW 0.180 vs 0.174 on the same seeds, within the noise; with
-shared negatives 0.181 vs 0.159). Not kept.
-Nor does a chunk of 256 centres instead of 1,024 (6 seeds, 2026-12-07: WordSim-353 0.172 vs
-0.170, gensim 0.212; SimLex-999 0.070 vs 0.071, gensim 0.074), so the CBOW gap on WordSim-353
-is not the chunk's simultaneous updates at that scale; its cause is not found.
+tool's range (selfsup's default); `init_scale=1` uses gensim's range. Run to run, one seed's
+WordSim-353 moves by up to 0.04 for either side on this 0.4 M-word corpus.
 """
 
 
@@ -272,9 +267,14 @@ def main() -> None:
                 variants.append(("selfsup, init_scale=1 (gensim's)", {**extra, "init_scale": 1.0}))
             if arch == "skipgram" and "shared_negatives" not in extra:
                 variants.append(("selfsup, shared_negatives", {**extra, "shared_negatives": True}))
-            for impl, method_args in [("gensim", None), *variants]:
-                if method_args is None:
-                    r = run_gensim(docs, arch, args.epochs, args.workers, seed)
+            if "shuffle" not in extra:  # the corpus in order, as one word2vec.c thread reads it
+                variants.append(("selfsup, shuffle=False (in order)", {**extra, "shuffle": False}))
+            gensims = [("gensim", args.workers)]
+            if args.workers > 1:  # gensim's threads interleave jobs; one thread reads in order
+                gensims.append(("gensim, 1 worker", 1))
+            for impl, method_args in [*gensims, *variants]:
+                if isinstance(method_args, int):
+                    r = run_gensim(docs, arch, args.epochs, method_args, seed)
                 else:
                     r = run_selfsup(
                         docs, tokenizer, arch, args.epochs, args.batch_size, seed, method_args

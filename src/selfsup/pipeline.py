@@ -467,7 +467,9 @@ def make_loader(
     if method is not None:
         if source.train is None:
             raise ConfigError(f"data {source.name!r} has no train split")
-        custom = method.training_data(source.train, tokenizer, config.seq_len, rank, world)
+        custom = method.training_data(
+            source.train, tokenizer, config.seq_len, rank, world, seed=config.seed
+        )
     if custom is not None:
         dataset, collate = custom
     else:

@@ -457,7 +457,7 @@ def test_registered_with_the_reference_defaults():
 def test_cached_documents_give_the_blocks_of_the_text_and_split_across_workers(lee):
     source, tok = lee
     docs = [{"text": s["text"]} for s in source.train][:60]
-    method = Word2Vec.build(BuildContext(tokenizer=tok), dim=8)
+    method = Word2Vec.build(BuildContext(tokenizer=tok), dim=8, shuffle=False)
     cached, _ = method.training_data(docs, tok, 50)
     assert cached.documents is not None
     streamed = WordBlocks(docs, tok, 50, method.vocabulary)
@@ -467,6 +467,30 @@ def test_cached_documents_give_the_blocks_of_the_text_and_split_across_workers(l
     words = sorted(int(w) for b in loader for w in b["input_ids"] if w > 4)
     assert words == sorted(int(w) for b in blocks for w in b if w > 4)  # each word once
     assert int(method.counts[method.vocabulary].sum()) == len(words)
+
+
+def test_shuffled_blocks_are_the_texts_blocks_in_an_order_of_seed_and_epoch(lee):
+    source, tok = lee
+    docs = [{"text": s["text"]} for s in source.train][:60]
+    method = Word2Vec.build(BuildContext(tokenizer=tok), dim=8)
+    assert method.shuffle  # the default
+    shuffled, _ = method.training_data(docs, tok, 50, seed=3)
+    in_order = [b["input_ids"].tolist() for b in WordBlocks(docs, tok, 50, method.vocabulary)]
+
+    def epoch(dataset, n, num_workers=0):
+        dataset.set_epoch(n)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=num_workers)
+        return [b["input_ids"].tolist() for b in loader]
+
+    first = epoch(shuffled, 0)
+    assert sorted(first) == sorted(in_order) and first != in_order  # each block once, moved
+    assert epoch(shuffled, 1) != first and epoch(shuffled, 0) == first
+    assert sorted(epoch(shuffled, 0, num_workers=2)) == sorted(first)  # workers share it
+    again, _ = method.training_data(docs, tok, 50, seed=3)
+    other, _ = method.training_data(docs, tok, 50, seed=4)
+    assert epoch(again, 0) == first and epoch(other, 0) != first
+    ranks = [method.training_data(docs, tok, 50, rank=r, world_size=2, seed=3)[0] for r in (0, 1)]
+    assert epoch(ranks[0], 0) + epoch(ranks[1], 0) == first  # contiguous parts of one order
 
 
 @pytest.mark.parametrize(

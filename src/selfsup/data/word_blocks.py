@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
 from selfsup.data.packing import text_of
+from selfsup.data.streaming import seeded_rng
 
 __all__ = [
     "WordBlocks",
@@ -86,16 +87,20 @@ def _share(n: int, rank: int, world_size: int) -> range:
 
 
 class WordBlocks(IterableDataset):
-    """Blocks of ``seq_len`` word ids: the words the method trains on, documents in order.
+    """Blocks of ``seq_len`` word ids: the words the method trains on.
 
     Words outside the trained vocabulary (``vocabulary[id]`` False: below min_count, [UNK]) are
     removed first, as word2vec.c removes them before it forms windows. Consecutive documents are
-    separated by one [SEP]; the last block of each (rank, worker) share is padded with [PAD].
-    Items are ``{"input_ids": int64 (L,)}``. ``documents`` (the ids of every document, from
-    :func:`count_words`) are read instead of tokenising the dataset again, in their order every
-    epoch as word2vec.c and gensim read a corpus; documents (cached or of a map-style dataset)
-    are split here into contiguous ranges, one per (rank, worker); an iterable dataset splits
-    itself.
+    separated by one [SEP]; the last block (of each (rank, worker) share, in order) is padded
+    with [PAD]. Items are ``{"input_ids": int64 (L,)}``. ``documents`` (the ids of every
+    document, from :func:`count_words`) are read instead of tokenising the dataset again.
+
+    Order: with ``shuffle`` (cached ``documents`` only) the blocks of the whole text come in a
+    random order every epoch, a function of ``(seed, epoch)`` (:meth:`set_epoch`) that every
+    process and worker shares, each taking its own contiguous part of it. Otherwise documents
+    come in their order every epoch, as word2vec.c and gensim read a corpus: cached documents
+    (or those of a map-style dataset) split here into contiguous ranges, one per (rank, worker);
+    an iterable dataset splits itself.
     """
 
     def __init__(
@@ -107,6 +112,9 @@ class WordBlocks(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         documents: list[np.ndarray] | None = None,
+        *,
+        shuffle: bool = False,
+        seed: int = 0,
     ) -> None:
         if seq_len < 2:
             raise ValueError(f"seq_len must be at least 2 words, got {seq_len}")
@@ -118,9 +126,18 @@ class WordBlocks(IterableDataset):
         if documents is not None:
             kept = (ids[self.vocabulary[ids]].astype(np.int64) for ids in documents)
             self.documents = [ids for ids in kept if len(ids)]
+        self.shuffle, self.seed, self.epoch = shuffle and documents is not None, seed, 0
+        self.text = None  # shuffled: every document, joined by [SEP]
+        if self.shuffle:
+            sep = np.array([self.sep_id], dtype=np.int32)
+            parts = [p for ids in self.documents for p in (sep, ids.astype(np.int32))][1:]
+            self.text = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+            self.documents = None
 
     def set_epoch(self, epoch: int) -> None:
-        """Forwarded to the inner dataset (which may reshuffle its documents per epoch)."""
+        """The epoch of the next pass: the block order when shuffled; also forwarded to the
+        inner dataset (which may reshuffle its documents per epoch)."""
+        self.epoch = epoch
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
 
@@ -138,7 +155,22 @@ class WordBlocks(IterableDataset):
         for arrays in _token_chunks(texts, self.tokenizer):
             yield from (ids[self.vocabulary[ids]] for ids in arrays)
 
+    def _shuffled(self) -> Iterator[dict[str, Tensor]]:
+        """This share of the epoch's random order of every block of the joined text."""
+        size = self.seq_len
+        order = list(range(-(-len(self.text) // size)))
+        seeded_rng(self.seed, self.epoch).shuffle(order)
+        share = _share(len(order), self.rank, self.world_size)
+        for i in order[share.start : share.stop]:
+            block = np.full(size, self.pad_id, dtype=np.int64)
+            piece = self.text[i * size : (i + 1) * size]
+            block[: len(piece)] = piece
+            yield {"input_ids": torch.from_numpy(block)}
+
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        if self.shuffle:
+            yield from self._shuffled()
+            return
         size, sep = self.seq_len, np.array([self.sep_id])
         stream, first = np.zeros(0, dtype=np.int64), True  # fewer than `size` words kept
         for ids in self._id_arrays():

@@ -185,12 +185,14 @@ class Method(nn.Module):
         seq_len: int,
         rank: int = 0,
         world_size: int = 1,
+        seed: int = 0,
     ) -> tuple[Any, Any] | None:
         """``(dataset, collate_fn)`` to train on, built from the source's training split, or None
         for the default of the method's kind (images as decoded; text packed into blocks of
         ``seq_len`` tokens; pairs with tokenised captions). Methods whose examples are not plain
         blocks (sentence pairs, span corruption, word windows) override this. A streamed
-        dataset must split its input by ``rank`` / ``world_size`` (and by DataLoader worker)."""
+        dataset must split its input by ``rank`` / ``world_size`` (and by DataLoader worker);
+        ``seed`` is the run's, for any order the dataset draws itself."""
         return None
 
     @classmethod

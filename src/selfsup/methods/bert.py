@@ -144,6 +144,7 @@ class SentencePairPretraining(MaskedEncoder):
         seq_len: int,
         rank: int = 0,
         world_size: int = 1,
+        seed: int = 0,
     ) -> tuple[SentencePairs, PairCollate]:
         """Sentence pairs of the documents for ``pair_task`` (NSP: IsNext / NotNext; SOP:
         in-order / swapped consecutive segments), padded to each batch's longest.

@@ -242,6 +242,7 @@ class CausalLM(Method):
         seq_len: int,
         rank: int = 0,
         world_size: int = 1,
+        seed: int = 0,
     ) -> tuple[CausalBlocks, None]:
         """GPT-style blocks of the training split (see :class:`CausalBlocks`)."""
         return CausalBlocks(dataset, tokenizer, seq_len, rank=rank, world_size=world_size), None

@@ -215,6 +215,7 @@ class SimCSE(Method):
         seq_len: int,
         rank: int = 0,
         world_size: int = 1,
+        seed: int = 0,
     ) -> tuple[SentenceStream, SentenceCollate]:
         """Sentences of the source's documents, shuffled; batches padded to their longest
         sentence and truncated to ``seq_len`` tokens (the paper: 32)."""

@@ -321,6 +321,7 @@ class T5SpanCorruption(Method):
         seq_len: int,
         rank: int = 0,
         world_size: int = 1,
+        seed: int = 0,
     ) -> tuple[Any, Any] | None:
         """Raw blocks of the length whose corrupted inputs have exactly ``seq_len`` tokens."""
         raw, _ = span_corruption_lengths(seq_len, self.noise_density, self.mean_span)

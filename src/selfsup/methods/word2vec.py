@@ -53,13 +53,22 @@ Choices, and where we differ from the C tool:
     * ``shared_negatives=True`` (off by default) draws one noise set per skip-gram centre for
       all its context words instead of one per pair: each pair still sees K independent draws
       from the noise distribution, so the expected gradient is the C tool's, for about half
-      the work on a CPU.
+      the work on a CPU (on the Wikipedia sample, 5 seeds: WordSim-353 0.21 against 0.22 with
+      a set per pair, SimLex-999 0.14 against 0.13, at 2.3x the speed).
     * Input vectors start in [-0.5/dim, 0.5/dim] as in the C tool; gensim 4 starts them in
       [-1/dim, 1/dim] (``init_scale=1.0``). On the 0.4 M-word Wikipedia sample, paired over 5
       seeds, gensim's range raised skip-gram's WordSim-353 by 0.005-0.010 on every seed
       (``benchmarks/word2vec.md``).
     * Huffman ties are broken by node id (leaves first, then inner nodes in creation order), so
       codes can differ from the C tool's where counts tie (both trees are optimal).
+    * Order: the ``seq_len``-word blocks come in a new random order every epoch (``shuffle``,
+      default), where the C tool reads the corpus in order (each of its threads its own part of
+      the file, all at once) and gensim's workers interleave consecutive 10,000-word jobs. In
+      order, updates from one article follow one another for thousands of words; shuffled
+      blocks mix them as SGD wants. On the 0.4 M-word Wikipedia sample (1,000-word blocks,
+      paired by seed) shuffling raised WordSim-353 from 0.188 to 0.231 for skip-gram (6 of 6
+      seeds) and from 0.189 to 0.216 for CBOW (8 of 10), above gensim with 2 workers, which
+      itself beat gensim with 1 by 0.015-0.04 on every seed (``benchmarks/word2vec.md``).
 
 Fused SGD (``fused=True``, default, one process): the engine calls :meth:`Word2Vec.update`, which
 applies the updates itself, ``chunk_size`` examples at a time, without autograd: within a chunk
@@ -71,8 +80,7 @@ processes, gradients go through autograd and the engine's optimizer. Sparse grad
 optimizers without sparse support (AdamW, LARS) and for DDP over NCCL.
 
 The word ids of a training split of at most ``max_cached_words`` words are kept in memory after
-counting (word2vec.c and gensim likewise read the corpus in order every epoch); larger splits are
-tokenised again every epoch.
+counting; larger splits are tokenised again every epoch and read in order (not shuffled).
 
 The tables derived from the counts live in :mod:`.word2vec_tables`, the fused update in
 :mod:`.word2vec_sgd`, the export files in :mod:`.word2vec_format`, the windows in
@@ -140,6 +148,8 @@ class Word2Vec(Method):
             (0.5: the C tool's; 1.0: gensim 4's).
         max_cached_words: keep the word ids of a training split of at most this many words in
             memory (4 bytes a word) instead of tokenising it again every epoch.
+        shuffle: train on the ``seq_len``-word blocks in a new random order every epoch (needs
+            the cached word ids); False reads the corpus in order, as one word2vec.c thread does.
         tokenizer: exported beside the vectors (optional).
     """
 
@@ -178,6 +188,7 @@ class Word2Vec(Method):
         chunk_size: int = 1024,
         init_scale: float = 0.5,
         max_cached_words: int = 100_000_000,
+        shuffle: bool = True,
         tokenizer: Any = None,  # noqa: ANN401
     ) -> None:
         super().__init__()
@@ -196,6 +207,7 @@ class Word2Vec(Method):
         self.fused, self.chunk_size = fused, chunk_size
         self.updates_itself = fused  # single process; see training_data
         self.tokenizer, self.max_cached_words = tokenizer, max_cached_words
+        self.shuffle = shuffle
         self._scratch = Scratch()  # the fused path's reused buffers
         self.special_ids = sorted(set(special_ids))
         self.input = nn.Embedding(vocab_size, dim, sparse=sparse)
@@ -254,9 +266,11 @@ class Word2Vec(Method):
         seq_len: int,
         rank: int = 0,
         world_size: int = 1,
+        seed: int = 0,
     ) -> tuple[Any, Any]:
         """Count the words of the whole split (every process, so the counts agree), then stream
-        blocks of ``seq_len`` trained words (see :class:`WordBlocks`)."""
+        blocks of ``seq_len`` trained words (see :class:`WordBlocks`), shuffled every epoch
+        (``seed``, ``shuffle``) when the split's word ids are cached."""
         self.updates_itself = self.fused and world_size == 1  # DDP averages gradients
         counts, documents = count_words(dataset, tokenizer, self.max_cached_words)
         self.set_counts(counts.to(self.counts.device))
@@ -266,7 +280,8 @@ class Word2Vec(Method):
                 "that often (lower min_count or raise tokenizer.vocab_size)"
             )
         vocabulary = self.vocabulary.cpu()
-        blocks = WordBlocks(dataset, tokenizer, seq_len, vocabulary, rank, world_size, documents)
+        blocks = WordBlocks(dataset, tokenizer, seq_len, vocabulary, rank, world_size, documents,
+                            shuffle=self.shuffle, seed=seed)  # fmt: skip
         return blocks, None
 
     # -- training
