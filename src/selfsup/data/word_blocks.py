@@ -122,17 +122,16 @@ class WordBlocks(IterableDataset):
         self.vocabulary = vocabulary.numpy()
         self.rank, self.world_size = rank, world_size
         self.sep_id, self.pad_id = tokenizer.sep_token_id, tokenizer.pad_token_id
-        self.documents = None
-        if documents is not None:
-            kept = (ids[self.vocabulary[ids]].astype(np.int64) for ids in documents)
-            self.documents = [ids for ids in kept if len(ids)]
         self.shuffle, self.seed, self.epoch = shuffle and documents is not None, seed, 0
-        self.text = None  # shuffled: every document, joined by [SEP]
-        if self.shuffle:
-            sep = np.array([self.sep_id], dtype=np.int32)
-            parts = [p for ids in self.documents for p in (sep, ids.astype(np.int32))][1:]
-            self.text = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
-            self.documents = None
+        self.documents = self.text = None  # in order: the documents; shuffled: one joined text
+        if documents is not None:
+            kept = [ids for ids in (ids[self.vocabulary[ids]] for ids in documents) if len(ids)]
+            if self.shuffle:  # joined by [SEP], in the cache's int32
+                sep = np.array([self.sep_id], dtype=kept[0].dtype if kept else np.int32)
+                parts = [p for ids in kept for p in (sep, ids)][1:]
+                self.text = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+            else:
+                self.documents = [ids.astype(np.int64) for ids in kept]
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch of the next pass: the block order when shuffled; also forwarded to the
