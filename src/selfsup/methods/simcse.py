@@ -219,9 +219,7 @@ class SimCSE(Method):
     ) -> tuple[SentenceStream, SentenceCollate]:
         """Sentences of the source's documents, shuffled; batches padded to their longest
         sentence and truncated to ``seq_len`` tokens (the paper: 32)."""
-        stream = SentenceStream(
-            dataset, rank=rank, world_size=world_size, seed=getattr(dataset, "seed", 0)
-        )
+        stream = SentenceStream(dataset, rank=rank, world_size=world_size, seed=seed)
         return stream, SentenceCollate(tokenizer, seq_len)
 
     def encode_views(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
