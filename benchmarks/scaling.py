@@ -12,9 +12,11 @@ Estimated: per optimizer step and GPU, with ring collectives (an all-reduce of S
 
 * DDP's gradient all-reduce: S = 4 bytes x parameters;
 * NT-Xent's embedding all-gather, forward: S = N x 2b x 128 x 4 bytes (both views, fp32);
-* its backward, selfsup's ``gather_with_grad``: an all-reduce of the gathered gradient, the same S.
+* its backward, selfsup's ``gather_with_grad``: a reduce-scatter of the gathered gradient, the
+  same S and the same (N-1)/N S per link as the all-gather.
 
-    python benchmarks/scaling.py
+    python benchmarks/scaling.py              # measure, then estimate
+    python benchmarks/scaling.py --estimate   # the estimate alone
 """
 
 from __future__ import annotations
@@ -131,8 +133,35 @@ def measure_processes(repeats: int = 3, steps: int = 3) -> dict[int, float]:
     return {w: sorted(r)[len(r) // 2] for w, r in rates.items()}
 
 
+def estimate(params: int) -> list[str]:
+    """Markdown lines: the estimated communication per step and GPU for ``params`` parameters."""
+    lines = [
+        "## Communication per step and GPU (estimate), SimCLR, per-GPU batch 256",
+        "",
+        f"Parameters: {params / 1e6:.1f} M (ResNet-18 + projector), gradients fp32.",
+        "",
+        "| GPUs | gradient all-reduce MB | embedding all-gather MB | its backward reduce-scatter MB | "
+        + " | ".join(f"time at {name} ms" for name in LINKS)
+        + " |",
+        "|---:|---:|---:|---:|" + "---:|" * len(LINKS),
+    ]
+    for n in GPUS:
+        grads = 2 * (n - 1) / n * 4 * params
+        gathered = n * 2 * 256 * 128 * 4
+        forward = backward = (n - 1) / n * gathered
+        total = grads + forward + backward
+        times = " | ".join(f"{total / bw * 1e3:.1f}" for bw in LINKS.values())
+        lines.append(
+            f"| {n} | {grads / 1e6:.1f} | {forward / 1e6:.1f} | {backward / 1e6:.1f} | {times} |"
+        )
+    return lines
+
+
 def main() -> None:
     params = sum(p.numel() for p in SimCLR(image_size=32).parameters())
+    if "--estimate" in sys.argv[1:]:
+        print("\n".join(estimate(params)))
+        return
     rates = measure()
     processes = measure_processes()
     lines = [
@@ -152,25 +181,8 @@ def main() -> None:
         "|---|---:|---:|",
         *(f"| {w} x {2 // w} | {r:.0f} | {r / processes[1]:.2f}x |" for w, r in processes.items()),
         "",
-        "## Communication per step and GPU (estimate), SimCLR, per-GPU batch 256",
-        "",
-        f"Parameters: {params / 1e6:.1f} M (ResNet-18 + projector), gradients fp32.",
-        "",
-        "| GPUs | gradient all-reduce MB | embedding all-gather MB | its backward all-reduce MB | "
-        + " | ".join(f"time at {name} ms" for name in LINKS)
-        + " |",
-        "|---:|---:|---:|---:|" + "---:|" * len(LINKS),
+        *estimate(params),
     ]
-    for n in GPUS:
-        grads = 2 * (n - 1) / n * 4 * params
-        gathered = n * 2 * 256 * 128 * 4
-        forward = (n - 1) / n * gathered
-        backward = 2 * (n - 1) / n * gathered
-        total = grads + forward + backward
-        times = " | ".join(f"{total / bw * 1e3:.1f}" for bw in LINKS.values())
-        lines.append(
-            f"| {n} | {grads / 1e6:.1f} | {forward / 1e6:.1f} | {backward / 1e6:.1f} | {times} |"
-        )
     print("\n".join(lines))
 
 

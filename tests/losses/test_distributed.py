@@ -38,3 +38,32 @@ def test_a_failing_process_is_reported():
 
 def _fail(rank, world):
     raise ValueError("boom")
+
+
+def _gathered_grad(rank, world, fallback):
+    from selfsup.losses import distributed
+
+    if fallback:  # a backend without single-tensor collectives
+
+        def unsupported(*args, **kwargs):
+            raise RuntimeError("not supported by this backend")
+
+        distributed._all_gather_single = distributed._reduce_scatter_single = unsupported
+    x = torch.arange(6.0).view(3, 2).add(10 * rank).requires_grad_(True)  # (B, D)
+    gathered = distributed.gather_with_grad(x)  # (W * B, D)
+    weights = torch.arange(gathered.numel(), dtype=torch.float).view_as(gathered) * (rank + 1)
+    (gathered * weights).sum().backward()
+    return gathered.detach(), x.grad
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["reduce-scatter", "all-reduce"])
+def test_gather_with_grad_returns_each_process_its_summed_slice(fallback):
+    from selfsup.testing import spawn_gloo
+
+    out = spawn_gloo(_gathered_grad, fallback, world_size=2, timeout=60)
+    rows = torch.cat([torch.arange(6.0).view(3, 2), torch.arange(6.0).view(3, 2) + 10])
+    weights = torch.arange(12.0).view(6, 2)
+    for rank, (gathered, grad) in enumerate(out):
+        assert torch.equal(gathered, rows)
+        # d/dx of sum_r (r + 1) * <gathered, w>: the summed weights (1 + 2) at this rank's rows
+        assert torch.equal(grad, 3 * weights[3 * rank : 3 * rank + 3])

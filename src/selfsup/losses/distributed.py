@@ -2,7 +2,7 @@
 
 A plain ``torch.distributed.all_gather`` returns tensors detached from the graph, so the gradient
 of a contrastive loss would never reach the other processes' samples. :func:`gather_with_grad` is
-differentiable: its backward pass sums the gradients back to their owners.
+differentiable: its backward pass sums the gradients back to their owners with a reduce-scatter.
 """
 
 from __future__ import annotations
@@ -19,22 +19,43 @@ def world_info() -> tuple[int, int]:
     return 0, 1
 
 
+# torch 2.14 renamed the single-tensor collectives; older releases (>= 2.4) have only the old names
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
+
 class _AllGather(torch.autograd.Function):
-    """all_gather whose backward sums every process's gradient of the gathered tensor and hands
-    each process the slice of its own input (written here rather than taken from
-    ``torch.distributed.nn``, which newer torch releases deprecate)."""
+    """all_gather whose backward is a reduce-scatter: every process receives the sum, over all
+    processes, of the gradient of its own slice of the gathered tensor (written here rather than
+    taken from ``torch.distributed.nn``, which newer torch releases deprecate).
+
+    A reduce-scatter moves half the bytes of an all-reduce of the whole gathered gradient, which
+    each process would then slice (``benchmarks/scaling.py``). Backends without the single-tensor
+    collectives fall back to a list all-gather and that all-reduce.
+    """
 
     @staticmethod
-    def forward(ctx: object, x: Tensor) -> tuple[Tensor, ...]:  # noqa: D102
-        out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(out, x.contiguous())
-        return tuple(out)
+    def forward(ctx: object, x: Tensor) -> Tensor:  # noqa: D102
+        x = x.contiguous()
+        out = x.new_empty((dist.get_world_size() * x.shape[0], *x.shape[1:]))  # (W * B, ...)
+        try:
+            _all_gather_single(out, x)
+        except (RuntimeError, NotImplementedError):  # the backend gathers only into a list
+            dist.all_gather(list(out.chunk(dist.get_world_size())), x)
+        return out
 
     @staticmethod
-    def backward(ctx: object, *grads: Tensor) -> Tensor:  # noqa: D102
-        grad = torch.stack(grads).contiguous()  # (W, B, ...)
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad[dist.get_rank()]
+    def backward(ctx: object, grad: Tensor) -> Tensor:  # noqa: D102
+        grad = grad.contiguous()  # (W * B, ...)
+        world, rank = dist.get_world_size(), dist.get_rank()
+        mine = grad.new_empty((grad.shape[0] // world, *grad.shape[1:]))  # (B, ...)
+        try:
+            _reduce_scatter_single(mine, grad)
+        except (RuntimeError, NotImplementedError):  # the backend has no reduce-scatter
+            grad = grad.clone()
+            dist.all_reduce(grad)
+            mine = grad.view(world, *mine.shape)[rank]
+        return mine
 
 
 def gather_with_grad(x: Tensor) -> Tensor:
@@ -46,7 +67,7 @@ def gather_with_grad(x: Tensor) -> Tensor:
     _, world = world_info()
     if world == 1:
         return x
-    return torch.cat(_AllGather.apply(x), dim=0)
+    return _AllGather.apply(x)
 
 
 @torch.no_grad()
