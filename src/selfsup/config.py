@@ -143,6 +143,9 @@ class RunConfig:
         decode_cache: ``auto``: decode the training images of a file-backed source (folder,
             shards, captions) once into memory when they take at most 4 GiB, and train from
             there without workers; ``on``: whatever their size; ``off``: decode in every epoch.
+        decode_device: ``auto``: when training on a GPU, the decode cache's JPEGs decode on it
+            with torchvision (nvJPEG) while the workers only read the files; ``cpu``: the workers
+            decode everything with PIL.
         resample: streamed sources (tar shards, text files): every process and worker draws
             whole shards or files at random with replacement, endlessly, instead of splitting
             them: nobody waits for a share or runs out early, however few the files. An epoch is
@@ -190,6 +193,7 @@ class RunConfig:
     compile: bool = False
     num_workers: int = 2
     decode_cache: str = "auto"
+    decode_device: str = "auto"
     resample: bool = False
     seed: int = 0
     out: str | None = None
@@ -232,6 +236,8 @@ class RunConfig:
             raise ConfigError(
                 f"decode_cache must be 'auto', 'on' or 'off', got {self.decode_cache!r}"
             )
+        if self.decode_device not in ("auto", "cpu"):
+            raise ConfigError(f"decode_device must be 'auto' or 'cpu', got {self.decode_device!r}")
         if self.strategy.startswith(("fsdp", "deepspeed")):
             raise ConfigError(
                 f"strategy={self.strategy} is not supported: checkpoints, momentum encoders and "

@@ -36,6 +36,7 @@ from selfsup.checks import (
 from selfsup.config import ConfigError, RunConfig, parse_budget, save_config
 from selfsup.data import DataSource, build_source
 from selfsup.data.cache import AUTO_LIMIT_BYTES, DecodedImages, cacheable, decoded_cache
+from selfsup.data.device_decode import jpeg_decode_device
 from selfsup.data.faults import (
     FaultCounter,
     FaultLog,
@@ -246,7 +247,13 @@ def pretrain(
         with tempfile.TemporaryDirectory() as tmp:  # the decoding workers' faults land here
             set_fault_log(source.train, FaultLog(Path(tmp) / "faults.jsonl"))
             source.train = decoded_cache(
-                source.train, source.num_samples, config.image_size, max(config.num_workers, 1)
+                source.train,
+                source.num_samples,
+                config.image_size,
+                max(config.num_workers, 1),
+                device=jpeg_decode_device(config.accelerator, config.strategy)
+                if config.decode_device == "auto"
+                else None,
             )
             source.faults = source.faults + read_faults(Path(tmp) / "faults.jsonl")
         source.num_samples = len(source.train)

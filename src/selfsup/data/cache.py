@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from selfsup.data.device_decode import EncodedJPEG, decode_on_device
 from selfsup.data.source import DataError
 
 __all__ = ["AUTO_LIMIT_BYTES", "DecodedImages", "cacheable", "decoded_cache"]
@@ -71,8 +72,10 @@ def cacheable(dataset: Any) -> bool:  # noqa: ANN401
 
 
 def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    images = [s["image"] for s in samples]
+    encoded = any(isinstance(image, EncodedJPEG) for image in images)
     out: dict[str, Any] = {
-        "image": torch.stack([s["image"] for s in samples]),
+        "image": images if encoded else torch.stack(images),  # a list: JPEGs left to the device
         "label": torch.tensor([s["label"] for s in samples], dtype=torch.int64),
     }
     if "text" in samples[0]:
@@ -80,8 +83,32 @@ def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _decode_batch(
+    batch: dict[str, Any],
+    size: int,
+    device: torch.device,
+    faults: Any,  # noqa: ANN401
+) -> dict[str, Any]:
+    """A collated batch whose JPEGs are decoded on ``device``; a sample that fails is recorded
+    in ``faults`` and dropped, or without a fault log, raises."""
+    images, kept, errors = decode_on_device(batch["image"], size, device)
+    if errors and faults is None:
+        raise DataError(errors[0])
+    for error in errors:
+        faults.record(error)
+    keep = torch.as_tensor(kept, dtype=torch.int64)
+    out = {"image": images.cpu(), "label": batch["label"][keep]}
+    if "text" in batch:
+        out["text"] = [batch["text"][i] for i in kept]
+    return out
+
+
 def decoded_cache(
-    dataset: Dataset, num_samples: int | None, image_size: int, workers: int = 2
+    dataset: Dataset,
+    num_samples: int | None,
+    image_size: int,
+    workers: int = 2,
+    device: torch.device | None = None,
 ) -> DecodedImages:
     """Decode every sample of ``dataset`` once, into memory.
 
@@ -91,11 +118,15 @@ def decoded_cache(
         num_samples: Samples it holds when known (sizes the tensor up front).
         image_size: Side S of its images.
         workers: Decoding worker processes.
+        device: Where JPEGs decode (:mod:`selfsup.data.device_decode`); ``None``: in the
+            workers, with PIL.
 
     Raises:
         DataError: The dataset yields no sample.
     """
     start = time.perf_counter()
+    if device is not None and hasattr(dataset, "defer_jpeg"):
+        dataset.defer_jpeg = True  # the workers read JPEGs, the device decodes them
     loader = DataLoader(dataset, batch_size=256, num_workers=workers, collate_fn=_collate)
     capacity = num_samples or 1024
     images = torch.empty((capacity, 3, image_size, image_size), dtype=torch.uint8)
@@ -103,6 +134,8 @@ def decoded_cache(
     texts: list[str] | None = None
     count = 0
     for batch in loader:
+        if isinstance(batch["image"], list):
+            batch = _decode_batch(batch, image_size, device, getattr(dataset, "faults", None))
         n = len(batch["image"])
         if count + n > len(images):  # a stream of unknown length: grow geometrically
             grown = torch.empty(
@@ -115,11 +148,14 @@ def decoded_cache(
         if "text" in batch:
             texts = (texts or []) + batch["text"]
         count += n
+    if hasattr(dataset, "defer_jpeg"):
+        dataset.defer_jpeg = False
     if count == 0:
         raise DataError("the data holds no readable image to cache")
     images = images[:count].clone() if count < len(images) else images
     log.info(
-        "decoded %d images once into memory (%.0f MiB) in %.1f s",
+        "decoded %d images once into memory (%.0f MiB) in %.1f s%s",
         count, images.numel() / 2**20, time.perf_counter() - start,
+        f", JPEGs on {device}" if device is not None else "",
     )  # fmt: skip
     return DecodedImages(images, torch.cat(labels), texts)

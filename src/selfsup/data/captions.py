@@ -24,7 +24,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from selfsup.data.decode import decode_image
+from selfsup.data.device_decode import read_image
 from selfsup.data.faults import FaultLog, read_or_replace
 from selfsup.data.registry import register_dataset, require_arg
 from selfsup.data.source import DataError, DataSource
@@ -242,6 +242,7 @@ class CaptionDataset(Dataset):
     """
 
     decodes_image_files = True  # worth a decoded cache (selfsup.data.cache)
+    defer_jpeg = False  # JPEGs left encoded, for the device (selfsup.data.device_decode)
 
     def __init__(
         self, images: list[str], captions: list[str], labels: list[int], image_size: int
@@ -262,7 +263,7 @@ class CaptionDataset(Dataset):
 
     def _read(self, index: int) -> dict[str, Any]:
         return {
-            "image": decode_image(self.images[index], self.image_size),
+            "image": read_image(self.images[index], self.image_size, defer_jpeg=self.defer_jpeg),
             "text": self.captions[index],
             "label": self.labels[index],
         }

@@ -24,7 +24,8 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from selfsup.data.decode import decode_image, is_image_file
+from selfsup.data.decode import is_image_file
+from selfsup.data.device_decode import read_image
 from selfsup.data.faults import FaultLog, read_or_replace
 from selfsup.data.registry import register_dataset, require_arg
 from selfsup.data.source import DataError, DataSource
@@ -146,6 +147,7 @@ class ImageFolderDataset(Dataset):
     """
 
     decodes_image_files = True  # worth a decoded cache (selfsup.data.cache)
+    defer_jpeg = False  # JPEGs left encoded, for the device (selfsup.data.device_decode)
 
     def __init__(self, paths: list[str], labels: list[int], image_size: int) -> None:
         if len(paths) != len(labels):
@@ -163,7 +165,7 @@ class ImageFolderDataset(Dataset):
 
     def _read(self, index: int) -> dict[str, Any]:
         return {
-            "image": decode_image(self.paths[index], self.image_size),
+            "image": read_image(self.paths[index], self.image_size, defer_jpeg=self.defer_jpeg),
             "label": self.labels[index],
             "index": index,
         }

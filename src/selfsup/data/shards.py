@@ -29,7 +29,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from selfsup.data.decode import IMAGE_EXTENSIONS, decode_image
+from selfsup.data.decode import IMAGE_EXTENSIONS
+from selfsup.data.device_decode import read_image
 from selfsup.data.faults import FaultCounter
 from selfsup.data.registry import register_dataset, require_arg
 from selfsup.data.source import DataError, DataSource
@@ -190,6 +191,7 @@ class ShardDataset(PartitionedStream[ShardRecord]):
     """
 
     decodes_image_files = True  # worth a decoded cache (selfsup.data.cache)
+    defer_jpeg = False  # JPEGs left encoded, for the device (selfsup.data.device_decode)
 
     def __init__(
         self,
@@ -256,8 +258,11 @@ class ShardDataset(PartitionedStream[ShardRecord]):
         if image_ext is None:
             found = ", ".join(sorted(raw.members))
             raise DataError(f"{where} has no image member (found {found}; expected jpg/png)")
-        image = decode_image(
-            raw.members[image_ext], self.image_size, name=f"{raw.shard}:{raw.key}.{image_ext}"
+        image = read_image(
+            raw.members[image_ext],
+            self.image_size,
+            name=f"{raw.shard}:{raw.key}.{image_ext}",
+            defer_jpeg=self.defer_jpeg,
         )
         label = -1
         if "cls" in raw.members:

@@ -1,0 +1,158 @@
+"""Decode JPEGs on the training device: torchvision's batched decoder (nvJPEG on a GPU).
+
+On a GPU, the decoding workers only read each file and check its header; a JPEG that the device
+can decode (RGB or greyscale, not a decompression bomb) travels as its encoded bytes, an
+:class:`EncodedJPEG`, and is decoded with its batch on the device, rotated by its EXIF
+orientation, resized so its shorter side is S (bicubic, antialiased) and centre-cropped, like
+:func:`~selfsup.data.decode.decode_image`. Every other file (PNG, CMYK JPEG, ...) is decoded by
+the workers as always. An image the device fails on is decoded again by PIL, so a corrupt file
+gets the same message, naming it, as on the CPU path.
+
+The same code runs on the CPU with torchvision's CPU decoder (how the tests check it); the PIL
+path stays the CPU default because its draft mode decodes large JPEGs at a reduced scale.
+torchvision 0.29 deprecates its image decoders in favour of TorchCodec's; they are still the
+ones every torchvision from 0.19 (torch 2.4) has, so selfsup uses them and silences the notice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import warnings
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from selfsup.data.decode import MAX_PIXELS, decode_image
+from selfsup.data.source import DataError
+
+__all__ = ["EncodedJPEG", "decode_on_device", "jpeg_decode_device", "read_image"]
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+@dataclasses.dataclass
+class EncodedJPEG:
+    """A JPEG file's bytes ``data`` (L,) uint8, to be decoded with its batch; ``name`` for errors."""
+
+    data: Tensor
+    name: str
+
+
+def jpeg_decode_device(accelerator: str, strategy: str = "auto") -> torch.device | None:
+    """The device that decodes JPEGs for ``accelerator``: this process's CUDA device when training
+    runs on one, ``None`` (the workers decode with PIL) otherwise, and under a strategy that
+    forks processes after the cache is built (CUDA cannot be used before a fork)."""
+    if accelerator not in ("auto", "cuda", "gpu") or not torch.cuda.is_available():
+        return None
+    if "fork" in strategy or "notebook" in strategy:
+        return None
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def _device_decodable(data: bytes) -> bool:
+    """Whether ``data`` is a JPEG whose header the device decoder handles (else PIL decodes it)."""
+    if not data.startswith(_JPEG_MAGIC):
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:  # reads the header only
+                width, height = image.size
+                return (
+                    image.format == "JPEG"
+                    and image.mode in ("RGB", "L")
+                    and (width * height <= MAX_PIXELS)
+                )
+    except Exception:  # noqa: BLE001 (PIL raises many types; decode_image names the file's fault)
+        return False
+
+
+def read_image(
+    data: bytes | str | os.PathLike[str], size: int, *, name: str = "", defer_jpeg: bool = False
+) -> Tensor | EncodedJPEG:
+    """:func:`~selfsup.data.decode.decode_image`, or with ``defer_jpeg`` a JPEG that the device
+    can decode as its :class:`EncodedJPEG` bytes."""
+    if defer_jpeg:
+        label = name or (os.fspath(data) if not isinstance(data, bytes | bytearray) else "<bytes>")
+        raw = data if isinstance(data, bytes | bytearray) else _read_bytes(data)
+        if raw is not None and _device_decodable(bytes(raw)):
+            return EncodedJPEG(torch.frombuffer(bytearray(raw), dtype=torch.uint8), label)
+    return decode_image(data, size, name=name)
+
+
+def _read_bytes(path: str | os.PathLike[str]) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None  # decode_image reports it
+
+
+def _square(image: Tensor, size: int) -> Tensor:
+    """(3, H, W) uint8 -> (3, S, S): shorter side resized to S (bicubic), centre crop."""
+    from torchvision.transforms.v2 import functional as F
+
+    height, width = image.shape[-2:]
+    if min(height, width) != size:
+        scale = size / min(height, width)
+        shape = [max(size, round(height * scale)), max(size, round(width * scale))]
+        image = F.resize(image, shape, interpolation=F.InterpolationMode.BICUBIC, antialias=True)
+    return F.center_crop(image, [size, size])
+
+
+def _decode_jpegs(datas: list[Tensor], device: torch.device) -> list[Tensor | None]:
+    """Decode ``datas`` on ``device``, as a batch; one at a time when the batch fails, ``None``
+    for each that fails alone."""
+    with warnings.catch_warnings():  # torchvision 0.29's deprecation notice (module docstring)
+        warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        options = {"mode": ImageReadMode.RGB, "device": device, "apply_exif_orientation": True}
+        try:
+            return list(decode_jpeg(datas, **options))
+        except RuntimeError:  # one bad file fails the batch: find it
+            out: list[Tensor | None] = []
+            for data in datas:
+                try:
+                    out.append(decode_jpeg(data, **options))
+                except RuntimeError:
+                    out.append(None)
+            return out
+
+
+def decode_on_device(
+    images: list[Tensor | EncodedJPEG], size: int, device: torch.device
+) -> tuple[Tensor, list[int], list[str]]:
+    """Finish decoding a batch: its :class:`EncodedJPEG` images on ``device``.
+
+    Args:
+        images: per sample, a decoded (3, S, S) uint8 tensor or an :class:`EncodedJPEG`.
+        size: side S.
+        device: where the JPEGs decode.
+
+    Returns:
+        ``(images (N, 3, S, S) uint8 on device, kept, errors)``: ``kept`` the positions in
+        ``images`` of the N samples that decoded, ``errors`` the message of each that did not
+        (PIL's, naming the file).
+    """
+    pending = [i for i, image in enumerate(images) if isinstance(image, EncodedJPEG)]
+    datas = [images[i].data for i in pending]
+    decoded = dict(zip(pending, _decode_jpegs(datas, device) if datas else [], strict=True))
+    out, kept, errors = [], [], []
+    for i, image in enumerate(images):
+        if isinstance(image, EncodedJPEG):
+            pixels = decoded[i]
+            if pixels is None:  # the device failed: PIL names the fault, or decodes it after all
+                try:
+                    pixels = decode_image(image.data.numpy().tobytes(), size, name=image.name)
+                except DataError as err:
+                    errors.append(str(err))
+                    continue
+            image = _square(pixels.to(device), size)
+        out.append(image.to(device))
+        kept.append(i)
+    stacked = torch.stack(out) if out else torch.empty((0, 3, size, size), dtype=torch.uint8)
+    return stacked.to(device), kept, errors
