@@ -143,9 +143,9 @@ class RunConfig:
         decode_cache: ``auto``: decode the training images of a file-backed source (folder,
             shards, captions) once into memory when they take at most 4 GiB, and train from
             there without workers; ``on``: whatever their size; ``off``: decode in every epoch.
-        decode_device: ``auto``: when training on a GPU, the decode cache's JPEGs decode on it
-            with torchvision (nvJPEG) while the workers only read the files; ``cpu``: the workers
-            decode everything with PIL.
+        decode_device: ``auto``: when training on a GPU, JPEGs decode on it with torchvision
+            (nvJPEG), into the decode cache or in every epoch, while the workers only read the
+            files; ``cpu``: the workers decode everything with PIL.
         resample: streamed sources (tar shards, text files): every process and worker draws
             whole shards or files at random with replacement, endlessly, instead of splitting
             them: nobody waits for a share or runs out early, however few the files. An epoch is

@@ -10,6 +10,7 @@ pair methods), then the method is built and the engine runs. The run directory h
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ from selfsup.checks import (
 from selfsup.config import ConfigError, RunConfig, parse_budget, save_config
 from selfsup.data import DataSource, build_source
 from selfsup.data.cache import AUTO_LIMIT_BYTES, DecodedImages, cacheable, decoded_cache
-from selfsup.data.device_decode import jpeg_decode_device
+from selfsup.data.device_decode import DeferredCollate, DeviceDecoder, jpeg_decode_device
 from selfsup.data.faults import (
     FaultCounter,
     FaultLog,
@@ -311,6 +312,8 @@ def pretrain(
         "faults.jsonl" if fabric.global_rank == 0 else f"faults-rank{fabric.global_rank}.jsonl"
     )
     set_fault_log(source.train, FaultLog(faults_path))
+    if getattr(loader.dataset, "defer_jpeg", False):  # source.train's copy, JPEGs to the GPU
+        set_fault_log(loader.dataset, FaultLog(faults_path))
     monitor = FaultMonitor(faults_path, config.max_bad_fraction)
 
     state = TrainState()
@@ -483,6 +486,15 @@ def make_loader(
         dataset, collate = build_dataset(
             kind, source, "train", tokenizer, config.seq_len, rank, world
         )
+    finish = None
+    device = jpeg_decode_device(config.accelerator, config.strategy)
+    if config.decode_device == "auto" and device is not None and dataset is source.train:
+        if getattr(dataset, "defer_jpeg", None) is False:  # decodes its files in every epoch
+            # a copy: the evaluations read source.train decoded as before
+            dataset = copy.copy(dataset)
+            dataset.defer_jpeg = True
+            collate = DeferredCollate(collate)
+            finish = DeviceDecoder(config.image_size, device, faults=lambda: dataset.faults)
     try:
         loader = EpochLoader(
             dataset,
@@ -495,6 +507,7 @@ def make_loader(
             collate_fn=collate,
             # text and method-built examples: blocks or pairs, not the source's samples
             num_samples=source.num_samples if kind != "text" and custom is None else None,
+            finish=finish,
         )
     except ValueError as err:
         raise ConfigError(f"batch_size: {err}") from None

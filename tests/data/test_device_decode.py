@@ -129,3 +129,68 @@ def test_the_decoding_device_follows_the_accelerator():
         assert jpeg_decode_device("auto") is None
     with pytest.raises(ConfigError, match="decode_device"):
         RunConfig(decode_device="gpu").validate()
+
+
+def _jpeg_folder(root, bad: int | None = None):
+    """train/class{0,1}: 6 JPEGs each (class 1 tinted blue); class 0's ``bad`` truncated after its
+    header."""
+    for c in range(2):
+        folder = root / "train" / f"class{c}"
+        folder.mkdir(parents=True)
+        for i in range(6):
+            picture = np.asarray(_picture(160, 200, 6 * c + i)).copy()
+            picture[..., 2] = 220 if c else 20
+            data = _jpeg(Image.fromarray(picture))
+            (folder / f"{i}.jpg").write_bytes(
+                data[: len(data) // 2] if (c, i) == (0, bad) else data
+            )
+    return root
+
+
+def test_epoch_loader_finishes_batches_on_the_device_and_replaces_a_bad_sample(tmp_path):
+    from selfsup.data.device_decode import DeferredCollate, DeviceDecoder
+    from selfsup.data.faults import FaultCounter
+    from selfsup.engine.loader import EpochLoader
+
+    source = build_source(f"folder:{_jpeg_folder(tmp_path, bad=2)}", image_size=16)
+    dataset = source.train
+    dataset.defer_jpeg = True
+    finish = DeviceDecoder(16, CPU, faults=lambda: dataset.faults)
+    loader = EpochLoader(dataset, 6, collate_fn=DeferredCollate(), finish=finish, shuffle=False)
+    with pytest.raises(DataError, match=r"class0/2\.jpg"):  # no fault sink: the file is named
+        list(loader.epoch(0))
+    dataset.faults = FaultCounter()
+    batches = list(loader.epoch(0))
+    assert [b["image"].shape for b in batches] == [(6, 3, 16, 16)] * 2  # the batch size holds
+    assert batches[0]["label"].tolist() == [0] * 6 and batches[1]["label"].tolist() == [1] * 6
+    assert 2 not in batches[0]["index"].tolist()  # replaced by a sample that decoded
+    assert len(dataset.faults.errors) == 1 and "2.jpg" in dataset.faults.errors[0]
+
+
+@pytest.mark.parametrize("decode_cache", ["off", "on"])
+def test_a_run_decodes_jpegs_on_the_device(tmp_path, monkeypatch, decode_cache):
+    """A run as on a GPU, the device stood in for by the CPU: it trains and lists the bad file."""
+    import selfsup.data.cache
+    import selfsup.data.device_decode as device_decode
+    import selfsup.pipeline
+    from selfsup.cli import main
+
+    monkeypatch.setattr(selfsup.pipeline, "jpeg_decode_device", lambda *args: CPU)
+    decoded, original = [], device_decode.decode_on_device
+
+    def counted(images, size, device):
+        decoded.append(sum(isinstance(image, EncodedJPEG) for image in images))
+        return original(images, size, device)
+
+    monkeypatch.setattr(device_decode, "decode_on_device", counted)
+    monkeypatch.setattr(selfsup.data.cache, "decode_on_device", counted)
+    data = _jpeg_folder(tmp_path / "imgs", bad=3)
+    args = ["pretrain", "--method", "simclr", "--data", f"folder:{data}", "--batch-size", "4",
+            "--image-size", "16", "--budget", "3steps", "num_workers=1", "progress=false",
+            "method_args.proj_hidden_dim=16", f"decode_cache={decode_cache}",
+            "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(args) == 0
+    assert sum(decoded) == 12  # every JPEG read went to the "device": once, or in 3 batches of 4
+    assert (
+        str(data / "train" / "class0" / "3.jpg") in (tmp_path / "run" / "faults.jsonl").read_text()
+    )

@@ -1,6 +1,8 @@
 """Decode JPEGs on the training device: torchvision's batched decoder (nvJPEG on a GPU).
 
-On a GPU, the decoding workers only read each file and check its header; a JPEG that the device
+On a GPU (``decode_device: auto``), whether the images are decoded once into memory
+(``selfsup.data.cache``) or in every epoch, the decoding workers only read each file and check its
+header; a JPEG that the device
 can decode (RGB or greyscale, not a decompression bomb) travels as its encoded bytes, an
 :class:`EncodedJPEG`, and is decoded with its batch on the device, rotated by its EXIF
 orientation, resized so its shorter side is S (bicubic, antialiased) and centre-cropped, like
@@ -20,15 +22,25 @@ import dataclasses
 import io
 import os
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from PIL import Image
 from torch import Tensor
+from torch.utils.data import default_collate
 
 from selfsup.data.decode import MAX_PIXELS, decode_image
 from selfsup.data.source import DataError
 
-__all__ = ["EncodedJPEG", "decode_on_device", "jpeg_decode_device", "read_image"]
+__all__ = [
+    "DeferredCollate",
+    "DeviceDecoder",
+    "EncodedJPEG",
+    "decode_on_device",
+    "jpeg_decode_device",
+    "read_image",
+]
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -156,3 +168,58 @@ def decode_on_device(
         kept.append(i)
     stacked = torch.stack(out) if out else torch.empty((0, 3, size, size), dtype=torch.uint8)
     return stacked.to(device), kept, errors
+
+
+class DeferredCollate:
+    """Collate samples whose images may be :class:`EncodedJPEG`: ``inner`` (torch's default
+    collate when ``None``) builds the batch from the other fields, and ``batch["image"]`` is the
+    list of images, for :class:`DeviceDecoder` to finish in the main process."""
+
+    def __init__(self, inner: Callable[[list[Any]], Any] | None = None) -> None:
+        self.inner = inner
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        placeholder = torch.zeros((3, 1, 1), dtype=torch.uint8)
+        images = [s["image"] for s in samples]
+        rest = [{**s, "image": placeholder} for s in samples]
+        batch = (self.inner or default_collate)(rest)
+        batch["image"] = images
+        return batch
+
+
+class DeviceDecoder:
+    """Finish a :class:`DeferredCollate` batch: decode its JPEGs on ``device`` into
+    ``batch["image"]`` (B, 3, S, S) uint8 there.
+
+    A sample that cannot be decoded is recorded in ``faults()`` (raises without a fault sink, as
+    reading it in a worker would) and its place in the batch is taken by one that could, so every
+    process keeps the same batch size.
+    """
+
+    def __init__(self, size: int, device: torch.device, faults: Callable[[], Any]) -> None:
+        self.size = size
+        self.device = device
+        self.faults = faults
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:  # noqa: D102
+        images, kept, errors = decode_on_device(batch["image"], self.size, self.device)
+        if not errors:
+            return {**batch, "image": images}
+        sink = self.faults()
+        if sink is None or not kept:
+            raise DataError(errors[0])
+        for error in errors:
+            sink.record(error)
+        n = len(batch["image"])
+        slot = {i: j for j, i in enumerate(kept)}  # position in the batch -> row of ``images``
+        source = [i if i in slot else kept[i % len(kept)] for i in range(n)]
+        out: dict[str, Any] = {"image": images[[slot[i] for i in source]]}
+        for key, value in batch.items():
+            if key == "image":
+                continue
+            if isinstance(value, Tensor) and value.ndim and len(value) == n:
+                value = value[source]
+            elif isinstance(value, list) and len(value) == n:
+                value = [value[i] for i in source]
+            out[key] = value
+        return out

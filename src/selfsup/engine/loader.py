@@ -35,6 +35,8 @@ class EpochLoader:
         shuffle: shuffle map-style datasets each epoch.
         num_samples: samples per epoch of an iterable dataset when known (all processes together);
             otherwise :meth:`count_steps` finds the number of batches by reading one epoch.
+        finish: applied to each batch in the main process (e.g. decoding JPEGs on the device,
+            ``selfsup.data.device_decode``).
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class EpochLoader:
         collate_fn: Callable[[list[Any]], Any] | None = None,
         shuffle: bool = True,
         num_samples: int | None = None,
+        finish: Callable[[Any], Any] | None = None,
     ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
@@ -56,6 +59,7 @@ class EpochLoader:
         self.world_size = world_size
         self.num_workers = num_workers
         self.collate_fn = collate_fn
+        self.finish = finish
         self.shuffle = shuffle
         self.iterable = isinstance(dataset, IterableDataset)
         self._steps: int | None = None
@@ -87,7 +91,7 @@ class EpochLoader:
             if resample:
                 self.dataset.resample = False  # type: ignore[attr-defined]
             try:
-                self._steps = sum(1 for _ in self.epoch(0))
+                self._steps = sum(1 for _ in self._batches(0))
             finally:
                 if resample:
                     self.dataset.resample = True  # type: ignore[attr-defined]
@@ -109,6 +113,10 @@ class EpochLoader:
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[Any]:
         """Yield the batches of ``epoch`` starting at batch ``start_batch``."""
+        batches = self._batches(epoch, start_batch)
+        return batches if self.finish is None else map(self.finish, batches)
+
+    def _batches(self, epoch: int, start_batch: int = 0) -> Iterator[Any]:
         common = {
             "batch_size": self.batch_size,
             "num_workers": self.num_workers,
