@@ -17,7 +17,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from selfsup.data.source import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "decode_image", "is_image_file", "to_square_rgb"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
+    "decode_image",
+    "is_image_file",
+    "square",
+    "to_square_rgb",
+]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 
@@ -54,6 +61,22 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
+def square(image: torch.Tensor, size: int) -> torch.Tensor:
+    """(3, H, W) uint8 -> (3, S, S): shorter side resized to S (bicubic, antialiased), centre crop.
+
+    torchvision's uint8 resize, about 6x faster than PIL's bicubic on a 2-core CPU (500 x 375 to
+    224 px: 0.34 against 2.0 ms; ``benchmarks/decode.md``), and the same on every device.
+    """
+    from torchvision.transforms.v2 import functional as F
+
+    height, width = image.shape[-2:]
+    if min(height, width) != size:
+        scale = size / min(height, width)
+        shape = [max(size, round(height * scale)), max(size, round(width * scale))]
+        image = F.resize(image, shape, interpolation=F.InterpolationMode.BICUBIC, antialias=True)
+    return F.center_crop(image, [size, size]).contiguous()
+
+
 def to_square_rgb(image: Image.Image, size: int) -> torch.Tensor:
     """Convert a PIL image to RGB, apply EXIF orientation, resize shorter side, centre crop.
 
@@ -66,15 +89,8 @@ def to_square_rgb(image: Image.Image, size: int) -> torch.Tensor:
     """
     image = ImageOps.exif_transpose(image)
     image = _to_rgb(image)
-    width, height = image.size
-    scale = size / min(width, height)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    if (new_w, new_h) != (width, height):
-        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=3.0)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    image = image.crop((left, top, left + size, top + size))
-    array = np.asarray(image, dtype=np.uint8)  # (S, S, 3)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()  # (3, S, S)
+    array = np.array(image, dtype=np.uint8)  # (H, W, 3), a writable copy
+    return square(torch.from_numpy(array).permute(2, 0, 1), size)
 
 
 def decode_image(

@@ -30,7 +30,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import default_collate
 
-from selfsup.data.decode import MAX_PIXELS, decode_image
+from selfsup.data.decode import MAX_PIXELS, decode_image, square
 from selfsup.data.source import DataError
 
 __all__ = [
@@ -103,18 +103,6 @@ def _read_bytes(path: str | os.PathLike[str]) -> bytes | None:
         return None  # decode_image reports it
 
 
-def _square(image: Tensor, size: int) -> Tensor:
-    """(3, H, W) uint8 -> (3, S, S): shorter side resized to S (bicubic), centre crop."""
-    from torchvision.transforms.v2 import functional as F
-
-    height, width = image.shape[-2:]
-    if min(height, width) != size:
-        scale = size / min(height, width)
-        shape = [max(size, round(height * scale)), max(size, round(width * scale))]
-        image = F.resize(image, shape, interpolation=F.InterpolationMode.BICUBIC, antialias=True)
-    return F.center_crop(image, [size, size])
-
-
 def _decode_jpegs(datas: list[Tensor], device: torch.device) -> list[Tensor | None]:
     """Decode ``datas`` on ``device``, as a batch; one at a time when the batch fails, ``None``
     for each that fails alone."""
@@ -163,7 +151,7 @@ def decode_on_device(
                 except DataError as err:
                     errors.append(str(err))
                     continue
-            image = _square(pixels.to(device), size)
+            image = square(pixels.to(device), size)
         out.append(image.to(device))
         kept.append(i)
     stacked = torch.stack(out) if out else torch.empty((0, 3, size, size), dtype=torch.uint8)
