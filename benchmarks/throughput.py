@@ -160,7 +160,7 @@ def build(args: argparse.Namespace) -> dict:
     from selfsup.data import build_source
     from selfsup.data.cache import cacheable, decoded_cache
     from selfsup.methods import METHODS, BuildContext
-    from selfsup.pipeline import make_loader, prepare_tokenizer
+    from selfsup.run_data import make_loader, prepare_tokenizer
 
     torch.manual_seed(0)
     cls = METHODS.get(args.method)

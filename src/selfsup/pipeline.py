@@ -10,13 +10,11 @@ pair methods), then the method is built and the engine runs. The run directory h
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -35,14 +33,11 @@ from selfsup.checks import (
     check_source_faults,
 )
 from selfsup.config import ConfigError, RunConfig, parse_budget, save_config
-from selfsup.data import DataSource, build_source
-from selfsup.data.cache import AUTO_LIMIT_BYTES, DecodedImages, cacheable, decoded_cache
-from selfsup.data.device_decode import DeferredCollate, DeviceDecoder, jpeg_decode_device
+from selfsup.data import build_source
 from selfsup.data.faults import (
     FaultCounter,
     FaultLog,
     FaultMonitor,
-    read_faults,
     set_fault_log,
 )
 from selfsup.engine.checkpoint import (
@@ -52,14 +47,20 @@ from selfsup.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from selfsup.engine.loader import EpochLoader
 from selfsup.engine.logging import MetricLogger
 from selfsup.engine.loop import Loop, LoopSettings, TrainState
 from selfsup.engine.optim import build_optimizer
 from selfsup.engine.precision import resolve_precision
-from selfsup.evaluate.diagnostics import OnlineKnn, Probe
+from selfsup.evaluate.diagnostics import Probe
 from selfsup.evaluate.features import collate_for
 from selfsup.methods import METHODS, BuildContext, Method
+from selfsup.run_data import (
+    decode_once,
+    make_loader,
+    online_knn,
+    prepare_tokenizer,
+    use_decode_cache,
+)
 
 log = logging.getLogger("selfsup")
 
@@ -68,88 +69,9 @@ class RunExistsError(FileExistsError):
     """The run directory already holds a run and neither resume nor overwrite was asked for."""
 
 
-# Vocabulary size trained when the config sets none: subword kinds 8,000; a word-level vocabulary
-# keeps every word (word2vec's min_count prunes it, as the reference tool does).
-DEFAULT_VOCAB = {"wordlevel": 10_000_000}
-
-
 def default_run_dir(config: RunConfig) -> Path:
     data = re.sub(r"[^A-Za-z0-9]+", "-", config.data.split(":")[0]).strip("-")
     return Path("runs") / f"{config.method}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def texts_of(source: DataSource, limit: int = 200_000) -> list[str]:
-    """Up to ``limit`` training texts (documents or captions) for tokenizer training."""
-    captions = getattr(source.train, "captions", None)
-    if captions is not None:
-        return list(captions[:limit])
-    texts = []
-    for sample in source.train:
-        texts.append(sample["text"])
-        if len(texts) >= limit:
-            break
-    return texts
-
-
-def prepare_tokenizer(
-    config: RunConfig,
-    source: DataSource,
-    run_dir: Path,
-    fabric: Fabric,
-    method_cls: type[Method] | None = None,
-) -> Any:  # noqa: ANN401
-    """The run's tokenizer: saved with the run (resume), given by ``tokenizer.path``, or trained on
-    the training texts by rank 0 and broadcast to the other processes. The kind is the config's,
-    else the method's ``tokenizer_kind``; the method may add special tokens."""
-    from selfsup.data.tokenizer import load_tokenizer, train_tokenizer
-
-    if (run_dir / "tokenizer").exists():
-        return load_tokenizer(run_dir / "tokenizer")
-    if config.tokenizer.path is not None:
-        return load_tokenizer(config.tokenizer.path)
-    pretrained = method_cls.tokenizer_path(config.method_args) if method_cls else None
-    if pretrained is not None:  # the tokenizer of the encoder the method starts from
-        try:
-            return load_tokenizer(pretrained)
-        except (OSError, ValueError) as err:
-            raise ConfigError(
-                f"method_args.init: no tokenizer could be read from {pretrained} "
-                f"({type(err).__name__}); give a folder written by save_pretrained with its "
-                "tokenizer, such as a masked-LM run's export/"
-            ) from None
-    tokenizer = None
-    if fabric.is_global_zero:
-        kind = config.tokenizer.kind or (method_cls.tokenizer_kind if method_cls else "wordpiece")
-        extras = method_cls.tokenizer_specials(config.method_args) if method_cls else []
-        tokenizer = train_tokenizer(
-            texts_of(source),
-            kind=kind,
-            vocab_size=config.tokenizer.vocab_size or DEFAULT_VOCAB.get(kind, 8000),
-            extra_special_tokens=extras,
-        )
-    return fabric.broadcast(tokenizer, src=0) if fabric.world_size > 1 else tokenizer
-
-
-def build_dataset(
-    kind: str,
-    source: DataSource,
-    split: str,
-    tokenizer: Any,  # noqa: ANN401
-    seq_len: int,
-    rank: int = 0,
-    world_size: int = 1,
-) -> tuple[Any, Any]:
-    """(dataset, collate_fn) for a method of ``kind`` reading ``source``'s ``split``."""
-    from selfsup.data.packing import CaptionCollate, PackedBlocks
-
-    dataset = source.train if split == "train" else source.test
-    if dataset is None:
-        raise ConfigError(f"data {source.name!r} has no {split} split")
-    if kind == "text":
-        return PackedBlocks(dataset, tokenizer, seq_len, rank=rank, world_size=world_size), None
-    if kind == "pair":
-        return dataset, CaptionCollate(tokenizer, seq_len)
-    return dataset, None
 
 
 def launcher_processes(environ: dict[str, str] | None = None) -> tuple[int, int] | None:
@@ -245,19 +167,7 @@ def pretrain(
         check_resample(config, source)
         source.train.resample = True  # type: ignore[union-attr]
     if use_decode_cache(config, cls, source):
-        with tempfile.TemporaryDirectory() as tmp:  # the decoding workers' faults land here
-            set_fault_log(source.train, FaultLog(Path(tmp) / "faults.jsonl"))
-            source.train = decoded_cache(
-                source.train,
-                source.num_samples,
-                config.image_size,
-                max(config.num_workers, 1),
-                device=jpeg_decode_device(config.accelerator, config.strategy)
-                if config.decode_device == "auto"
-                else None,
-            )
-            source.faults = source.faults + read_faults(Path(tmp) / "faults.jsonl")
-        source.num_samples = len(source.train)
+        decode_once(config, source)
         check_source_faults(config, source)
 
     fabric = make_fabric(config)
@@ -414,38 +324,6 @@ def pretrain(
     return run_dir
 
 
-def use_decode_cache(config: RunConfig, cls: type[Method], source: DataSource) -> bool:
-    """Whether to decode the training images once into memory (``decode_cache``)."""
-    if config.decode_cache == "off" or cls.kind == "text" or not cacheable(source.train):
-        return False
-    if config.resample:  # a resampled stream is read from its files
-        return False
-    if config.decode_cache == "on":
-        return True
-    if source.num_samples is None:  # a stream of unknown length (compressed shards)
-        return False
-    return source.num_samples * 3 * config.image_size**2 <= AUTO_LIMIT_BYTES
-
-
-def online_knn(
-    config: RunConfig,
-    source: DataSource,
-    collate: Any,  # noqa: ANN401
-    device: torch.device,
-) -> OnlineKnn:
-    """The online kNN monitor of ``knn_every``: the first ``knn_bank`` training samples as the
-    bank, the first ``knn_queries`` test samples as queries (both must be labelled; see
-    :func:`check_online_knn`, run before the run directory is written)."""
-    try:
-        return OnlineKnn(
-            Probe.from_dataset(source.train, config.knn_bank, collate, device),
-            Probe.from_dataset(source.test, config.knn_queries, collate, device),
-            len(source.classes),
-        )
-    except ValueError as err:
-        raise ConfigError(f"knn_every={config.knn_every}: {source.name!r}: {err}") from None
-
-
 def _or(value: Any, default: Any) -> Any:  # noqa: ANN401
     """``value`` unless it is None (an unset config field), else the method's default."""
     return default if value is None else value
@@ -460,70 +338,6 @@ def gather_objects(obj: Any, world_size: int) -> list[Any]:  # noqa: ANN401
     out: list[Any] = [None] * world_size
     dist.all_gather_object(out, obj)
     return out
-
-
-def make_loader(
-    kind: str,
-    source: DataSource,
-    tokenizer: Any,  # noqa: ANN401
-    config: RunConfig,
-    fabric: Fabric,
-    method: Method | None = None,
-) -> EpochLoader:
-    """The training loader; under an epoch budget, its epoch length is known to every process.
-    The method's own ``training_data`` is used when it defines one."""
-    rank, world = fabric.global_rank, fabric.world_size
-    custom = None
-    if method is not None:
-        if source.train is None:
-            raise ConfigError(f"data {source.name!r} has no train split")
-        custom = method.training_data(
-            source.train, tokenizer, config.seq_len, rank, world, seed=config.seed
-        )
-    if custom is not None:
-        dataset, collate = custom
-    else:
-        dataset, collate = build_dataset(
-            kind, source, "train", tokenizer, config.seq_len, rank, world
-        )
-    finish = None
-    device = jpeg_decode_device(config.accelerator, config.strategy)
-    if config.decode_device == "auto" and device is not None and dataset is source.train:
-        if getattr(dataset, "defer_jpeg", None) is False:  # decodes its files in every epoch
-            # a copy: the evaluations read source.train decoded as before
-            dataset = copy.copy(dataset)
-            dataset.defer_jpeg = True
-            collate = DeferredCollate(collate)
-            finish = DeviceDecoder(config.image_size, device, faults=lambda: dataset.faults)
-    try:
-        loader = EpochLoader(
-            dataset,
-            config.batch_size,
-            seed=config.seed,
-            rank=rank,
-            world_size=world,
-            # decoded images in memory need no decoding worker
-            num_workers=0 if isinstance(dataset, DecodedImages) else config.num_workers,
-            collate_fn=collate,
-            # text and method-built examples: blocks or pairs, not the source's samples
-            num_samples=source.num_samples if kind != "text" and custom is None else None,
-            finish=finish,
-        )
-    except ValueError as err:
-        raise ConfigError(f"batch_size: {err}") from None
-    if parse_budget(config.budget).unit == "epochs" and loader.steps_per_epoch is None:
-        log.info("counting the batches of one epoch of %s", source.name)
-        steps = loader.count_steps()
-        if world > 1:  # all processes take the same number of steps: the shortest share
-            steps = int(
-                fabric.all_reduce(torch.tensor(steps, device=fabric.device), reduce_op="min")
-            )
-        loader.set_steps_per_epoch(steps)
-    if loader.steps_per_epoch == 0:
-        raise ConfigError(
-            f"batch_size {config.batch_size}: {source.name!r} has fewer samples than one batch"
-        )
-    return loader
 
 
 def make_optimizer(method: Method, config: RunConfig, global_batch: int) -> torch.optim.Optimizer:

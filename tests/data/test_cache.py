@@ -7,7 +7,7 @@ from selfsup.config import ConfigError, load_config
 from selfsup.data import build_source
 from selfsup.data.cache import decoded_cache
 from selfsup.methods import METHODS
-from selfsup.pipeline import use_decode_cache
+from selfsup.run_data import use_decode_cache
 from selfsup.testing import image_folder
 
 

@@ -172,10 +172,10 @@ def test_a_run_decodes_jpegs_on_the_device(tmp_path, monkeypatch, decode_cache):
     """A run as on a GPU, the device stood in for by the CPU: it trains and lists the bad file."""
     import selfsup.data.cache
     import selfsup.data.device_decode as device_decode
-    import selfsup.pipeline
+    import selfsup.run_data
     from selfsup.cli import main
 
-    monkeypatch.setattr(selfsup.pipeline, "jpeg_decode_device", lambda *args: CPU)
+    monkeypatch.setattr(selfsup.run_data, "jpeg_decode_device", lambda *args: CPU)
     decoded, original = [], device_decode.decode_on_device
 
     def counted(images, size, device):

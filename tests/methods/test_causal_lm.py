@@ -176,7 +176,7 @@ def test_context_comes_from_seq_len_and_untying_is_refused(bpe):
 def test_a_few_steps_on_lee_reduce_the_loss():
     from selfsup.data import build_source
     from selfsup.data.tokenizer import train_tokenizer
-    from selfsup.pipeline import texts_of
+    from selfsup.run_data import texts_of
 
     source = build_source("lee", image_size=32, seed=0, shuffle_buffer=0)
     tok = train_tokenizer(texts_of(source), kind="bpe", vocab_size=300)
