@@ -70,14 +70,9 @@ Choices, and where we differ from the C tool:
       seeds) and from 0.189 to 0.216 for CBOW (8 of 10), above gensim with 2 workers, which
       itself beat gensim with 1 by 0.015-0.04 on every seed (``benchmarks/word2vec.md``).
 
-Fused SGD (``fused=True``, default, one process): the engine calls :meth:`Word2Vec.update`, which
-applies the updates itself, ``chunk_size`` examples at a time, without autograd: within a chunk
-every update comes from the vectors before it (one SGD step on the loss); chunks apply in order,
-like the C tool's sequential updates. It is plain SGD, so the run must use optimizer sgd without
-momentum, weight decay or gradient clipping (refused otherwise). With ``fused=False`` or several
-processes, gradients go through autograd and the engine's optimizer. Sparse gradients
-(``sparse=True``, default) then let SGD touch only the rows a step used; set ``sparse=False`` for
-optimizers without sparse support (AdamW, LARS) and for DDP over NCCL.
+Fused SGD (``fused=True``, default, one process): :meth:`Word2Vec.update` applies the C tool's
+updates itself, without autograd (:mod:`.word2vec_sgd`, which says what that demands of the run);
+with ``fused=False`` or several processes, gradients go through autograd and the optimizer.
 
 The word ids of a training split of at most ``max_cached_words`` words are kept in memory after
 counting; larger splits are tokenised again every epoch and read in order (not shuffled).
@@ -94,18 +89,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup.config import ConfigError
 from selfsup.data.word_blocks import WordBlocks, context_windows, count_words, one_example_per_pair
-from selfsup.losses.nce import logistic_loss
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
-from selfsup.methods.word2vec_format import write_export
-from selfsup.methods.word2vec_sgd import Couples, Scratch, fused_sgd
-from selfsup.methods.word2vec_tables import sampling_tables
+from selfsup.methods.word2vec_format import ranked_vectors, write_export
+from selfsup.methods.word2vec_sgd import Couples, Scratch, fused_sgd, summed_loss
+from selfsup.methods.word2vec_tables import draw_noise, sampling_tables
 
 ARCHITECTURES = ("skipgram", "cbow")
 
@@ -287,11 +279,8 @@ class Word2Vec(Method):
     # -- training
 
     def _noise(self, shape: tuple[int, ...]) -> Tensor:
-        """Word ids drawn from the unigram distribution raised to 0.75 (Walker's alias method)."""
-        device = self.noise_prob.device
-        slot = torch.randint(len(self.noise_prob), shape, device=device)
-        first = torch.rand(shape, device=device) < self.noise_prob[slot]
-        return self.noise_words[torch.where(first, slot, self.noise_alias[slot])]
+        """Word ids drawn from the unigram distribution raised to 0.75."""
+        return draw_noise(self.noise_prob, self.noise_alias, self.noise_words, shape)
 
     def examples(self, ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The random part of a step: subsample, draw every centre's window.
@@ -366,22 +355,8 @@ class Word2Vec(Method):
             Scalar: the sum of the negative-sampling and hierarchical-softmax losses.
         """
         rows, slots, terms = self.couples(bags, valid, targets, noise)
-        if self.architecture == "cbow":
-            sizes = slots.sum(1)  # (E,) context words per example, packed into bags
-            hidden = F.embedding_bag(rows[slots], self.input.weight, sizes.cumsum(0) - sizes,
-                                     mode="sum", sparse=self.sparse)  # fmt: skip
-            if self.cbow_mean:  # the mean's value, the sum's gradient (word2vec.c's update)
-                hidden = hidden + (hidden / sizes[:, None] - hidden).detach()
-            hidden, slots = hidden[:, None], slots.new_ones(len(rows), 1)  # (E, 1, D)
-        else:
-            hidden = self.input(rows)  # (E, S, D)
-        total = [
-            logistic_loss(
-                hidden, t.table(t.outputs), t.sign, slots[:, :, None] & t.counted[:, None]
-            )
-            for t in terms
-        ]
-        return sum(total[1:], total[0])
+        return summed_loss(self.input, rows, slots, terms, cbow=self.architecture == "cbow",
+                           cbow_mean=self.cbow_mean, sparse=self.sparse)  # fmt: skip
 
     @torch.no_grad()
     def sgd_update(
@@ -456,12 +431,7 @@ class Word2Vec(Method):
         """
         if self.tokenizer is None:
             raise ValueError("word_vectors needs the tokenizer the method was built with")
-        ids = self.vocabulary.nonzero()[:, 0].cpu()
-        counts = self.counts.cpu()[ids]
-        order = torch.from_numpy(np.lexsort((ids.numpy(), -counts.numpy())))
-        ids, counts = ids[order], counts[order]
-        words = self.tokenizer.convert_ids_to_tokens(ids.tolist())
-        return words, self.input.weight.detach().float().cpu()[ids], counts
+        return ranked_vectors(self.tokenizer, self.vocabulary, self.counts, self.input.weight)
 
     def export(self, path: Path) -> None:
         """Write ``vectors.txt`` and ``vectors.bin`` (word2vec text and binary formats, which

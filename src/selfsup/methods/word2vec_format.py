@@ -8,9 +8,31 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from torch import Tensor
 
 from selfsup.data.tokenizer import save_tokenizer
+
+
+def ranked_vectors(
+    tokenizer: Any,  # noqa: ANN401
+    vocabulary: Tensor,
+    counts: Tensor,
+    weight: Tensor,
+) -> tuple[list[str], Tensor, Tensor]:
+    """The words where ``vocabulary (V,)`` is True, by descending count (ties: id), as the C tool
+    sorts them.
+
+    Returns:
+        ``(words, vectors (K, D) float32 on the CPU, counts (K,))``.
+    """
+    ids = vocabulary.nonzero()[:, 0].cpu()
+    counts = counts.cpu()[ids]
+    order = torch.from_numpy(np.lexsort((ids.numpy(), -counts.numpy())))
+    ids, counts = ids[order], counts[order]
+    words = tokenizer.convert_ids_to_tokens(ids.tolist())
+    return words, weight.detach().float().cpu()[ids], counts
 
 
 def write_word2vec(path: Path, words: Sequence[str], vectors: Tensor, binary: bool) -> None:

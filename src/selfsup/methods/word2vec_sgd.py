@@ -1,5 +1,16 @@
-"""word2vec's fused SGD update: the C tool's updates of a batch of draws, applied in place
-``chunk_size`` examples at a time without autograd (see :mod:`.word2vec`)."""
+"""word2vec's two ways to train on a batch of draws (see :mod:`.word2vec`).
+
+:func:`summed_loss` is the loss for autograd and the engine's optimizer (``fused=False``, or
+several processes). Sparse gradients (``sparse=True``, default) then let SGD touch only the rows a
+step used; set ``sparse=False`` for optimizers without sparse support (AdamW, LARS) and for DDP
+over NCCL.
+
+:func:`fused_sgd` (``fused=True``, default, one process) is what the engine runs through
+``Word2Vec.update``: the updates applied in place, ``chunk_size`` examples at a time, without
+autograd. Within a chunk every update comes from the vectors before it (one SGD step on the
+loss); chunks apply in order, like the C tool's sequential updates. It is plain SGD, so the run
+must use optimizer sgd without momentum, weight decay or gradient clipping (refused otherwise).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from selfsup.losses.nce import logistic_loss
 
 
 @dataclasses.dataclass
@@ -48,6 +61,38 @@ class Scratch:
         return buffer[:numel].view(shape)
 
 
+def summed_loss(
+    table: nn.Embedding,
+    rows: Tensor,
+    slots: Tensor,
+    terms: list[Couples],
+    *,
+    cbow: bool,
+    cbow_mean: bool,
+    sparse: bool,
+) -> Tensor:
+    """The loss summed over the examples, differentiable (arguments as for :func:`fused_sgd`;
+    ``table`` holds the input vectors, ``sparse`` its gradient's layout for CBOW's bags).
+
+    Returns:
+        Scalar: the sum of the terms' logistic losses.
+    """
+    if cbow:
+        sizes = slots.sum(1)  # (E,) context words per example, packed into bags
+        hidden = F.embedding_bag(rows[slots], table.weight, sizes.cumsum(0) - sizes, mode="sum",
+                                 sparse=sparse)  # fmt: skip
+        if cbow_mean:  # the mean's value, the sum's gradient (word2vec.c's update)
+            hidden = hidden + (hidden / sizes[:, None] - hidden).detach()
+        hidden, slots = hidden[:, None], slots.new_ones(len(rows), 1)  # (E, 1, D)
+    else:
+        hidden = table(rows)  # (E, S, D)
+    total = [
+        logistic_loss(hidden, t.table(t.outputs), t.sign, slots[:, :, None] & t.counted[:, None])
+        for t in terms
+    ]
+    return sum(total[1:], total[0])
+
+
 @torch.no_grad()
 def fused_sgd(
     weight: Tensor,
@@ -66,7 +111,7 @@ def fused_sgd(
     Within a chunk of ``chunk_size`` examples every update is computed from the vectors as they
     were before it (as one SGD step on the summed loss would); chunks apply one after another,
     so a later chunk sees the earlier ones' updates, as the C tool's sequential updates do. With
-    one chunk the result equals an SGD step of ``lr`` on ``Word2Vec.objective``.
+    one chunk the result equals an SGD step of ``lr`` on :func:`summed_loss`.
 
     Args:
         weight: ``(V, D)`` input vectors.

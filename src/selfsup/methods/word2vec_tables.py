@@ -58,6 +58,14 @@ def alias_table(weights: Tensor) -> tuple[Tensor, Tensor]:
     return torch.tensor(prob, dtype=torch.float32), torch.tensor(alias, dtype=torch.long)
 
 
+def draw_noise(prob: Tensor, alias: Tensor, words: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Word ids of ``shape`` drawn with Walker's alias method from :func:`alias_table`'s
+    ``(prob, alias)`` over ``words`` (the noise distribution's support)."""
+    slot = torch.randint(len(prob), shape, device=prob.device)
+    first = torch.rand(shape, device=prob.device) < prob[slot]
+    return words[torch.where(first, slot, alias[slot])]
+
+
 def huffman_tree(counts: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
     """Huffman codes and paths of K words, as word2vec's hierarchical softmax walks them.
 
