@@ -9,8 +9,8 @@ from transformers import AutoModel, T5EncoderModel, T5ForConditionalGeneration
 
 from selfsup.data.tokenizer import train_tokenizer
 from selfsup.methods import BuildContext
-from selfsup.methods.t5 import (
-    T5SpanCorruption,
+from selfsup.methods.t5 import T5SpanCorruption
+from selfsup.views.spans import (
     _random_segmentation,
     corrupt_spans,
     random_spans_noise_mask,

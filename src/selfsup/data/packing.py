@@ -212,3 +212,20 @@ class CaptionCollate:
             batch["label"] = torch.tensor([int(s["label"]) for s in samples], dtype=torch.long)
         batch["text"] = [s["text"] for s in samples]  # kept for retrieval and reports
         return batch
+
+
+class RawBlocks(IterableDataset):
+    """:class:`PackedBlocks` of ``length + 2`` without their [CLS] and final [SEP]: ``length``
+    raw tokens per block, documents separated by the tokenizer's separator, no padding (the
+    blocks T5's span corruption cuts into inputs and targets)."""
+
+    def __init__(self, blocks: PackedBlocks) -> None:
+        self.blocks = blocks
+
+    def set_epoch(self, epoch: int) -> None:
+        self.blocks.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        for block in self.blocks:
+            ids = block["input_ids"][1:-1]  # (n,)
+            yield {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
