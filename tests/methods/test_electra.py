@@ -9,13 +9,10 @@ from transformers import AutoModel, BertConfig
 
 from selfsup.backbones.text_configs import build_text_config
 from selfsup.config import ConfigError
+from selfsup.losses.classification import replaced_token_detection_loss
 from selfsup.methods import BuildContext
-from selfsup.methods.electra import (
-    Electra,
-    electra_configs,
-    replaced_token_detection_loss,
-    sample_tokens,
-)
+from selfsup.methods.electra import Electra, electra_configs
+from selfsup.views.tokens import sample_tokens
 
 TEXTS = ["the quick brown fox jumps over the lazy dog", "a small red circle", "masked words"]
 

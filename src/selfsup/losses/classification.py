@@ -40,3 +40,25 @@ def masked_lm_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     loss = F.cross_entropy(logits.float(), targets, reduction="sum") / count
     accuracy = (logits.detach().argmax(dim=-1) == targets).sum().float() / count
     return loss, accuracy
+
+
+def replaced_token_detection_loss(
+    logits: Tensor, replaced: Tensor, attention_mask: Tensor
+) -> tuple[Tensor, Tensor]:
+    """ELECTRA's discriminator loss: binary cross-entropy averaged over the real tokens.
+
+    Args:
+        logits: ``(B, L)`` scores, positive = "replaced".
+        replaced: ``(B, L)`` bool labels, True = replaced by the generator.
+        attention_mask: ``(B, L)`` 1 = real token, 0 = padding (left out of loss and accuracy).
+
+    Returns:
+        ``(loss, accuracy)`` scalars over the real tokens.
+    """
+    weights = attention_mask.float()  # (B, L)
+    losses = F.binary_cross_entropy_with_logits(
+        logits.float(), replaced.float(), reduction="none"
+    )  # (B, L)
+    count = weights.sum().clamp_min(1.0)
+    correct = ((logits.detach() > 0) == replaced).float()
+    return (losses * weights).sum() / count, (correct * weights).sum() / count

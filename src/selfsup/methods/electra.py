@@ -38,16 +38,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import BertConfig, ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
 from selfsup.backbones.text import PooledEncoder, save_pretrained
 from selfsup.backbones.text_configs import bert_config_fields, build_text_config, encoder_fields
 from selfsup.data.tokenizer import save_tokenizer
-from selfsup.losses.classification import masked_lm_loss
+from selfsup.losses.classification import masked_lm_loss, replaced_token_detection_loss
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
-from selfsup.views.tokens import IGNORE_INDEX, mask_batch
+from selfsup.views.tokens import IGNORE_INDEX, mask_batch, sample_tokens
 
 # ELECTRA-Small's factorised embedding (table 6); other sizes embed at their hidden size.
 PAPER_EMBEDDING_SIZE = {"electra-small": 128}
@@ -80,45 +79,6 @@ def electra_configs(
     }
     gen = ElectraConfig(embedding_size=embedding_size, **{**encoder_fields(bert), **widths})
     return disc, gen
-
-
-@torch.no_grad()
-def sample_tokens(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """One token id per row, drawn from ``softmax(logits)`` in fp32, without gradient.
-
-    Args:
-        logits: ``(N, V)`` generator scores at the N masked positions.
-        generator: RNG on ``logits.device``; None = torch's global RNG.
-
-    Returns:
-        ``(N,)`` int64 sampled ids.
-    """
-    if logits.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.long, device=logits.device)
-    probs = F.softmax(logits.detach().float(), dim=-1)  # (N, V)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (N,)
-
-
-def replaced_token_detection_loss(
-    logits: Tensor, replaced: Tensor, attention_mask: Tensor
-) -> tuple[Tensor, Tensor]:
-    """The discriminator's loss: binary cross-entropy averaged over the real tokens.
-
-    Args:
-        logits: ``(B, L)`` scores, positive = "replaced".
-        replaced: ``(B, L)`` bool labels, True = replaced by the generator.
-        attention_mask: ``(B, L)`` 1 = real token, 0 = padding (left out of loss and accuracy).
-
-    Returns:
-        ``(loss, accuracy)`` scalars over the real tokens.
-    """
-    weights = attention_mask.float()  # (B, L)
-    losses = F.binary_cross_entropy_with_logits(
-        logits.float(), replaced.float(), reduction="none"
-    )  # (B, L)
-    count = weights.sum().clamp_min(1.0)
-    correct = ((logits.detach() > 0) == replaced).float()
-    return (losses * weights).sum() / count, (correct * weights).sum() / count
 
 
 @register_method("electra")

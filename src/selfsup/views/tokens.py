@@ -152,3 +152,21 @@ def mask_batch(
         generator=generator,
     )
     return masked, labels, attention_mask
+
+
+@torch.no_grad()
+def sample_tokens(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One token id per row, drawn from ``softmax(logits)`` in fp32, without gradient (ELECTRA's
+    generator sample, which replaces the masked tokens for the discriminator).
+
+    Args:
+        logits: ``(N, V)`` generator scores at the N masked positions.
+        generator: RNG on ``logits.device``; None = torch's global RNG.
+
+    Returns:
+        ``(N,)`` int64 sampled ids.
+    """
+    if logits.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=logits.device)
+    probs = torch.softmax(logits.detach().float(), dim=-1)  # (N, V)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (N,)
