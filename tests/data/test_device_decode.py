@@ -194,3 +194,15 @@ def test_a_run_decodes_jpegs_on_the_device(tmp_path, monkeypatch, decode_cache):
     assert (
         str(data / "train" / "class0" / "3.jpg") in (tmp_path / "run" / "faults.jsonl").read_text()
     )
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_pil_applies_it(orientation):
+    """torchvision applies EXIF orientation on the CPU only: the device path applies it itself."""
+    data = _jpeg(_picture(40, 64, 0), orientation=orientation)
+    encoded = read_image(data, 24, defer_jpeg=True)
+    assert isinstance(encoded, EncodedJPEG) and encoded.orientation == orientation
+    on_device = decode_on_device([encoded], 24, CPU)[0][0]
+    with_pil = read_image(data, 24)
+    difference = (on_device.float() - with_pil.float()).abs().mean()
+    assert difference < 4, f"orientation {orientation}: mean difference {difference:.1f} levels"

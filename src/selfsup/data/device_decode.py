@@ -43,14 +43,17 @@ __all__ = [
 ]
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
+_ORIENTATION = 0x0112  # the EXIF tag
 
 
 @dataclasses.dataclass
 class EncodedJPEG:
-    """A JPEG file's bytes ``data`` (L,) uint8, to be decoded with its batch; ``name`` for errors."""
+    """A JPEG file's bytes ``data`` (L,) uint8, to be decoded with its batch; ``name`` for errors;
+    ``orientation`` its EXIF orientation (1-8, 1 = upright), applied after decoding."""
 
     data: Tensor
     name: str
+    orientation: int = 1
 
 
 def jpeg_decode_device(accelerator: str, strategy: str = "auto") -> torch.device | None:
@@ -64,22 +67,34 @@ def jpeg_decode_device(accelerator: str, strategy: str = "auto") -> torch.device
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def _device_decodable(data: bytes) -> bool:
-    """Whether ``data`` is a JPEG whose header the device decoder handles (else PIL decodes it)."""
+def _device_header(data: bytes) -> int | None:
+    """The EXIF orientation of ``data`` when it is a JPEG whose header the device decoder
+    handles (RGB or greyscale, not a bomb); None when PIL should decode it."""
     if not data.startswith(_JPEG_MAGIC):
-        return False
+        return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:  # reads the header only
                 width, height = image.size
-                return (
-                    image.format == "JPEG"
-                    and image.mode in ("RGB", "L")
-                    and (width * height <= MAX_PIXELS)
-                )
+                if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+                    return None
+                if width * height > MAX_PIXELS:
+                    return None
+                orientation = image.getexif().get(_ORIENTATION, 1)
+                return orientation if orientation in range(1, 9) else 1
     except Exception:  # noqa: BLE001 (PIL raises many types; decode_image names the file's fault)
-        return False
+        return None
+
+
+def orient(image: Tensor, orientation: int) -> Tensor:
+    """``image (C, H, W)`` as displayed under EXIF ``orientation`` (1-8), as PIL's
+    ``ImageOps.exif_transpose`` turns it. torchvision applies EXIF orientation on the CPU only,
+    so the device path applies it here, the same on every device."""
+    if orientation in (5, 6, 7, 8):  # the stored rows are the displayed columns
+        image = image.transpose(-2, -1)
+    flip = {2: (-1,), 3: (-2, -1), 4: (-2,), 6: (-1,), 7: (-2, -1), 8: (-2,)}.get(orientation)
+    return image.flip(flip) if flip else image
 
 
 def read_image(
@@ -90,8 +105,10 @@ def read_image(
     if defer_jpeg:
         label = name or (os.fspath(data) if not isinstance(data, bytes | bytearray) else "<bytes>")
         raw = data if isinstance(data, bytes | bytearray) else _read_bytes(data)
-        if raw is not None and _device_decodable(bytes(raw)):
-            return EncodedJPEG(torch.frombuffer(bytearray(raw), dtype=torch.uint8), label)
+        orientation = None if raw is None else _device_header(bytes(raw))
+        if orientation is not None:
+            data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+            return EncodedJPEG(data, label, orientation)
     return decode_image(data, size, name=name)
 
 
@@ -110,7 +127,7 @@ def _decode_jpegs(datas: list[Tensor], device: torch.device) -> list[Tensor | No
         warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
         from torchvision.io import ImageReadMode, decode_jpeg
 
-        options = {"mode": ImageReadMode.RGB, "device": device, "apply_exif_orientation": True}
+        options = {"mode": ImageReadMode.RGB, "device": device}  # orientation: see orient
         try:
             return list(decode_jpeg(datas, **options))
         except RuntimeError:  # one bad file fails the batch: find it
@@ -151,6 +168,8 @@ def decode_on_device(
                 except DataError as err:
                     errors.append(str(err))
                     continue
+            else:
+                pixels = orient(pixels, image.orientation)
             image = square(pixels.to(device), size)
         out.append(image.to(device))
         kept.append(i)
