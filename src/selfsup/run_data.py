@@ -164,6 +164,8 @@ def make_loader(
         )
     finish = None
     device = _jpeg_device(config)
+    if device is not None and device.type == "cuda":
+        device = fabric.device  # this process's GPU, once Fabric has launched the processes
     if device is not None and dataset is source.train:
         if getattr(dataset, "defer_jpeg", None) is False:  # decodes its files in every epoch
             # a copy: the evaluations read source.train decoded as before
