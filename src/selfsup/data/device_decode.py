@@ -1,19 +1,20 @@
 """Decode JPEGs on the training device: torchvision's batched decoder (nvJPEG on a GPU).
 
 On a GPU (``decode_device: auto``), whether the images are decoded once into memory
-(``selfsup.data.cache``) or in every epoch, the decoding workers only read each file and check its
-header; a JPEG that the device
-can decode (RGB or greyscale, not a decompression bomb) travels as its encoded bytes, an
-:class:`EncodedJPEG`, and is decoded with its batch on the device, rotated by its EXIF
-orientation, resized so its shorter side is S (bicubic, antialiased) and centre-cropped, like
-:func:`~selfsup.data.decode.decode_image`. Every other file (PNG, CMYK JPEG, ...) is decoded by
-the workers as always. An image the device fails on is decoded again by PIL, so a corrupt file
+(``selfsup.data.cache``) or in every epoch, the decoding workers only read each file and check
+its header. A JPEG that the device can decode (RGB or greyscale, not a decompression bomb)
+travels as its encoded bytes, an :class:`EncodedJPEG`, and is decoded with its batch on the
+device, turned by its EXIF orientation (:func:`orient`), resized so its shorter side is S and
+centre-cropped (:func:`~selfsup.data.decode.square`), as
+:func:`~selfsup.data.decode.decode_image` does. Every other file (PNG, CMYK JPEG, ...) is decoded
+by the workers as always. An image the device fails on is decoded again by PIL, so a corrupt file
 gets the same message, naming it, as on the CPU path.
 
 The same code runs on the CPU with torchvision's CPU decoder (how the tests check it); the PIL
-path stays the CPU default because its draft mode decodes large JPEGs at a reduced scale.
-torchvision 0.29 deprecates its image decoders in favour of TorchCodec's; they are still the
-ones every torchvision from 0.19 (torch 2.4) has, so selfsup uses them and silences the notice.
+path stays the CPU default because its draft mode decodes large JPEGs at a reduced scale
+(``benchmarks/decode.md``). torchvision 0.29 deprecates its image decoders in favour of
+TorchCodec's; they are still the ones every torchvision from 0.19 (torch 2.4) has, so selfsup uses
+them and silences the notice.
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ def read_image(
         if orientation is not None:
             data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
             return EncodedJPEG(data, label, orientation)
+        if raw is not None:  # read once: PIL decodes the bytes
+            return decode_image(bytes(raw), size, name=label)
     return decode_image(data, size, name=name)
 
 
