@@ -171,7 +171,8 @@ def build(args: argparse.Namespace) -> dict:
     source = build_source(data, image_size=32, seed=0)
     if args.cache and cls.kind != "text" and cacheable(source.train):
         source.train = decoded_cache(source.train, source.num_samples, 32, args.workers)
-    fabric = Fabric(accelerator="cpu", devices=1, precision="32-true")  # autocast is ours
+    device = torch.device(args.device)
+    fabric = Fabric(accelerator=device.type, devices=1, precision="32-true")  # autocast is ours
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = (
             prepare_tokenizer(config, source, Path(tmp), fabric, cls)
@@ -179,20 +180,24 @@ def build(args: argparse.Namespace) -> dict:
             else None
         )
     ctx = BuildContext.from_config(config, tokenizer, 1, source.num_samples)
-    method = cls.build(ctx, **config.method_args)
+    method = cls.build(ctx, **config.method_args).to(device)
     optimizer = torch.optim.SGD(method.parameters(), lr=0.01, momentum=0.9)
     loader = make_loader(cls.kind, source, tokenizer, config, fabric, method)
     epochs = iter(range(10**6))
     # A fresh iterator (fresh workers) per timed segment, closed after it: workers left running
     # would prefetch during the other paths' segments and slow them down.
-    opened = {"selfsup": lambda: loader.epoch(next(epochs))}
-    first = next(iter(loader.epoch(0)))
+    # batches reach the model as the training loop hands them over: moved by Fabric
+    opened = {"selfsup": lambda: map(fabric.to_device, loader.epoch(next(epochs)))}
+    first = fabric.to_device(next(iter(loader.epoch(0))))
     stages = Stages(method, VIEW_STAGES[args.method])
     stages.record(first)
     if args.method == "simclr":
         shards = sorted(str(p) for p in DATA.glob("train-*.tar"))
-        per_image = DataLoader(TorchvisionViews(shards), batch_size=args.batch, num_workers=2)
-        opened["per-image"] = lambda: iter(per_image)
+        per_image = DataLoader(TorchvisionViews(shards), batch_size=args.batch, num_workers=2,
+                               pin_memory=device.type == "cuda")  # fmt: skip
+        opened["per-image"] = lambda: (
+            tuple(x.to(device, non_blocking=True) for x in views) for views in per_image
+        )
     unit = "tokens" if cls.kind == "text" else "images"
     size = (
         (lambda b: int(b["attention_mask"].sum())) if unit == "tokens" else (lambda b: args.batch)
@@ -200,14 +205,14 @@ def build(args: argparse.Namespace) -> dict:
     if args.compile:
         opened["selfsup+compile"] = opened["selfsup"]
     return {"method": method, "optimizer": optimizer, "stages": stages, "first": first,
-            "opened": opened, "iters": {}, "unit": unit, "size": size(first),
+            "opened": opened, "iters": {}, "unit": unit, "size": size(first), "device": device,
             "compiled": torch.compile(method) if args.compile else None}  # fmt: skip
 
 
 def step(state: dict, path: str, bf16: bool) -> None:
     method, optimizer = state["method"], state["optimizer"]
     model = state["compiled"] if path.endswith("+compile") else method
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(state["device"].type, dtype=torch.bfloat16, enabled=bf16):
         if path.startswith("ceiling"):
             with state["stages"]:
                 loss = model(state["first"])["loss"]
@@ -220,6 +225,12 @@ def step(state: dict, path: str, bf16: bool) -> None:
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (timings on a GPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -242,9 +253,11 @@ def measure(args: argparse.Namespace) -> dict:
                 if path in state["opened"]:
                     state["iters"][path] = state["opened"][path]()
                     step(state, path, bf16)  # untimed: the workers start and fill their queue
+                synchronize(state["device"])
                 start = time.perf_counter()
                 for _ in range(args.steps):
                     step(state, path, bf16)
+                synchronize(state["device"])
                 # text: the first batch's real tokens per step (packed blocks: every batch's)
                 rate = args.steps * state["size"] / (time.perf_counter() - start)
                 rates.setdefault(f"{path}|{bf16}", []).append(rate)
@@ -253,9 +266,11 @@ def measure(args: argparse.Namespace) -> dict:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     workers = 0 if args.only == "ceiling" or (args.only == "selfsup" and args.cache) else 2
     # the memory of one path, measured alone: the other paths' loaders are never started
+    gpu = state["device"].type == "cuda"
     return {
         "rates": {k: sorted(v)[len(v) // 2] for k, v in rates.items()},
         "peak_mib": (own + workers * children) / 1024,
+        "gpu_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if gpu else None,
         "unit": state["unit"],
     }
 
@@ -270,6 +285,9 @@ def main() -> int:
         "--arg", dest="method_args", nargs=2, action="append", default=[], metavar=("KEY", "VALUE")
     )
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda"
+    )
     parser.add_argument("--workers", type=int, default=2, help="selfsup's decoding workers")
     parser.add_argument("--cache", action="store_true", help="selfsup reads the decoded cache")
     parser.add_argument("--precision", nargs="*", default=["bf16-mixed", "32-true"])
@@ -292,25 +310,48 @@ def main() -> int:
     if args.json or args.only:
         print(json.dumps(found))
         return 0
-    memory = {}
+    memory: dict[str, float] = {}
+    gpu_memory: dict[str, float] = {}
     rates = found["rates"]
     paths = [p for p in PATHS + COMPILED if any(k.startswith(f"{p}|") for k in rates)]
     if not args.no_memory:
         for path in [p for p in paths if p in PATHS]:
-            command = [sys.executable, __file__, "--only", path, "--steps", "2", "--repeats", "1",
-                       "--method", args.method, "--seq-len", str(args.seq_len),
-                       "--batch", str(args.batch), "--precision", args.precision[0],
-                       "--workers", str(args.workers)] + (["--cache"] if args.cache else [])  # fmt: skip
+            command = [
+                sys.executable,
+                __file__,
+                "--only",
+                path,
+                "--steps",
+                "2",
+                "--repeats",
+                "1",
+                "--method",
+                args.method,
+                "--seq-len",
+                str(args.seq_len),
+                "--batch",
+                str(args.batch),
+                "--precision",
+                args.precision[0],
+                "--workers",
+                str(args.workers),
+                "--device",
+                args.device,
+            ]
+            command += ["--cache"] if args.cache else []  # fmt: skip
             command += ["--backbone", args.backbone] if args.backbone else []
             command += ["--data", args.data] if args.data else []
             command += [x for kv in args.method_args for x in ("--arg", *kv)]
             out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            memory[path] = json.loads(out.strip().splitlines()[-1])["peak_mib"]
+            found_path = json.loads(out.strip().splitlines()[-1])
+            memory[path] = found_path["peak_mib"]
+            if found_path["gpu_peak_mib"] is not None:
+                gpu_memory[path] = found_path["gpu_peak_mib"]
     lines = [
         f"Machine: {machine()}",
         "",
         f"Command: `python benchmarks/throughput.py {' '.join(sys.argv[1:])}` ({args.method}, "
-        f"{args.backbone or 'its default backbone'}, batch {args.batch}, 32 px; median of {args.repeats} interleaved "
+        f"{args.backbone or 'its default backbone'}, batch {args.batch}, 32 px, on {args.device}; median of {args.repeats} interleaved "
         f"repeats of {args.steps} steps after warm-up; selfsup: "
         + ("decoded-image cache, no workers" if args.cache else f"{args.workers} workers")
         + ")",
@@ -325,6 +366,7 @@ def main() -> int:
             rate = rates[f"{path}|{bf16}"]
             mem = (
                 f"{memory[path]:.0f}"
+                + (f" (GPU {gpu_memory[path]:.0f})" if path in gpu_memory else "")
                 if path in memory and bf16 == (args.precision[0] == "bf16-mixed")
                 else ""
             )

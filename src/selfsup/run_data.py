@@ -186,6 +186,7 @@ def make_loader(
             # text and method-built examples: blocks or pairs, not the source's samples
             num_samples=source.num_samples if kind != "text" and custom is None else None,
             finish=finish,
+            pin_memory=fabric.device.type == "cuda",
         )
     except ValueError as err:
         raise ConfigError(f"batch_size: {err}") from None

@@ -37,6 +37,7 @@ class EpochLoader:
             otherwise :meth:`count_steps` finds the number of batches by reading one epoch.
         finish: applied to each batch in the main process (e.g. decoding JPEGs on the device,
             ``selfsup.data.device_decode``).
+        pin_memory: batches in page-locked memory, so that copies to a GPU run asynchronously.
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class EpochLoader:
         shuffle: bool = True,
         num_samples: int | None = None,
         finish: Callable[[Any], Any] | None = None,
+        pin_memory: bool = False,
     ) -> None:
         self.dataset = dataset
         self.batch_size = batch_size
@@ -60,6 +62,7 @@ class EpochLoader:
         self.num_workers = num_workers
         self.collate_fn = collate_fn
         self.finish = finish
+        self.pin_memory = pin_memory
         self.shuffle = shuffle
         self.iterable = isinstance(dataset, IterableDataset)
         self._steps: int | None = None
@@ -123,6 +126,7 @@ class EpochLoader:
             "collate_fn": self.collate_fn,
             "drop_last": True,
             "persistent_workers": False,
+            "pin_memory": self.pin_memory,
             # A DataLoader iterator draws its workers' base seed from this generator; without one
             # it would draw from the global RNG, which the views use, and a resumed run (which
             # opens its iterator mid-epoch) would see different augmentations.
