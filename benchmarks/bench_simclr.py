@@ -30,7 +30,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset
 from torchvision.transforms import v2
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10"
+# CIFAR-10 shards: ../shared beside the checkout, or SELFSUP_CIFAR (a GPU machine's copy)
+DATA = Path(
+    os.environ.get("SELFSUP_CIFAR")
+    or Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10"
+)
 
 
 def machine() -> str:

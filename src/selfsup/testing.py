@@ -11,6 +11,9 @@ make that a few lines in a test, for selfsup's own losses and for yours::
     loss, g1, g2 = gloo_loss_and_grads(partial(nt_xent, temperature=0.2), z1, z2, world_size=2)
     # equal to nt_xent(z1, z2, 0.2) and its gradients, to float tolerance
 
+It also writes small test data: an image folder of PNGs (:func:`image_folder`) and one of JPEGs
+with a corrupt file (:func:`jpeg_folder`).
+
 Functions passed to the processes must be picklable (module-level functions or
 ``functools.partial`` of them), as ``torch.multiprocessing``'s spawn start method requires.
 """
@@ -135,4 +138,47 @@ def image_folder(root: Any, per_class: int = 6, size: int = 20) -> Any:  # noqa:
             for i in range(per_class):
                 pixels = np.clip(np.array(colour) + rng.integers(-20, 20, (size, size, 3)), 0, 255)
                 Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def gradient_picture(height: int, width: int, seed: int = 0) -> Any:  # noqa: ANN401
+    """A PIL image: smooth colour gradients (red along x, green along y; JPEG and resizing change
+    them little, a wrong orientation a lot) with a tint drawn from ``seed``."""
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:height, 0:width]
+    tint = np.random.default_rng(seed).integers(0, 120, 3)
+    pixels = np.stack([x * 200 / width, y * 200 / height, (x + y) * 100 / (width + height)], -1)
+    return Image.fromarray((pixels + tint).clip(0, 255).astype(np.uint8))
+
+
+def jpeg_bytes(image: Any, orientation: int | None = None) -> bytes:  # noqa: ANN401
+    """``image`` as a quality-95 JPEG file, with EXIF ``orientation`` (1-8) when given."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation  # EXIF Orientation
+    image.save(buffer, "JPEG", quality=95, exif=exif)
+    return buffer.getvalue()
+
+
+def jpeg_folder(root: Any, bad: int | None = None) -> Any:  # noqa: ANN401
+    """Write ``root/train/class{0,1}``: 6 JPEGs of 160 x 200 each (class 1 tinted blue); class
+    0's image number ``bad`` truncated after its header (a corrupt file). Returns ``root``."""
+    import numpy as np
+    from PIL import Image
+
+    for c in range(2):
+        folder = root / "train" / f"class{c}"
+        folder.mkdir(parents=True)
+        for i in range(6):
+            picture = np.asarray(gradient_picture(160, 200, 6 * c + i)).copy()
+            picture[..., 2] = 220 if c else 20
+            data = jpeg_bytes(Image.fromarray(picture))
+            (folder / f"{i}.jpg").write_bytes(
+                data[: len(data) // 2] if (c, i) == (0, bad) else data
+            )
     return root

@@ -1,12 +1,8 @@
 """JPEGs decoded with their batch on the device (torchvision's decoder; here its CPU one) give the
 images PIL gives, and a file the device cannot decode is decoded, or named, as on the CPU path."""
 
-import io
-
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from selfsup.config import ConfigError, RunConfig
 from selfsup.data import build_source
@@ -19,25 +15,14 @@ from selfsup.data.device_decode import (
 )
 from selfsup.data.faults import FaultLog, read_faults, set_fault_log
 from selfsup.data.source import DataError
+from selfsup.testing import gradient_picture, jpeg_bytes, jpeg_folder
 
 CPU = torch.device("cpu")
-
-
-def _picture(height: int, width: int, seed: int) -> Image.Image:
-    """A smooth colour gradient (JPEG and resizing change it little) with a seed-dependent tint."""
-    y, x = np.mgrid[0:height, 0:width]
-    tint = np.random.default_rng(seed).integers(0, 120, 3)
-    pixels = np.stack([x * 200 / width, y * 200 / height, (x + y) * 100 / (width + height)], -1)
-    return Image.fromarray((pixels + tint).clip(0, 255).astype(np.uint8))
-
-
-def _jpeg(image: Image.Image, orientation: int | None = None) -> bytes:
-    buffer = io.BytesIO()
-    exif = Image.Exif()
-    if orientation is not None:
-        exif[0x0112] = orientation  # EXIF Orientation
-    image.save(buffer, "JPEG", quality=95, exif=exif)
-    return buffer.getvalue()
+# torchvision's CPU decoder stands in for the GPU; on a machine with one, nvJPEG is tested too
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")),
+]
 
 
 @pytest.fixture
@@ -47,18 +32,23 @@ def mixed_folder(tmp_path):
     a, b = tmp_path / "train" / "a", tmp_path / "train" / "b"
     a.mkdir(parents=True)
     b.mkdir()
-    (a / "0.jpg").write_bytes(_jpeg(_picture(40, 60, 0)))
-    (a / "1.jpg").write_bytes(_jpeg(_picture(50, 30, 1), orientation=6))  # shown rotated 90
-    (a / "2.jpg").write_bytes(_jpeg(_picture(32, 32, 2).convert("L")))
-    (a / "3.jpg").write_bytes(_jpeg(_picture(36, 48, 3).convert("CMYK")))
-    _picture(24, 24, 4).save(a / "4.png")
-    (b / "5.jpg").write_bytes(_jpeg(_picture(64, 80, 5)))
+    (a / "0.jpg").write_bytes(jpeg_bytes(gradient_picture(40, 60, 0)))
+    (a / "1.jpg").write_bytes(
+        jpeg_bytes(gradient_picture(50, 30, 1), orientation=6)
+    )  # shown rotated 90
+    (a / "2.jpg").write_bytes(jpeg_bytes(gradient_picture(32, 32, 2).convert("L")))
+    (a / "3.jpg").write_bytes(jpeg_bytes(gradient_picture(36, 48, 3).convert("CMYK")))
+    gradient_picture(24, 24, 4).save(a / "4.png")
+    (b / "5.jpg").write_bytes(jpeg_bytes(gradient_picture(64, 80, 5)))
     return tmp_path
 
 
-def test_device_decoded_cache_matches_pil(mixed_folder):
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_decoded_cache_matches_pil(mixed_folder, device):
     source = build_source(f"folder:{mixed_folder}", image_size=16)
-    on_device = decoded_cache(source.train, source.num_samples, 16, workers=0, device=CPU)
+    on_device = decoded_cache(
+        source.train, source.num_samples, 16, workers=0, device=torch.device(device)
+    )
     assert source.train.defer_jpeg is False  # restored for the epochs that follow
     assert len(on_device) == len(source.train) == 6
     for i in range(len(on_device)):
@@ -80,8 +70,11 @@ def test_only_jpegs_the_device_decodes_stay_encoded(mixed_folder):
     assert isinstance(read_image(folder / "0.jpg", 16), torch.Tensor)  # not asked to defer
 
 
-def test_a_jpeg_the_device_fails_on_is_named_or_recorded(tmp_path):
-    good = _jpeg(_picture(200, 200, 0))  # large enough that half of it holds the whole header
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_jpeg_the_device_fails_on_is_named_or_recorded(tmp_path, device):
+    good = jpeg_bytes(
+        gradient_picture(200, 200, 0)
+    )  # large enough that half of it holds the whole header
     folder = tmp_path / "train" / "a"
     folder.mkdir(parents=True)
     (folder / "0.jpg").write_bytes(good)
@@ -89,10 +82,12 @@ def test_a_jpeg_the_device_fails_on_is_named_or_recorded(tmp_path):
     (folder / "2.jpg").write_bytes(good)
     source = build_source(f"folder:{tmp_path}", image_size=16)
     with pytest.raises(DataError, match=r"1\.jpg"):
-        decoded_cache(source.train, source.num_samples, 16, workers=0, device=CPU)
+        decoded_cache(source.train, source.num_samples, 16, workers=0, device=torch.device(device))
 
     set_fault_log(source.train, FaultLog(tmp_path / "faults.jsonl"))
-    cache = decoded_cache(source.train, source.num_samples, 16, workers=0, device=CPU)
+    cache = decoded_cache(
+        source.train, source.num_samples, 16, workers=0, device=torch.device(device)
+    )
     assert len(cache) == 2
     faults = read_faults(tmp_path / "faults.jsonl")
     assert len(faults) == 1 and "1.jpg" in faults[0]
@@ -101,7 +96,7 @@ def test_a_jpeg_the_device_fails_on_is_named_or_recorded(tmp_path):
 def test_decode_on_device_keeps_decoded_samples_in_place():
     decoded = torch.full((3, 8, 8), 7, dtype=torch.uint8)
     encoded = EncodedJPEG(
-        torch.frombuffer(bytearray(_jpeg(_picture(8, 8, 0))), dtype=torch.uint8), "x"
+        torch.frombuffer(bytearray(jpeg_bytes(gradient_picture(8, 8, 0))), dtype=torch.uint8), "x"
     )
     images, kept, errors = decode_on_device([decoded, encoded, decoded], 8, CPU)
     assert images.shape == (3, 3, 8, 8) and kept == [0, 1, 2] and errors == []
@@ -111,7 +106,10 @@ def test_decode_on_device_keeps_decoded_samples_in_place():
 def test_shard_jpegs_decode_on_the_device(tmp_path, make_tar):
     members = []
     for i in range(5):
-        members += [(f"{i:03d}.jpg", _jpeg(_picture(30, 40, i))), (f"{i:03d}.cls", b"%d" % i)]
+        members += [
+            (f"{i:03d}.jpg", jpeg_bytes(gradient_picture(30, 40, i))),
+            (f"{i:03d}.cls", b"%d" % i),
+        ]
     make_tar(tmp_path / "train-0000.tar", members)
     source = build_source(f"shards:{tmp_path}", image_size=12)
     on_device = decoded_cache(source.train, None, 12, workers=0, device=CPU)
@@ -131,28 +129,12 @@ def test_the_decoding_device_follows_the_accelerator():
         RunConfig(decode_device="gpu").validate()
 
 
-def _jpeg_folder(root, bad: int | None = None):
-    """train/class{0,1}: 6 JPEGs each (class 1 tinted blue); class 0's ``bad`` truncated after its
-    header."""
-    for c in range(2):
-        folder = root / "train" / f"class{c}"
-        folder.mkdir(parents=True)
-        for i in range(6):
-            picture = np.asarray(_picture(160, 200, 6 * c + i)).copy()
-            picture[..., 2] = 220 if c else 20
-            data = _jpeg(Image.fromarray(picture))
-            (folder / f"{i}.jpg").write_bytes(
-                data[: len(data) // 2] if (c, i) == (0, bad) else data
-            )
-    return root
-
-
 def test_epoch_loader_finishes_batches_on_the_device_and_replaces_a_bad_sample(tmp_path):
     from selfsup.data.device_decode import DeferredCollate, DeviceDecoder
     from selfsup.data.faults import FaultCounter
     from selfsup.engine.loader import EpochLoader
 
-    source = build_source(f"folder:{_jpeg_folder(tmp_path, bad=2)}", image_size=16)
+    source = build_source(f"folder:{jpeg_folder(tmp_path, bad=2)}", image_size=16)
     dataset = source.train
     dataset.defer_jpeg = True
     finish = DeviceDecoder(16, CPU, faults=lambda: dataset.faults)
@@ -184,7 +166,7 @@ def test_a_run_decodes_jpegs_on_the_device(tmp_path, monkeypatch, decode_cache):
 
     monkeypatch.setattr(device_decode, "decode_on_device", counted)
     monkeypatch.setattr(selfsup.data.cache, "decode_on_device", counted)
-    data = _jpeg_folder(tmp_path / "imgs", bad=3)
+    data = jpeg_folder(tmp_path / "imgs", bad=3)
     args = ["pretrain", "--method", "simclr", "--data", f"folder:{data}", "--batch-size", "4",
             "--image-size", "16", "--budget", "3steps", "num_workers=1", "progress=false",
             "method_args.proj_hidden_dim=16", f"decode_cache={decode_cache}",
@@ -196,13 +178,14 @@ def test_a_run_decodes_jpegs_on_the_device(tmp_path, monkeypatch, decode_cache):
     )
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_exif_orientation_is_applied_as_pil_applies_it(orientation):
+def test_exif_orientation_is_applied_as_pil_applies_it(orientation, device):
     """torchvision applies EXIF orientation on the CPU only: the device path applies it itself."""
-    data = _jpeg(_picture(40, 64, 0), orientation=orientation)
+    data = jpeg_bytes(gradient_picture(40, 64, 0), orientation=orientation)
     encoded = read_image(data, 24, defer_jpeg=True)
     assert isinstance(encoded, EncodedJPEG) and encoded.orientation == orientation
-    on_device = decode_on_device([encoded], 24, CPU)[0][0]
+    on_device = decode_on_device([encoded], 24, torch.device(device))[0][0].cpu()
     with_pil = read_image(data, 24)
     difference = (on_device.float() - with_pil.float()).abs().mean()
     assert difference < 4, f"orientation {orientation}: mean difference {difference:.1f} levels"

@@ -1,0 +1,44 @@
+"""Runs on a CUDA GPU, end to end through the CLI: skipped on machines without one (CI), run by
+``benchmarks/gpu_checks.sh`` where a GPU is lent. Each also checks that the run used the GPU."""
+
+import json
+
+import pytest
+import torch
+
+from selfsup.cli import main
+from selfsup.testing import jpeg_folder
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+COMMON = ["--budget", "3steps", "num_workers=1", "progress=false", "accelerator=cuda"]
+
+
+@pytest.mark.parametrize("decode_cache", ["off", "on"])
+def test_simclr_decodes_jpegs_on_the_gpu(tmp_path, decode_cache):
+    data = jpeg_folder(tmp_path / "imgs", bad=3)
+    run = tmp_path / "run"
+    args = ["pretrain", "--method", "simclr", "--data", f"folder:{data}", "--batch-size", "4",
+            "--image-size", "16", "--out", str(run), *COMMON, "method_args.proj_hidden_dim=16",
+            f"decode_cache={decode_cache}"]  # fmt: skip
+    assert main(args) == 0
+    assert "3.jpg" in (run / "faults.jsonl").read_text()  # the truncated file, named
+    assert "precision: bf16-mixed" in (run / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("method", "extra"),
+    [
+        ("mlm", ["--backbone", "bert-tiny", "seq_len=32"]),
+        ("word2vec", ["seq_len=200", "method_args.min_count=1"]),
+        ("byol", ["--image-size", "16", "--data", "digits"]),
+    ],
+)
+def test_methods_train_on_the_gpu(tmp_path, capsys, method, extra):
+    data = [] if "--data" in extra else ["--data", "lee"]
+    run = tmp_path / "run"
+    args = ["pretrain", "--method", method, *data, "--batch-size", "8", "--out", str(run),
+            *COMMON, *extra]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 3
