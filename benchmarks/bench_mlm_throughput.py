@@ -27,16 +27,11 @@ from selfsup.data import build_source
 from selfsup.data.packing import PackedBlocks
 from selfsup.data.tokenizer import train_tokenizer
 from selfsup.methods import BuildContext, create_method
+from selfsup.run_data import texts_of
 
 
 def documents(data: str, limit: int) -> list[str]:
-    source = build_source(data, image_size=32, seed=0, shuffle_buffer=0)
-    texts = []
-    for sample in source.train:
-        texts.append(sample["text"])
-        if len(texts) >= limit:
-            break
-    return texts
+    return texts_of(build_source(data, image_size=32, seed=0, shuffle_buffer=0), limit)
 
 
 def hf_batches(texts: list[str], tokenizer, seq_len: int, batch: int) -> list[dict]:
