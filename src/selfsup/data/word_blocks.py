@@ -216,3 +216,37 @@ def one_example_per_pair(bags: Tensor, valid: Tensor, targets: Tensor) -> tuple[
     centre, slot = valid.nonzero(as_tuple=True)  # (N,)
     pairs = bags[centre, slot][:, None]
     return pairs, valid.new_ones(pairs.shape), targets[centre]
+
+
+def draw_examples(
+    ids: Tensor, keep: Tensor, sep_id: int, window: int, cbow: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """word2vec's random part of a step: subsample the words, draw every centre's window.
+
+    Args:
+        ids: ``(B, L)`` word blocks; ``sep_id`` ends a document.
+        keep: ``(V,)`` probability of keeping each occurrence of a word (0: never trained on,
+            as special ids and words below min_count).
+        sep_id: the document separator's id.
+        window: largest window; each centre draws its own from 1..window.
+        cbow: only centres with a context word are examples.
+
+    Returns:
+        ``(bags (M, 2W), valid (M, 2W), targets (M,), words)``: example m predicts the
+        centre word ``targets[m]`` from the context words ``bags[m]`` where ``valid[m]``
+        (True = in the centre's window and sentence; skip-gram: one pair per valid slot;
+        CBOW: only centres with a context word are examples); ``words`` is the subsampled
+        stream the centres come from.
+    """
+    b, length = ids.shape
+    rows = torch.arange(b, device=ids.device)[:, None]
+    segment = torch.cumsum(ids == sep_id, dim=1) + length * rows  # (B, L) sentence id
+    kept = torch.rand(ids.shape, device=ids.device) < keep[ids]  # (B, L) True = trained on
+    words, segment = ids[kept], segment[kept]  # (M,) the subsampled stream, in order
+    radius = torch.randint(1, window + 1, words.shape, device=ids.device)  # (M,)
+    context, valid = context_windows(segment, radius, window)  # (M, 2W)
+    bags = words[context]  # (M, 2W) context word ids (any id where not valid)
+    if cbow:
+        has = valid.any(dim=1)
+        return bags[has], valid[has], words[has], words
+    return bags, valid, words, words

@@ -62,13 +62,11 @@ Choices, and where we differ from the C tool:
     * Huffman ties are broken by node id (leaves first, then inner nodes in creation order), so
       codes can differ from the C tool's where counts tie (both trees are optimal).
     * Order: the ``seq_len``-word blocks come in a new random order every epoch (``shuffle``,
-      default), where the C tool reads the corpus in order (each of its threads its own part of
-      the file, all at once) and gensim's workers interleave consecutive 10,000-word jobs. In
-      order, updates from one article follow one another for thousands of words; shuffled
-      blocks mix them as SGD wants. On the 0.4 M-word Wikipedia sample (1,000-word blocks,
-      paired by seed) shuffling raised WordSim-353 from 0.188 to 0.231 for skip-gram (6 of 6
-      seeds) and from 0.189 to 0.216 for CBOW (8 of 10), above gensim with 2 workers, which
-      itself beat gensim with 1 by 0.015-0.04 on every seed (``benchmarks/word2vec.md``).
+      default), where the C tool and gensim read the corpus in order (several threads' or
+      workers' parts at once). Read in order, one article's updates follow one another for
+      thousands of words; on the Wikipedia sample shuffling raised WordSim-353 from 0.19 to
+      0.23 (skip-gram, 6 of 6 seeds) and from 0.19 to 0.22 (CBOW, 8 of 10), to gensim's level
+      (``benchmarks/word2vec.md``).
 
 Fused SGD (``fused=True``, default, one process): :meth:`Word2Vec.update` applies the C tool's
 updates itself, without autograd (:mod:`.word2vec_sgd`, which says what that demands of the run);
@@ -93,7 +91,7 @@ import torch
 from torch import Tensor, nn
 
 from selfsup.config import ConfigError
-from selfsup.data.word_blocks import WordBlocks, context_windows, count_words, one_example_per_pair
+from selfsup.data.word_blocks import WordBlocks, count_words, draw_examples, one_example_per_pair
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
 from selfsup.methods.word2vec_format import ranked_vectors, write_export
 from selfsup.methods.word2vec_sgd import Couples, Scratch, fused_sgd, summed_loss
@@ -283,30 +281,8 @@ class Word2Vec(Method):
         return draw_noise(self.noise_prob, self.noise_alias, self.noise_words, shape)
 
     def examples(self, ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The random part of a step: subsample, draw every centre's window.
-
-        Args:
-            ids: ``(B, L)`` word blocks; [SEP] ends a document, other special ids are skipped.
-
-        Returns:
-            ``(bags (M, 2W), valid (M, 2W), targets (M,), words)``: example m predicts the
-            centre word ``targets[m]`` from the context words ``bags[m]`` where ``valid[m]``
-            (True = in the centre's window and sentence; skip-gram: one pair per valid slot;
-            CBOW: only centres with a context word are examples); ``words`` is the subsampled
-            stream the centres come from.
-        """
-        b, length = ids.shape
-        rows = torch.arange(b, device=ids.device)[:, None]
-        segment = torch.cumsum(ids == self.sep_id, dim=1) + length * rows  # (B, L) sentence id
-        kept = torch.rand(ids.shape, device=ids.device) < self.keep[ids]  # (B, L) True = trained on
-        words, segment = ids[kept], segment[kept]  # (M,) the subsampled stream, in order
-        radius = torch.randint(1, self.window + 1, words.shape, device=ids.device)  # (M,)
-        context, valid = context_windows(segment, radius, self.window)  # (M, 2W)
-        bags = words[context]  # (M, 2W) context word ids (any id where not valid)
-        if self.architecture == "cbow":
-            has = valid.any(dim=1)
-            return bags[has], valid[has], words[has], words
-        return bags, valid, words, words
+        """The random part of a step on ``ids (B, L)``: see :func:`draw_examples`."""
+        return draw_examples(ids, self.keep, self.sep_id, self.window, self.architecture == "cbow")
 
     def couples(
         self, bags: Tensor, valid: Tensor, targets: Tensor, noise: Tensor | None
