@@ -83,6 +83,7 @@ def test_a_jpeg_the_device_fails_on_is_named_or_recorded(tmp_path, device):
     source = build_source(f"folder:{tmp_path}", image_size=16)
     with pytest.raises(DataError, match=r"1\.jpg"):
         decoded_cache(source.train, source.num_samples, 16, workers=0, device=torch.device(device))
+    assert source.train.defer_jpeg is False  # restored after the error too
 
     set_fault_log(source.train, FaultLog(tmp_path / "faults.jsonl"))
     cache = decoded_cache(

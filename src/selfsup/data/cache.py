@@ -103,6 +103,38 @@ def _decode_batch(
     return out
 
 
+def _decode_all(
+    dataset: Dataset,
+    num_samples: int | None,
+    image_size: int,
+    workers: int,
+    device: torch.device | None,
+) -> tuple[torch.Tensor, list[torch.Tensor], list[str] | None, int]:
+    """(images (capacity, 3, S, S), label batches, texts, count) read from ``dataset``."""
+    loader = DataLoader(dataset, batch_size=256, num_workers=workers, collate_fn=_collate)
+    capacity = num_samples or 1024
+    images = torch.empty((capacity, 3, image_size, image_size), dtype=torch.uint8)
+    labels: list[torch.Tensor] = []
+    texts: list[str] | None = None
+    count = 0
+    for batch in loader:
+        if isinstance(batch["image"], list):
+            batch = _decode_batch(batch, image_size, device, getattr(dataset, "faults", None))
+        n = len(batch["image"])
+        if count + n > len(images):  # a stream of unknown length: grow geometrically
+            grown = torch.empty(
+                (max(2 * len(images), count + n), *images.shape[1:]), dtype=torch.uint8
+            )
+            grown[:count] = images[:count]
+            images = grown
+        images[count : count + n] = batch["image"]
+        labels.append(batch["label"])
+        if "text" in batch:
+            texts = (texts or []) + batch["text"]
+        count += n
+    return images, labels, texts, count
+
+
 def decoded_cache(
     dataset: Dataset,
     num_samples: int | None,
@@ -125,31 +157,16 @@ def decoded_cache(
         DataError: The dataset yields no sample.
     """
     start = time.perf_counter()
-    if device is not None and hasattr(dataset, "defer_jpeg"):
+    defer = device is not None and hasattr(dataset, "defer_jpeg")
+    if defer:
         dataset.defer_jpeg = True  # the workers read JPEGs, the device decodes them
-    loader = DataLoader(dataset, batch_size=256, num_workers=workers, collate_fn=_collate)
-    capacity = num_samples or 1024
-    images = torch.empty((capacity, 3, image_size, image_size), dtype=torch.uint8)
-    labels: list[torch.Tensor] = []
-    texts: list[str] | None = None
-    count = 0
-    for batch in loader:
-        if isinstance(batch["image"], list):
-            batch = _decode_batch(batch, image_size, device, getattr(dataset, "faults", None))
-        n = len(batch["image"])
-        if count + n > len(images):  # a stream of unknown length: grow geometrically
-            grown = torch.empty(
-                (max(2 * len(images), count + n), *images.shape[1:]), dtype=torch.uint8
-            )
-            grown[:count] = images[:count]
-            images = grown
-        images[count : count + n] = batch["image"]
-        labels.append(batch["label"])
-        if "text" in batch:
-            texts = (texts or []) + batch["text"]
-        count += n
-    if hasattr(dataset, "defer_jpeg"):
-        dataset.defer_jpeg = False
+    try:
+        images, labels, texts, count = _decode_all(
+            dataset, num_samples, image_size, workers, device
+        )
+    finally:
+        if defer:
+            dataset.defer_jpeg = False
     if count == 0:
         raise DataError("the data holds no readable image to cache")
     images = images[:count].clone() if count < len(images) else images
