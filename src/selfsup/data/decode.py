@@ -67,9 +67,11 @@ def square(image: torch.Tensor, size: int) -> torch.Tensor:
     torchvision's uint8 resize, about 6x faster than PIL's bicubic on a 2-core CPU (500 x 375 to
     224 px: 0.34 against 2.0 ms; ``benchmarks/decode.md``), and the same on every device.
     """
+    height, width = image.shape[-2:]
+    if height == width == size:  # already S x S (CIFAR-sized files at their own size)
+        return image.contiguous()
     from torchvision.transforms.v2 import functional as F
 
-    height, width = image.shape[-2:]
     if min(height, width) != size:
         scale = size / min(height, width)
         shape = [max(size, round(height * scale)), max(size, round(width * scale))]
