@@ -3,14 +3,19 @@
 # a GPU machine (15 minutes of device time: this run, and room to rerun it once).
 #
 # Run it from the repository root with a Python that has torch with CUDA and selfsup's
-# dependencies (the device machines' image has them; gensim is not needed here):
+# dependencies:
 #
 #     OUT=gpu-results SELFSUP_CIFAR=.gpu/cifar10 bash benchmarks/gpu_checks.sh
 #
-# SELFSUP_CIFAR: a folder of CIFAR-10 tar shards for the SimCLR throughput. ../shared does not
-# travel to a device machine: copy two train shards into an ignored folder of the checkout
-# (`mkdir -p .gpu/cifar10 && cp ../shared/data/cifar10/train-000[01].tar .gpu/cifar10/`,
-# `echo /.gpu/ >> .git/info/exclude`) and name `.gpu` in the run's carry.
+# Preparing the carried folder `.gpu` here (`echo /.gpu/ >> .git/info/exclude`; name `.gpu` in the
+# run's carry, 64 MiB at most):
+#   * SELFSUP_CIFAR: CIFAR-10 tar shards for the SimCLR throughput. ../shared does not travel:
+#     `mkdir -p .gpu/cifar10 && cp ../shared/data/cifar10/train-000[01].tar .gpu/cifar10/`.
+#   * .gpu/wheels: the packages the device image lacks, as wheels for its Python (3.12), installed
+#     below. The image of 2026-11 had no gensim (selfsup's built-in text corpora come from it) and
+#     listed no lightning-fabric: `python3 -m pip download --no-deps --only-binary=:all:
+#     --python-version 3.12 --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64
+#     -d .gpu/wheels gensim lightning-fabric`.
 #
 # Writes into $OUT: versions.txt, tests.txt (the CUDA tests: tests/test_gpu.py and the nvJPEG
 # cases of tests/data/test_device_decode.py), decode.md, throughput_simclr.md and
@@ -20,11 +25,16 @@ out=${OUT:-gpu-results}
 mkdir -p "$out"
 py=${PYTHON:-python3}
 export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+if compgen -G ".gpu/wheels/*.whl" > /dev/null; then
+    "$py" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/wheels/*.whl \
+        && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
 
 "$py" - <<'EOF' 2>&1 | tee "$out/versions.txt"
-import lightning_fabric, torch, torchvision, transformers
+import gensim, lightning_fabric, torch, torchvision, transformers
 print("torch", torch.__version__, "torchvision", torchvision.__version__,
-      "transformers", transformers.__version__, "lightning-fabric", lightning_fabric.__version__)
+      "transformers", transformers.__version__, "lightning-fabric", lightning_fabric.__version__,
+      "gensim", gensim.__version__)
 print("GPU", torch.cuda.get_device_name() if torch.cuda.is_available() else "none")
 EOF
 
