@@ -125,6 +125,7 @@ def run_selfsup(
     batch_size: int,
     seed: int,
     extra: dict,
+    device: str = "cpu",
 ) -> dict:
     from selfsup.engine.optim import build_optimizer, lr_factor, set_lr
     from selfsup.methods import BuildContext
@@ -137,16 +138,18 @@ def run_selfsup(
     defaults = Word2Vec.defaults
     texts = [{"text": " ".join(words)} for words in docs]
     dataset, collate = method.training_data(texts, tokenizer, seq_len=1000, seed=seed)
+    method.to(device)  # after the counts: training_data sets them on the method's device
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     steps_per_epoch = sum(1 for _ in loader)  # counted before the clock starts, as the engine does
     total = epochs * steps_per_epoch
     optimizer = build_optimizer(method.param_groups(), defaults.optimizer, LR[architecture],
                                 defaults.weight_decay, momentum=defaults.momentum)  # fmt: skip
-    step, words = 0, 0.0
+    step, words = 0, torch.zeros((), device=device)  # summed on the device: no sync per step
     start = time.perf_counter()
     for epoch in range(epochs):
         dataset.set_epoch(epoch)  # the block order, as the engine's loader sets it
         for batch in loader:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             lr = set_lr(optimizer, lr_factor((step + 1) / total, 0.0, defaults.final_lr, "linear"))
             if method.updates_itself:  # fused SGD, as the engine runs it
                 out = method.update(batch, lr)
@@ -155,8 +158,9 @@ def run_selfsup(
                 out["loss"].backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-            words += float(out["words"])
+            words += out["words"]
             step += 1
+    words = float(words)  # waits for the device
     seconds = time.perf_counter() - start
     vocab, vectors, _ = method.word_vectors()
     return {"seconds": seconds, "words": words, "vocabulary": len(vocab), "steps": step,
@@ -231,6 +235,7 @@ def main() -> None:
     parser.add_argument("--torch-threads", type=int, default=None, help="default: --workers")
     parser.add_argument("--batch-size", type=int, default=4, help="selfsup: 1000-word blocks")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="selfsup's device (gensim: the CPU)")
     parser.add_argument("--repeats", type=int, default=3, help="seeds seed, seed + 1, ...")
     parser.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
                         help="a further selfsup word2vec argument, e.g. shared_negatives=true")  # fmt: skip
@@ -276,9 +281,8 @@ def main() -> None:
                 if isinstance(method_args, int):
                     r = run_gensim(docs, arch, args.epochs, method_args, seed)
                 else:
-                    r = run_selfsup(
-                        docs, tokenizer, arch, args.epochs, args.batch_size, seed, method_args
-                    )
+                    r = run_selfsup(docs, tokenizer, arch, args.epochs, args.batch_size, seed,
+                                    method_args, args.device)  # fmt: skip
                 results.setdefault((impl, arch), []).append(r)
                 rate = r["words"] / max(r["seconds"], 1e-9)
                 print(f"{impl:8s} {arch:9s} seed {seed} {rate:12,.0f} effective words/s  {r}",
@@ -286,7 +290,7 @@ def main() -> None:
 
     command = "python benchmarks/bench_word2vec.py " + " ".join(sys.argv[1:])
     text = (
-        "# word2vec: selfsup beside gensim (CPU)\n\n"
+        f"# word2vec: selfsup ({args.device}) beside gensim (CPU)\n\n"
         f"- machine: {machine()}\n"
         f"- command: `{command.strip()}`\n"
         f"- corpus: gensim's Wikipedia sample `{WIKI}`, {len(docs):,} articles, "
