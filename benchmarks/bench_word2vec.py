@@ -183,6 +183,11 @@ WordSim-353. Before the blocks were shuffled, CBOW stayed 0.04 below gensim on W
 None of these closed that gap: skipping updates with |score| >= 6 as gensim does, chunks of
 1 to 256 centres instead of 1,024, or strided chunks.
 
+Chunk size: each chunk sums the updates of every occurrence of a word in it. Chunks of 65,536
+examples (with steps of 16 blocks, `--batch-size 16 --arg chunk_size=65536`, 2 seeds) gave NaN
+vectors for both architectures at these learning rates, so a GPU cannot simply take larger
+chunks to spend fewer kernel launches.
+
 Quality, paired by seed: gensim 4 starts the input vectors in [-1/dim, 1/dim], twice the C
 tool's range (selfsup's default); `init_scale=1` uses gensim's range. Run to run, one seed's
 WordSim-353 moves by up to 0.04 for either side on this 0.4 M-word corpus.
