@@ -42,3 +42,21 @@ def test_methods_train_on_the_gpu(tmp_path, capsys, method, extra):
     assert main(args) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 3
+
+
+def test_clip_decodes_caption_jpegs_on_the_gpu(tmp_path):
+    from selfsup.testing import gradient_picture, jpeg_bytes
+
+    rows = ["image,caption"]
+    for i in range(13):  # row 9 is held out: 12 training pairs
+        data = jpeg_bytes(gradient_picture(60, 80, i))
+        (tmp_path / f"{i}.jpg").write_bytes(data[: len(data) // 2] if i == 4 else data)
+        rows.append(f"{i}.jpg,a picture number {i}")
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    args = ["pretrain", "--method", "clip", "--data", f"captions:{tmp_path / 'pairs.csv'}",
+            "--batch-size", "6", "--image-size", "16", "--out", str(run), *COMMON,
+            "decode_cache=off", "seq_len=12", "method_args.text_backbone=bert-tiny",
+            "method_args.embed_dim=16"]  # fmt: skip
+    assert main(args) == 0
+    assert "4.jpg" in (run / "faults.jsonl").read_text()

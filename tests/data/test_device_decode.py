@@ -190,3 +190,61 @@ def test_exif_orientation_is_applied_as_pil_applies_it(orientation, device):
     with_pil = read_image(data, 24)
     difference = (on_device.float() - with_pil.float()).abs().mean()
     assert difference < 4, f"orientation {orientation}: mean difference {difference:.1f} levels"
+
+
+def test_caption_pairs_decode_on_the_device(tmp_path, monkeypatch):
+    """CLIP's batches (images with tokenised captions) through the deferred path: the captions
+    stay with their images when a corrupt JPEG's place is taken by another sample."""
+    import selfsup.data.device_decode as device_decode
+    import selfsup.run_data
+    from selfsup.cli import main
+
+    monkeypatch.setattr(selfsup.run_data, "jpeg_decode_device", lambda *args: CPU)
+    decoded, original = [], device_decode.decode_on_device
+
+    def counted(images, size, device):
+        decoded.append(sum(isinstance(image, EncodedJPEG) for image in images))
+        return original(images, size, device)
+
+    monkeypatch.setattr(device_decode, "decode_on_device", counted)
+    rows = ["image,caption"]
+    for i in range(13):  # row 9 is held out: 12 training pairs, one epoch in the 2 steps
+        data = jpeg_bytes(gradient_picture(60, 80, i))
+        (tmp_path / f"{i}.jpg").write_bytes(data[: len(data) // 2] if i == 4 else data)
+        rows.append(f"{i}.jpg,a picture number {i}")
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    args = ["pretrain", "--method", "clip", "--data", f"captions:{tmp_path / 'pairs.csv'}",
+            "--batch-size", "6", "--image-size", "16", "--budget", "2steps", "--out", str(run),
+            "num_workers=1", "progress=false", "decode_cache=off", "seq_len=12",
+            "method_args.text_backbone=bert-tiny", "method_args.embed_dim=16"]  # fmt: skip
+    assert main(args) == 0
+    assert sum(decoded) == 12  # 2 steps of 6 JPEGs, decoded on the "device"
+    assert "4.jpg" in (run / "faults.jsonl").read_text()
+
+
+def test_the_replacement_keeps_every_field_of_a_sample_together():
+    """A failed sample's place is taken by another whole sample: image, label, tokens, text."""
+    from selfsup.data.device_decode import DeviceDecoder
+    from selfsup.data.faults import FaultCounter
+
+    good = [jpeg_bytes(gradient_picture(20, 20, i)) for i in range(3)]
+    bad = good[1][: len(good[1]) // 2]
+    images = [EncodedJPEG(torch.frombuffer(bytearray(d), dtype=torch.uint8), f"{i}.jpg")
+              for i, d in enumerate([good[0], bad, good[2]])]  # fmt: skip
+    batch = {
+        "image": images,
+        "label": torch.tensor([10, 11, 12]),
+        "input_ids": torch.tensor([[1, 10], [1, 11], [1, 12]]),
+        "text": ["zero", "one", "two"],
+    }
+    sink = FaultCounter()
+    out = DeviceDecoder(8, CPU, faults=lambda: sink)(batch)
+    assert (
+        out["image"].shape == (3, 3, 8, 8) and len(sink.errors) == 1 and "1.jpg" in sink.errors[0]
+    )
+    taken = out["label"][1].item() - 10  # the sample in the failed one's place
+    assert taken in (0, 2)
+    assert out["input_ids"][1].tolist() == [1, 10 + taken]
+    assert out["text"][1] == ["zero", "one", "two"][taken]
+    assert torch.equal(out["image"][1], out["image"][taken])
