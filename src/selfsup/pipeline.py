@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning_fabric import Fabric
 
 from selfsup.checks import (
     check_backbone,
@@ -33,7 +31,7 @@ from selfsup.checks import (
     check_source_faults,
 )
 from selfsup.config import ConfigError, RunConfig, parse_budget, save_config
-from selfsup.data import build_source
+from selfsup.data import DataSource, build_source
 from selfsup.data.faults import (
     FaultCounter,
     FaultLog,
@@ -53,6 +51,7 @@ from selfsup.engine.optim import build_optimizer
 from selfsup.engine.precision import resolve_precision
 from selfsup.evaluate.diagnostics import Probe
 from selfsup.evaluate.features import collate_for
+from selfsup.launch import gather_objects, make_fabric
 from selfsup.methods import METHODS, BuildContext, Method
 from selfsup.run_data import (
     decode_once,
@@ -74,55 +73,6 @@ def default_run_dir(config: RunConfig) -> Path:
     return Path("runs") / f"{config.method}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def launcher_processes(environ: dict[str, str] | None = None) -> tuple[int, int] | None:
-    """``(processes per node, nodes)`` when an outside launcher started this process: torchrun
-    (``LOCAL_WORLD_SIZE``, ``WORLD_SIZE``) or SLURM's srun (``SLURM_NTASKS_PER_NODE``,
-    ``SLURM_NNODES``; not in an interactive ``bash`` job); else None."""
-    env = os.environ if environ is None else environ
-    try:
-        if "LOCAL_WORLD_SIZE" in env and "WORLD_SIZE" in env:
-            local, world = int(env["LOCAL_WORLD_SIZE"]), int(env["WORLD_SIZE"])
-            return local, max(world // max(local, 1), 1)
-        interactive = env.get("SLURM_JOB_NAME") in ("bash", "interactive")
-        if "SLURM_NTASKS_PER_NODE" in env and "SLURM_NNODES" in env and not interactive:
-            return int(env["SLURM_NTASKS_PER_NODE"]), int(env["SLURM_NNODES"])
-    except ValueError:  # e.g. SLURM's "2(x3)" for uneven nodes: leave it to Fabric's checks
-        return None
-    return None
-
-
-def make_fabric(config: RunConfig) -> Fabric:
-    """Lightning Fabric for the config's accelerator, devices, nodes, strategy and precision.
-
-    Under torchrun or srun, ``devices`` and ``num_nodes`` left at 1 take the launcher's numbers
-    (and the run's config.yaml records them); numbers that contradict it are refused."""
-    if config.precision == "16-mixed" and not torch.cuda.is_available():
-        raise ConfigError("precision=16-mixed needs a GPU; use bf16-mixed on CPU")
-    launched = launcher_processes()
-    if launched is not None and (config.devices, config.num_nodes) == (1, 1):
-        config.devices, config.num_nodes = launched
-        if config.devices * config.num_nodes > 1 and config.strategy == "auto":
-            config.strategy = "ddp"
-    elif launched is not None and (config.devices, config.num_nodes) != launched:
-        raise ConfigError(
-            f"devices={config.devices}, num_nodes={config.num_nodes} contradict the launcher "
-            f"(torchrun or srun), which started {launched[0]} processes per node on "
-            f"{launched[1]} node(s): leave devices and num_nodes unset, or match them"
-        )
-    try:
-        return Fabric(
-            accelerator=config.accelerator,
-            devices=config.devices,
-            num_nodes=config.num_nodes,
-            strategy=config.strategy,
-            precision=config.precision,  # type: ignore[arg-type]
-        )
-    except (ValueError, RuntimeError) as err:  # e.g. devices that contradict torchrun or srun
-        raise ConfigError(
-            f"devices={config.devices}, num_nodes={config.num_nodes}: {err}"
-        ) from None
-
-
 def pretrain(
     config: RunConfig,
     resume: str | Path | None = None,
@@ -139,36 +89,8 @@ def pretrain(
         resume: a run directory to continue from its latest checkpoint.
         overwrite: replace an existing run directory at ``config.out``.
     """
-    if resume is not None:
-        run_dir = Path(resume)
-        ckpt = latest_checkpoint(run_dir / "checkpoints")
-        if ckpt is None:
-            raise ConfigError(
-                f"--resume {run_dir}: no complete checkpoint in {run_dir / 'checkpoints'}"
-            )
-    else:
-        run_dir = Path(config.out) if config.out else default_run_dir(config)
-        if (run_dir / "config.yaml").exists() and not overwrite:
-            raise RunExistsError(
-                f"{run_dir} already holds a run; pass --resume {run_dir} to continue it, "
-                "--overwrite to replace it, or choose another --out"
-            )
-    config.validate()
-    config.precision = resolve_precision(config.precision, config.accelerator)
-    cls = METHODS.get(config.method)
-    check_method_args(cls, config.method_args)
-    check_backbone(cls, config.backbone)
-    check_precision_and_norm(config.method, cls, config.precision, config.sync_batchnorm)
-    source = build_source(config.data, image_size=config.image_size, seed=config.seed)
-    check_compatible(config.method, cls, source)
-    check_online_knn(config, source)
-    check_source_faults(config, source)
-    if config.resample:
-        check_resample(config, source)
-        source.train.resample = True  # type: ignore[union-attr]
-    if use_decode_cache(config, cls, source):
-        decode_once(config, source)
-        check_source_faults(config, source)
+    run_dir, ckpt = _run_directory(config, resume, overwrite)
+    cls, source = _checked_source(config)
 
     fabric = make_fabric(config)
     fabric.launch()
@@ -180,14 +102,7 @@ def pretrain(
         prepare_tokenizer(config, source, run_dir, fabric, cls) if cls.kind != "image" else None
     )
     ctx = BuildContext.from_config(config, tokenizer, fabric.world_size, source.num_samples)
-    try:
-        method = cls.build(ctx, **config.method_args)
-    except ValueError as err:  # an argument value the method refuses, named by its message
-        raise ConfigError(f"{config.method}: {err}") from None
-    if config.sync_batchnorm and fabric.world_size > 1:
-        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
-    if config.compile:
-        method.compile()  # in place: parameter names and checkpoints stay those of the eager model
+    method = _build_method(config, cls, ctx, fabric.world_size)
     # Until the run directory exists, faults (e.g. while counting an epoch) are only counted.
     set_fault_log(source.train, FaultCounter())
     loader = make_loader(cls.kind, source, tokenizer, config, fabric, method)
@@ -202,21 +117,7 @@ def pretrain(
 
     # Checks passed and the model is built: now the run directory may be written.
     if fabric.is_global_zero:
-        if resume is None and run_dir.exists() and overwrite:
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, run_dir / "config.yaml")
-        # What the method was built from besides the config (rebuilding it needs the same).
-        context = {"world_size": ctx.world_size, "num_samples": ctx.num_samples}
-        (run_dir / "context.json").write_text(json.dumps(context))
-        if tokenizer is not None and not (run_dir / "tokenizer").exists():
-            from selfsup.data.tokenizer import save_tokenizer
-
-            save_tokenizer(tokenizer, run_dir / "tokenizer")
-        if resume is None and source.faults:
-            fault_log = FaultLog(run_dir / "faults.jsonl")
-            for error in source.faults:
-                fault_log.record(error)
+        _write_run_directory(run_dir, config, ctx, tokenizer, source.faults, resume, overwrite)
     fabric.barrier()
     faults_path = run_dir / (
         "faults.jsonl" if fabric.global_rank == 0 else f"faults-rank{fabric.global_rank}.jsonl"
@@ -229,22 +130,8 @@ def pretrain(
     state = TrainState()
     # Each process draws its own views and masks (a different stream per rank).
     fabric.seed_everything(config.seed + fabric.global_rank, verbose=False)
-    if resume is not None:
-        saved, meta = load_checkpoint(ckpt)
-        method.load_state_dict(saved["method"], strict=True)
-        optimizer.load_state_dict(saved["optimizer"])
-        if len(saved["ranks"]) != fabric.world_size:
-            raise ConfigError(
-                f"{ckpt} was written by {len(saved['ranks'])} processes; resume with the same number"
-            )
-        mine = saved["ranks"][fabric.global_rank]
-        set_rng_state(mine["rng"])
-        state = TrainState(
-            **{**meta["state"], "epoch": mine["epoch"], "batch_in_epoch": mine["batch_in_epoch"]}
-        )
-        if "faults_offset" in mine:  # forget the faults of steps about to be redone
-            monitor.truncate(mine["faults_offset"])
-        log.info("resumed %s at step %d", ckpt, state.step)
+    if ckpt is not None:
+        state = _restore(ckpt, method, optimizer, fabric.global_rank, fabric.world_size, monitor)
 
     def save(current: TrainState) -> None:
         # Every process's RNG and data position, so that each resumes its own stream.
@@ -275,7 +162,145 @@ def pretrain(
         enabled=fabric.is_global_zero,
         resume_step=state.step if resume is not None else None,
     )
-    settings = LoopSettings(
+    collate = collate_for(method, tokenizer, config.seq_len)
+    probe = None
+    if config.diagnostics_every > 0:
+        probe = Probe.from_dataset(source.train, config.diagnostics_samples, collate, fabric.device)
+    knn = online_knn(config, source, collate, fabric.device) if config.knn_every > 0 else None
+    loop = Loop(
+        fabric, model, method, optimizer, loader, _loop_settings(config, method), logger, save,
+        global_batch, probe, knn, monitor,
+    )  # fmt: skip
+    saved_step = state.step if resume is not None else -1
+    try:
+        state = loop.run(state)
+    finally:
+        logger.close()
+    if state.step != saved_step and state.step % config.checkpoint_every != 0:
+        save(state)  # the final checkpoint, unless the loop just wrote it
+    if fabric.is_global_zero:
+        _finish(run_dir, method, state, monitor, faults_path)
+    fabric.barrier()
+    return run_dir
+
+
+def _run_directory(
+    config: RunConfig, resume: str | Path | None, overwrite: bool
+) -> tuple[Path, Path | None]:
+    """(run directory, checkpoint to resume from or None); refuses a missing checkpoint, and a
+    directory that already holds a run unless ``overwrite``."""
+    if resume is not None:
+        run_dir = Path(resume)
+        ckpt = latest_checkpoint(run_dir / "checkpoints")
+        if ckpt is None:
+            raise ConfigError(
+                f"--resume {run_dir}: no complete checkpoint in {run_dir / 'checkpoints'}"
+            )
+    else:
+        run_dir = Path(config.out) if config.out else default_run_dir(config)
+        if (run_dir / "config.yaml").exists() and not overwrite:
+            raise RunExistsError(
+                f"{run_dir} already holds a run; pass --resume {run_dir} to continue it, "
+                "--overwrite to replace it, or choose another --out"
+            )
+        ckpt = None
+    return run_dir, ckpt
+
+
+def _checked_source(config: RunConfig) -> tuple[type[Method], DataSource]:
+    """The method class and the data source, after every check that needs no process group;
+    the source's images decoded once into memory where ``decode_cache`` says so."""
+    config.validate()
+    config.precision = resolve_precision(config.precision, config.accelerator)
+    cls = METHODS.get(config.method)
+    check_method_args(cls, config.method_args)
+    check_backbone(cls, config.backbone)
+    check_precision_and_norm(config.method, cls, config.precision, config.sync_batchnorm)
+    source = build_source(config.data, image_size=config.image_size, seed=config.seed)
+    check_compatible(config.method, cls, source)
+    check_online_knn(config, source)
+    check_source_faults(config, source)
+    if config.resample:
+        check_resample(config, source)
+        source.train.resample = True  # type: ignore[union-attr]
+    if use_decode_cache(config, cls, source):
+        decode_once(config, source)
+        check_source_faults(config, source)
+    return cls, source
+
+
+def _build_method(config: RunConfig, cls: type[Method], ctx: BuildContext, world: int) -> Method:
+    """The method from its class and the run's context, with SyncBatchNorm and compilation as
+    the config asks."""
+    try:
+        method = cls.build(ctx, **config.method_args)
+    except ValueError as err:  # an argument value the method refuses, named by its message
+        raise ConfigError(f"{config.method}: {err}") from None
+    if config.sync_batchnorm and world > 1:
+        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    if config.compile:
+        method.compile()  # in place: parameter names and checkpoints stay those of the eager model
+    return method
+
+
+def _write_run_directory(
+    run_dir: Path,
+    config: RunConfig,
+    ctx: BuildContext,
+    tokenizer: Any,  # noqa: ANN401
+    faults: list[str],
+    resume: str | Path | None,
+    overwrite: bool,
+) -> None:
+    """Rank 0 writes the run directory: the config, what the method was built from besides it,
+    the tokenizer and the faults found before training."""
+    if resume is None and run_dir.exists() and overwrite:
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    # What the method was built from besides the config (rebuilding it needs the same).
+    context = {"world_size": ctx.world_size, "num_samples": ctx.num_samples}
+    (run_dir / "context.json").write_text(json.dumps(context))
+    if tokenizer is not None and not (run_dir / "tokenizer").exists():
+        from selfsup.data.tokenizer import save_tokenizer
+
+        save_tokenizer(tokenizer, run_dir / "tokenizer")
+    if resume is None and faults:
+        fault_log = FaultLog(run_dir / "faults.jsonl")
+        for error in faults:
+            fault_log.record(error)
+
+
+def _restore(
+    ckpt: Path,
+    method: Method,
+    optimizer: torch.optim.Optimizer,
+    rank: int,
+    world: int,
+    monitor: FaultMonitor,
+) -> TrainState:
+    """Load the method, optimizer, this process's RNG and data position from ``ckpt``."""
+    saved, meta = load_checkpoint(ckpt)
+    method.load_state_dict(saved["method"], strict=True)
+    optimizer.load_state_dict(saved["optimizer"])
+    if len(saved["ranks"]) != world:
+        raise ConfigError(
+            f"{ckpt} was written by {len(saved['ranks'])} processes; resume with the same number"
+        )
+    mine = saved["ranks"][rank]
+    set_rng_state(mine["rng"])
+    state = TrainState(
+        **{**meta["state"], "epoch": mine["epoch"], "batch_in_epoch": mine["batch_in_epoch"]}
+    )
+    if "faults_offset" in mine:  # forget the faults of steps about to be redone
+        monitor.truncate(mine["faults_offset"])
+    log.info("resumed %s at step %d", ckpt, state.step)
+    return state
+
+
+def _loop_settings(config: RunConfig, method: Method) -> LoopSettings:
+    """The engine's settings: the config's, with the method's recipe where the config has none."""
+    return LoopSettings(
         budget=parse_budget(config.budget),
         accumulate=config.optim.accumulate,
         warmup=_or(config.optim.warmup, method.recipe().warmup),
@@ -290,54 +315,30 @@ def pretrain(
         progress=config.progress,
         nonfinite=config.nonfinite,
     )
-    collate = collate_for(method, tokenizer, config.seq_len)
-    probe = None
-    if config.diagnostics_every > 0:
-        probe = Probe.from_dataset(source.train, config.diagnostics_samples, collate, fabric.device)
-    knn = online_knn(config, source, collate, fabric.device) if config.knn_every > 0 else None
-    loop = Loop(
-        fabric, model, method, optimizer, loader, settings, logger, save, global_batch, probe, knn,
-        monitor,
-    )  # fmt: skip
-    saved_step = state.step if resume is not None else -1
-    try:
-        state = loop.run(state)
-    finally:
-        logger.close()
-    if state.step != saved_step and state.step % config.checkpoint_every != 0:
-        save(state)  # the final checkpoint, unless the loop just wrote it
-    if fabric.is_global_zero:
-        method.eval()
-        method.export(run_dir / "export")
-        rate = state.samples / max(state.elapsed, 1e-9)
-        monitor.poll()
-        summary = {"steps": state.step, "epochs": state.epoch, "seconds": round(state.elapsed, 1),
-                   "samples": state.samples, "samples_per_s": round(rate, 1),
-                   "bad_samples": monitor.count, "skipped_steps": state.skipped_steps}  # fmt: skip
-        if monitor.count:
-            log.warning("%d unreadable samples were skipped; each is listed in %s "
-                        "(other processes: faults-rank*.jsonl)", monitor.count, faults_path)  # fmt: skip
-        if state.skipped_steps:
-            log.warning("%d non-finite steps were skipped", state.skipped_steps)
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    fabric.barrier()
-    return run_dir
+
+
+def _finish(
+    run_dir: Path, method: Method, state: TrainState, monitor: FaultMonitor, faults_path: Path
+) -> None:
+    """Rank 0: export the encoder and write ``summary.json``."""
+    method.eval()
+    method.export(run_dir / "export")
+    rate = state.samples / max(state.elapsed, 1e-9)
+    monitor.poll()
+    summary = {"steps": state.step, "epochs": state.epoch, "seconds": round(state.elapsed, 1),
+               "samples": state.samples, "samples_per_s": round(rate, 1),
+               "bad_samples": monitor.count, "skipped_steps": state.skipped_steps}  # fmt: skip
+    if monitor.count:
+        log.warning("%d unreadable samples were skipped; each is listed in %s "
+                    "(other processes: faults-rank*.jsonl)", monitor.count, faults_path)  # fmt: skip
+    if state.skipped_steps:
+        log.warning("%d non-finite steps were skipped", state.skipped_steps)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
 def _or(value: Any, default: Any) -> Any:  # noqa: ANN401
     """``value`` unless it is None (an unset config field), else the method's default."""
     return default if value is None else value
-
-
-def gather_objects(obj: Any, world_size: int) -> list[Any]:  # noqa: ANN401
-    """``[obj of rank 0, obj of rank 1, ...]`` on every process (``[obj]`` on one process)."""
-    if world_size == 1:
-        return [obj]
-    import torch.distributed as dist
-
-    out: list[Any] = [None] * world_size
-    dist.all_gather_object(out, obj)
-    return out
 
 
 def make_optimizer(method: Method, config: RunConfig, global_batch: int) -> torch.optim.Optimizer:

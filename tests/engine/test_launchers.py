@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from selfsup.config import ConfigError, load_config
-from selfsup.pipeline import launcher_processes, make_fabric
+from selfsup.launch import launcher_processes, make_fabric
 
 
 @pytest.mark.parametrize(

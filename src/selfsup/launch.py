@@ -1,0 +1,72 @@
+"""How a run's processes start: Lightning Fabric from the config, the numbers an outside launcher
+(torchrun, SLURM's srun) gives, and exchanging small objects between the processes."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from lightning_fabric import Fabric
+
+from selfsup.config import ConfigError, RunConfig
+
+
+def launcher_processes(environ: dict[str, str] | None = None) -> tuple[int, int] | None:
+    """``(processes per node, nodes)`` when an outside launcher started this process: torchrun
+    (``LOCAL_WORLD_SIZE``, ``WORLD_SIZE``) or SLURM's srun (``SLURM_NTASKS_PER_NODE``,
+    ``SLURM_NNODES``; not in an interactive ``bash`` job); else None."""
+    env = os.environ if environ is None else environ
+    try:
+        if "LOCAL_WORLD_SIZE" in env and "WORLD_SIZE" in env:
+            local, world = int(env["LOCAL_WORLD_SIZE"]), int(env["WORLD_SIZE"])
+            return local, max(world // max(local, 1), 1)
+        interactive = env.get("SLURM_JOB_NAME") in ("bash", "interactive")
+        if "SLURM_NTASKS_PER_NODE" in env and "SLURM_NNODES" in env and not interactive:
+            return int(env["SLURM_NTASKS_PER_NODE"]), int(env["SLURM_NNODES"])
+    except ValueError:  # e.g. SLURM's "2(x3)" for uneven nodes: leave it to Fabric's checks
+        return None
+    return None
+
+
+def make_fabric(config: RunConfig) -> Fabric:
+    """Lightning Fabric for the config's accelerator, devices, nodes, strategy and precision.
+
+    Under torchrun or srun, ``devices`` and ``num_nodes`` left at 1 take the launcher's numbers
+    (and the run's config.yaml records them); numbers that contradict it are refused."""
+    if config.precision == "16-mixed" and not torch.cuda.is_available():
+        raise ConfigError("precision=16-mixed needs a GPU; use bf16-mixed on CPU")
+    launched = launcher_processes()
+    if launched is not None and (config.devices, config.num_nodes) == (1, 1):
+        config.devices, config.num_nodes = launched
+        if config.devices * config.num_nodes > 1 and config.strategy == "auto":
+            config.strategy = "ddp"
+    elif launched is not None and (config.devices, config.num_nodes) != launched:
+        raise ConfigError(
+            f"devices={config.devices}, num_nodes={config.num_nodes} contradict the launcher "
+            f"(torchrun or srun), which started {launched[0]} processes per node on "
+            f"{launched[1]} node(s): leave devices and num_nodes unset, or match them"
+        )
+    try:
+        return Fabric(
+            accelerator=config.accelerator,
+            devices=config.devices,
+            num_nodes=config.num_nodes,
+            strategy=config.strategy,
+            precision=config.precision,  # type: ignore[arg-type]
+        )
+    except (ValueError, RuntimeError) as err:  # e.g. devices that contradict torchrun or srun
+        raise ConfigError(
+            f"devices={config.devices}, num_nodes={config.num_nodes}: {err}"
+        ) from None
+
+
+def gather_objects(obj: Any, world_size: int) -> list[Any]:  # noqa: ANN401
+    """``[obj of rank 0, obj of rank 1, ...]`` on every process (``[obj]`` on one process)."""
+    if world_size == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world_size
+    dist.all_gather_object(out, obj)
+    return out
