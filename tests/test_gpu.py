@@ -45,16 +45,11 @@ def test_methods_train_on_the_gpu(tmp_path, capsys, method, extra):
 
 
 def test_clip_decodes_caption_jpegs_on_the_gpu(tmp_path):
-    from selfsup.testing import gradient_picture, jpeg_bytes
+    from selfsup.testing import jpeg_captions
 
-    rows = ["image,caption"]
-    for i in range(13):  # row 9 is held out: 12 training pairs
-        data = jpeg_bytes(gradient_picture(60, 80, i))
-        (tmp_path / f"{i}.jpg").write_bytes(data[: len(data) // 2] if i == 4 else data)
-        rows.append(f"{i}.jpg,a picture number {i}")
-    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    pairs = jpeg_captions(tmp_path, bad=4)
     run = tmp_path / "run"
-    args = ["pretrain", "--method", "clip", "--data", f"captions:{tmp_path / 'pairs.csv'}",
+    args = ["pretrain", "--method", "clip", "--data", f"captions:{pairs}",
             "--batch-size", "6", "--image-size", "16", "--out", str(run), *COMMON,
             "decode_cache=off", "seq_len=12", "method_args.text_backbone=bert-tiny",
             "method_args.embed_dim=16"]  # fmt: skip

@@ -12,7 +12,7 @@ make that a few lines in a test, for selfsup's own losses and for yours::
     # equal to nt_xent(z1, z2, 0.2) and its gradients, to float tolerance
 
 It also writes small test data: an image folder of PNGs (:func:`image_folder`) and one of JPEGs
-with a corrupt file (:func:`jpeg_folder`).
+with a corrupt file (:func:`jpeg_folder`, and :func:`jpeg_captions` for image-caption pairs).
 
 Functions passed to the processes must be picklable (module-level functions or
 ``functools.partial`` of them), as ``torch.multiprocessing``'s spawn start method requires.
@@ -182,3 +182,16 @@ def jpeg_folder(root: Any, bad: int | None = None) -> Any:  # noqa: ANN401
                 data[: len(data) // 2] if (c, i) == (0, bad) else data
             )
     return root
+
+
+def jpeg_captions(root: Any, count: int = 13, bad: int | None = None) -> Any:  # noqa: ANN401
+    """Write ``count`` 60 x 80 JPEGs and ``root/pairs.csv`` captioning them ("a picture number
+    i"); image ``bad`` truncated after its header. Row 9 falls in the test split of
+    ``captions:``, so 13 rows give 12 training pairs. Returns the CSV's path."""
+    rows = ["image,caption"]
+    for i in range(count):
+        data = jpeg_bytes(gradient_picture(60, 80, i))
+        (root / f"{i}.jpg").write_bytes(data[: len(data) // 2] if i == bad else data)
+        rows.append(f"{i}.jpg,a picture number {i}")
+    (root / "pairs.csv").write_text("\n".join(rows) + "\n")
+    return root / "pairs.csv"

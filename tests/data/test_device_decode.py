@@ -15,7 +15,7 @@ from selfsup.data.device_decode import (
 )
 from selfsup.data.faults import FaultLog, read_faults, set_fault_log
 from selfsup.data.source import DataError
-from selfsup.testing import gradient_picture, jpeg_bytes, jpeg_folder
+from selfsup.testing import gradient_picture, jpeg_bytes, jpeg_captions, jpeg_folder
 
 CPU = torch.device("cpu")
 # torchvision's CPU decoder stands in for the GPU; on a machine with one, nvJPEG is tested too
@@ -150,13 +150,13 @@ def test_epoch_loader_finishes_batches_on_the_device_and_replaces_a_bad_sample(t
     assert len(dataset.faults.errors) == 1 and "2.jpg" in dataset.faults.errors[0]
 
 
-@pytest.mark.parametrize("decode_cache", ["off", "on"])
-def test_a_run_decodes_jpegs_on_the_device(tmp_path, monkeypatch, decode_cache):
-    """A run as on a GPU, the device stood in for by the CPU: it trains and lists the bad file."""
+@pytest.fixture
+def device_decodes(monkeypatch):
+    """Runs decode JPEGs on the CPU as if it were the GPU; the list counts, per call, the JPEGs
+    that reached the device decoder."""
     import selfsup.data.cache
     import selfsup.data.device_decode as device_decode
     import selfsup.run_data
-    from selfsup.cli import main
 
     monkeypatch.setattr(selfsup.run_data, "jpeg_decode_device", lambda *args: CPU)
     decoded, original = [], device_decode.decode_on_device
@@ -167,13 +167,23 @@ def test_a_run_decodes_jpegs_on_the_device(tmp_path, monkeypatch, decode_cache):
 
     monkeypatch.setattr(device_decode, "decode_on_device", counted)
     monkeypatch.setattr(selfsup.data.cache, "decode_on_device", counted)
+    return decoded
+
+
+@pytest.mark.parametrize("decode_cache", ["off", "on"])
+def test_a_run_decodes_jpegs_on_the_device(tmp_path, device_decodes, decode_cache):
+    """A run as on a GPU, the device stood in for by the CPU: it trains and lists the bad file."""
+    from selfsup.cli import main
+
     data = jpeg_folder(tmp_path / "imgs", bad=3)
     args = ["pretrain", "--method", "simclr", "--data", f"folder:{data}", "--batch-size", "4",
             "--image-size", "16", "--budget", "3steps", "num_workers=1", "progress=false",
             "method_args.proj_hidden_dim=16", f"decode_cache={decode_cache}",
             "--out", str(tmp_path / "run")]  # fmt: skip
     assert main(args) == 0
-    assert sum(decoded) == 12  # every JPEG read went to the "device": once, or in 3 batches of 4
+    assert (
+        sum(device_decodes) == 12
+    )  # every JPEG read went to the "device": once, or in 3 batches of 4
     assert (
         str(data / "train" / "class0" / "3.jpg") in (tmp_path / "run" / "faults.jsonl").read_text()
     )
@@ -192,34 +202,19 @@ def test_exif_orientation_is_applied_as_pil_applies_it(orientation, device):
     assert difference < 4, f"orientation {orientation}: mean difference {difference:.1f} levels"
 
 
-def test_caption_pairs_decode_on_the_device(tmp_path, monkeypatch):
+def test_caption_pairs_decode_on_the_device(tmp_path, device_decodes):
     """CLIP's batches (images with tokenised captions) through the deferred path: the captions
     stay with their images when a corrupt JPEG's place is taken by another sample."""
-    import selfsup.data.device_decode as device_decode
-    import selfsup.run_data
     from selfsup.cli import main
 
-    monkeypatch.setattr(selfsup.run_data, "jpeg_decode_device", lambda *args: CPU)
-    decoded, original = [], device_decode.decode_on_device
-
-    def counted(images, size, device):
-        decoded.append(sum(isinstance(image, EncodedJPEG) for image in images))
-        return original(images, size, device)
-
-    monkeypatch.setattr(device_decode, "decode_on_device", counted)
-    rows = ["image,caption"]
-    for i in range(13):  # row 9 is held out: 12 training pairs, one epoch in the 2 steps
-        data = jpeg_bytes(gradient_picture(60, 80, i))
-        (tmp_path / f"{i}.jpg").write_bytes(data[: len(data) // 2] if i == 4 else data)
-        rows.append(f"{i}.jpg,a picture number {i}")
-    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    pairs = jpeg_captions(tmp_path, bad=4)  # 12 training pairs: one epoch in the 2 steps
     run = tmp_path / "run"
-    args = ["pretrain", "--method", "clip", "--data", f"captions:{tmp_path / 'pairs.csv'}",
+    args = ["pretrain", "--method", "clip", "--data", f"captions:{pairs}",
             "--batch-size", "6", "--image-size", "16", "--budget", "2steps", "--out", str(run),
             "num_workers=1", "progress=false", "decode_cache=off", "seq_len=12",
             "method_args.text_backbone=bert-tiny", "method_args.embed_dim=16"]  # fmt: skip
     assert main(args) == 0
-    assert sum(decoded) == 12  # 2 steps of 6 JPEGs, decoded on the "device"
+    assert sum(device_decodes) == 12  # 2 steps of 6 JPEGs, decoded on the "device"
     assert "4.jpg" in (run / "faults.jsonl").read_text()
 
 
