@@ -161,23 +161,28 @@ def decode_on_device(
     pending = [i for i, image in enumerate(images) if isinstance(image, EncodedJPEG)]
     datas = [images[i].data for i in pending]
     decoded = dict(zip(pending, _decode_jpegs(datas, device) if datas else [], strict=True))
-    out, kept, errors = [], [], []
+    out, kept, errors = [], [], []  # out: each decoded sample, on the CPU or the device
     for i, image in enumerate(images):
         if isinstance(image, EncodedJPEG):
             pixels = decoded[i]
             if pixels is None:  # the device failed: PIL names the fault, or decodes it after all
                 try:
-                    pixels = decode_image(image.data.numpy().tobytes(), size, name=image.name)
+                    image = decode_image(image.data.numpy().tobytes(), size, name=image.name)
                 except DataError as err:
                     errors.append(str(err))
                     continue
             else:
-                pixels = orient(pixels, image.orientation)
-            image = square(pixels.to(device), size)
-        out.append(image.to(device))
+                image = square(orient(pixels, image.orientation), size)
+        out.append(image)
         kept.append(i)
-    stacked = torch.stack(out) if out else torch.empty((0, 3, size, size), dtype=torch.uint8)
-    return stacked.to(device), kept, errors
+    result = torch.empty((len(out), 3, size, size), dtype=torch.uint8, device=device)
+    elsewhere = [j for j, image in enumerate(out) if image.device != result.device]
+    if elsewhere:  # decoded by the workers (or PIL): one copy to the device for all of them
+        result[elsewhere] = torch.stack([out[j] for j in elsewhere]).to(result.device)
+    for j, image in enumerate(out):
+        if image.device == result.device:
+            result[j] = image
+    return result, kept, errors
 
 
 class DeferredCollate:
