@@ -40,10 +40,10 @@ def data(n=32):
 
 
 def train(tmp_path, batch, accumulate=1, steps=4, clip=None, method=None, budget=None, probe=None,
-          logger=None, knn=None, **settings):  # fmt: skip
+          logger=None, knn=None, optimizer=torch.optim.SGD, **settings):  # fmt: skip
     fabric = Fabric(accelerator="cpu", devices=1)
     method = method or Toy()
-    opt = torch.optim.SGD(method.parameters(), lr=0.1)
+    opt = optimizer(method.parameters(), lr=0.1)
     for group in opt.param_groups:
         group["base_lr"] = 0.1
     model, opt = fabric.setup(method, opt)
@@ -143,6 +143,55 @@ def test_skip_mode_drops_the_step_and_its_buffer_writes(tmp_path):
                         nonfinite="skip")  # fmt: skip
     assert state.skipped_steps == 1 and float(grad.seen) == 4  # 5 forwards, one undone
     assert all(torch.isfinite(p).all() for p in grad.parameters())
+
+
+class FrozenBias(PoisonedGradient):
+    """Its bias is frozen for the first ``frozen`` steps (as DINO's last layer); keeps the
+    forwards of a step for after_step (as DINO's centre) and forgets them on a skipped step."""
+
+    def __init__(self, frozen, poison_at=None):
+        super().__init__(poison_at=poison_at)
+        self.frozen, self.pending, self.kept, self.steps = frozen, [], [], 0
+
+    def forward(self, batch):
+        self.pending.append(len(batch["x"]))
+        return super().forward(batch)
+
+    def frozen_parameters(self):
+        return [self.linear.bias] if self.steps < self.frozen else []
+
+    def discard_step(self):
+        self.pending = []
+
+    def after_step(self, step, total):
+        self.kept.append(sum(self.pending))
+        self.pending, self.steps = [], step
+
+
+def test_frozen_parameters_are_left_to_the_optimizer_untouched(tmp_path):
+    # AdamW with weight decay: a zero gradient would still decay the bias and count Adam steps
+    bias = Toy().linear.bias.detach().clone()
+    made = []
+
+    def adamw(params, lr):
+        made.append(torch.optim.AdamW(params, lr=lr, weight_decay=0.5))
+        return made[-1]
+
+    method, _ = train(tmp_path, batch=8, steps=3, method=FrozenBias(frozen=3), optimizer=adamw)
+    assert torch.equal(method.linear.bias.detach(), bias)
+    assert method.linear.bias not in made[-1].state  # no moments, no step count
+    # 4 steps (the schedule's last one has lr 0): the bias moves at step 3
+    method, _ = train(tmp_path, batch=8, steps=4, method=FrozenBias(frozen=2), optimizer=adamw)
+    assert not torch.equal(method.linear.bias.detach(), bias)
+    assert int(made[-1].state[method.linear.bias]["step"]) == 2  # its moments start at the thaw
+    assert int(made[-1].state[method.linear.weight]["step"]) == 4
+
+
+def test_a_skipped_step_discards_what_its_forwards_kept(tmp_path):
+    method, state = train(tmp_path, batch=4, accumulate=2, steps=3,
+                          method=FrozenBias(frozen=0, poison_at=3), nonfinite="skip")  # fmt: skip
+    assert state.skipped_steps == 1
+    assert method.kept == [8, 8, 8]  # the skipped step's two forwards never reach after_step
 
 
 class AlwaysNaN(Toy):

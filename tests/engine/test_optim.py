@@ -43,6 +43,11 @@ def test_build_optimizer_groups_and_fixed_lr():
     set_lr(opt, 0.1)
     assert math.isclose(opt.param_groups[0]["lr"], 0.05)
     assert opt.param_groups[1]["lr"] == 0.5
+    opt = build_optimizer([{"params": [a]}, {"params": [b], "lr_scale": 0.1}], "sgd", lr=0.5,
+                          weight_decay=0.1)  # fmt: skip
+    assert math.isclose(opt.param_groups[1]["lr"], 0.05)
+    set_lr(opt, 0.1)
+    assert math.isclose(opt.param_groups[1]["lr"], 0.005)
     with pytest.raises(ValueError, match="adamw, lamb, lars, sgd"):
         build_optimizer([{"params": [a]}], "adam", lr=1.0, weight_decay=0.0)
 

@@ -82,3 +82,15 @@ def test_vicreg_logs_its_weighted_terms():
     expected = 25 * out["invariance"] + 25 * out["variance"] + out["covariance"]
     assert torch.allclose(out["loss"], expected, rtol=1e-6)
     assert float(out["variance"]) > 0  # a random network's embeddings have std below 1
+
+
+def test_barlow_twins_biases_and_batch_norm_take_the_papers_smaller_lr():
+    from selfsup.engine.optim import build_optimizer, set_lr
+
+    method = _build("barlowtwins")
+    opt = build_optimizer(method.param_groups(), "lars", lr=0.2 * 2, weight_decay=1.5e-6)
+    set_lr(opt, 0.5)
+    weights, biases = opt.param_groups
+    assert not weights.get("lars_exclude") and biases["lars_exclude"]
+    assert weights["lr"] == pytest.approx(0.2 * 2 * 0.5)
+    assert biases["lr"] == pytest.approx(0.0048 * 2 * 0.5)  # 0.0048 x batch / 256, scheduled

@@ -135,3 +135,14 @@ def test_defaults_follow_the_paper():
     assert method.freeze_last_layer_steps == 10  # one epoch
     assert (method.student_temp, method.center_momentum, method.momentum) == (0.1, 0.9, 0.996)
     assert math.isclose(float(method.teacher_temp), 0.04, rel_tol=1e-6)
+
+
+def test_frozen_last_layer_is_listed_for_the_optimizer_and_a_skipped_step_forgets_its_teacher():
+    method = _build(freeze_last_layer_steps=1)
+    assert method.frozen_parameters() == [method.head.last_weight]
+    center = method.center.clone()
+    method(_batch())
+    assert method._pending_teacher  # kept for the centre's update in after_step
+    method.discard_step()  # the engine skipped the step: its teacher outputs never move the centre
+    method.after_step(1, 10)
+    assert torch.equal(method.center, center) and method.frozen_parameters() == []

@@ -293,3 +293,12 @@ def test_bank_update_and_z_gather_every_process(monkeypatch):
     # Z: the mean of the processes' estimates (here N * e^0 locally and N * e^1 on the peer)
     method._estimate_z(torch.zeros(4, 16))
     assert float(method.z) == pytest.approx(N * (1.0 + math.exp(1.0)) / 2)
+
+
+def test_a_skipped_step_writes_nothing_to_the_bank():
+    method = build()
+    before = method.bank.clone()
+    method(make_batch())
+    method.discard_step()
+    method.after_step(1, 10)
+    assert torch.equal(method.bank, before)

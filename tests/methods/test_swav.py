@@ -88,18 +88,33 @@ def test_codes_come_from_the_global_crops_then_the_queue(monkeypatch):
 
     monkeypatch.setattr(swav_module, "sinkhorn_knopp", recording)
     method = _build(queue_length=8, queue_start_step=1, num_local=0)  # 2 crops: cheaper
-    with torch.no_grad():
-        method(_batch())  # step 0: before queue_start_step, nothing queued
-        assert int(method.queue_filled) == 0
-        # one Sinkhorn per global crop, over the batch only, with the paper's settings
-        assert calls == [((4, 16), 0.05, 3)] * 2
-        method.after_step(1, 10)
-        method(_batch(seed=1))
-        assert int(method.queue_filled) == 4
-        queued = method.queue[:, :4].clone()  # (G, 4, D): unit-norm embeddings of the global crops
-        assert torch.allclose(queued.norm(dim=-1), torch.ones(2, 4), atol=1e-5)
-        method(_batch(seed=2))  # fills the queue; the batch of seed 1 moves back
-        assert int(method.queue_filled) == 8 and torch.equal(method.queue[:, 4:], queued)
-        calls.clear()
-        method(_batch(seed=3))  # full queue: Sinkhorn over 8 queued + 4 batch rows
+    # training forwards (with autograd) fill the queue
+    method(_batch())  # step 0: before queue_start_step, nothing queued
+    assert int(method.queue_filled) == 0
+    # one Sinkhorn per global crop, over the batch only, with the paper's settings
+    assert calls == [((4, 16), 0.05, 3)] * 2
+    method.after_step(1, 10)
+    method(_batch(seed=1))
+    assert int(method.queue_filled) == 4
+    queued = method.queue[:, :4].clone()  # (G, 4, D): unit-norm embeddings of the global crops
+    assert torch.allclose(queued.norm(dim=-1), torch.ones(2, 4), atol=1e-5)
+    method(_batch(seed=2))  # fills the queue; the batch of seed 1 moves back
+    assert int(method.queue_filled) == 8 and torch.equal(method.queue[:, 4:], queued)
+    calls.clear()
+    method(_batch(seed=3))  # full queue: Sinkhorn over 8 queued + 4 batch rows
     assert calls == [((12, 16), 0.05, 3)] * 2
+    queue = method.queue.clone()
+    with torch.no_grad():  # a forward outside training leaves the queue alone
+        method(_batch(seed=4))
+    method.eval()
+    method(_batch(seed=5))
+    assert torch.equal(method.queue, queue)
+
+
+def test_frozen_prototypes_are_listed_for_the_optimizer_to_skip():
+    method = _build(freeze_prototypes_steps=2)
+    assert method.frozen_parameters() == [method.prototypes.weight]
+    method.after_step(1, 10)
+    assert method.frozen_parameters() == [method.prototypes.weight]
+    method.after_step(2, 10)
+    assert method.frozen_parameters() == []

@@ -126,6 +126,9 @@ class Loop:
         self.fabric = fabric
         self.model = model
         self.method = method
+        # a Method's hooks; a plain module (a user's own objective) has neither
+        self.frozen_parameters = getattr(method, "frozen_parameters", list)
+        self.discard_step = getattr(method, "discard_step", lambda: None)
         self.optimizer = optimizer
         self.loader = loader
         self.settings = settings
@@ -339,6 +342,7 @@ class Loop:
                     if kept is not None:
                         for buffer, saved in zip(self.method.buffers(), kept, strict=True):
                             buffer.copy_(saved)
+                    self.discard_step()
                     state.skipped_steps += 1
                     continue
                 self.skipped_in_a_row = 0
@@ -347,6 +351,8 @@ class Loop:
                 if not manual:
                     if s.clip_grad is not None:
                         self.fabric.clip_gradients(self.model, self.optimizer, max_norm=s.clip_grad)
+                    for p in self.frozen_parameters():
+                        p.grad = None  # skipped by the optimizer, its state untouched
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
                     if grad_norm is not None:

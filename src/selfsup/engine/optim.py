@@ -153,12 +153,13 @@ def build_optimizer(
 ) -> Optimizer:
     """Create the optimizer; every group's ``base_lr`` is recorded for the schedule.
 
-    Groups may carry ``weight_decay`` (overrides the default), ``lars_exclude`` and ``fixed_lr``;
-    keys an optimizer does not know are kept in the group and ignored by it.
+    Groups may carry ``weight_decay`` (overrides the default), ``lars_exclude``, ``fixed_lr``
+    and ``lr_scale`` (the group's lr is ``lr_scale`` times ``lr``, on the same schedule); keys an
+    optimizer does not know are kept in the group and ignored by it.
     """
     for group in groups:
         group.setdefault("weight_decay", weight_decay)
-        group.setdefault("lr", lr)
+        group.setdefault("lr", lr * group.get("lr_scale", 1.0))
         group.setdefault("fixed_lr", False)
         group["base_lr"] = group["lr"]
     if name == "adamw":

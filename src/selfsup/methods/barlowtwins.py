@@ -14,13 +14,15 @@ Paper defaults, used here:
     projector: 3 linear layers of 8192 (BN + ReLU between); ``proj_hidden_dim`` defaults to
         ``proj_dim``, as the paper keeps every layer the same width.
     lambda 0.0051; C in float32 over the global batch.
-    optimizer: LARS, lr 0.2 x batch / 256 for the weights, weight decay 1.5e-6, biases and batch
-        norm parameters excluded from LARS and weight decay. The paper gives biases and batch-norm
-        parameters a smaller lr (0.0048 x batch / 256); here they share the weights' lr, as the
-        optimizer builder has no per-group lr ratio.
+    optimizer: LARS, lr 0.2 x batch / 256 for the weights and 0.0048 x batch / 256 for the
+        biases and batch-norm parameters (``bias_lr_ratio`` = 0.0048 / 0.2 of the weights' lr,
+        on the same schedule), weight decay 1.5e-6, biases and batch-norm parameters excluded
+        from LARS and weight decay.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from torch import Tensor
 
@@ -44,6 +46,8 @@ class BarlowTwins(ImageMethod):
         proj_hidden_dim: hidden width of the projector; None = ``proj_dim``.
         lambd: weight of the off-diagonal term.
         blur: Gaussian blur in the views; None picks on for images larger than 64 px.
+        bias_lr_ratio: learning rate of the biases and batch-norm parameters, relative to the
+            weights' (the paper's 0.0048 / 0.2).
     """
 
     kind = "image"
@@ -57,6 +61,7 @@ class BarlowTwins(ImageMethod):
         proj_hidden_dim: int | None = None,
         lambd: float = 0.0051,
         blur: bool | None = None,
+        bias_lr_ratio: float = 0.0048 / 0.2,
     ) -> None:
         super().__init__()
         self.setup_encoder(backbone, image_size)
@@ -64,9 +69,18 @@ class BarlowTwins(ImageMethod):
         self.projector = ProjectionHead(self.backbone.dim, hidden, proj_dim, num_layers=3)
         self.views = MultiCrop.byol(image_size, blur=blur if blur is not None else image_size > 64)
         self.lambd = lambd
+        self.bias_lr_ratio = bias_lr_ratio
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         (views,) = self.views(batch["image"])  # (2B, 3, S, S): view 1 of every image, then view 2
         # One pass over both views: the backbone's batch norm sees all 2B images.
         z1, z2 = self.projector(self.backbone(views)).chunk(2)  # (B, proj_dim) each
         return {"loss": barlow_twins_loss(z1, z2, self.lambd)}
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The base class's groups, the biases' and batch norm's at ``bias_lr_ratio`` of the lr."""
+        groups = super().param_groups()
+        for group in groups:
+            if group.get("lars_exclude"):
+                group["lr_scale"] = self.bias_lr_ratio
+        return groups

@@ -244,6 +244,21 @@ class Method(nn.Module):
     def after_step(self, step: int, total_steps: int) -> None:
         """Called once after every optimizer step (not per micro-batch)."""
 
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        """Parameters the coming optimizer step must leave alone (default: none).
+
+        The engine sets their ``.grad`` to None just before the step, so the optimizer skips
+        them entirely: no update, no weight decay, no momentum or Adam moments advanced, as the
+        DINO and SwAV reference recipes freeze their last layer and prototypes. A zero gradient
+        would not do: AdamW would still count the steps and decay its moments, and the layer's
+        first updates after the freeze would be several times too large.
+        """
+        return []
+
+    def discard_step(self) -> None:
+        """Called when the engine skips a step (``nonfinite=skip``): forget what the step's
+        forward passes kept for ``after_step`` (buffers are restored by the engine)."""
+
     def param_groups(self) -> list[dict[str, Any]]:
         """Parameter groups for the optimizer.
 

@@ -19,7 +19,9 @@ Paper defaults, used here:
     temperatures: student 0.1; teacher linear warm-up 0.04 -> 0.07 over the first 30 of 300
         epochs (``teacher_temp_warmup`` = 0.1 of the run), then 0.07. Centre momentum 0.9.
     last layer frozen during the first epoch (``freeze_last_layer_steps``; default one epoch when
-        the data size is known, else 0): zero gradient, kept in DDP's graph.
+        the data size is known, else 0): zero gradient, kept in DDP's graph, then dropped
+        before the optimizer step (``frozen_parameters``) so that AdamW skips the layer and its
+        moments start when the freeze ends, as in the reference code.
     optimizer: AdamW, lr 5e-4 x batch / 256, weight decay 0.04. The paper ramps the weight decay
         from 0.04 to 0.4 with a cosine schedule; our optimizer keeps it constant at 0.04. The
         paper also clips gradients at norm 3 (``optim.clip_grad`` in the run config).
@@ -82,7 +84,8 @@ class DINOHead(nn.Module):
         nn.init.kaiming_uniform_(self.last_weight, a=5**0.5)  # nn.Linear's initialisation
 
     def forward(self, x: Tensor, freeze_last: bool = False) -> Tensor:
-        """x: (N, in_dim) -> (N, K) float32 logits; ``freeze_last`` zeroes the last layer's grad."""
+        """x: (N, in_dim) -> (N, K) float32 logits; ``freeze_last`` gives the last layer a zero
+        gradient (the method also lists it in ``frozen_parameters``, so the optimizer skips it)."""
         v = self.last_weight
         if freeze_last:
             v = v.detach() + 0.0 * v  # same values, zero gradient: frozen yet in DDP's graph
@@ -112,7 +115,7 @@ class DINO(ImageMethod):
         teacher_temp_warmup: fraction of training over which the teacher temperature rises.
         center_momentum: EMA rate of the centre.
         momentum: initial teacher momentum (cosine to 1).
-        freeze_last_layer_steps: optimizer steps during which the last layer gets a zero gradient.
+        freeze_last_layer_steps: optimizer steps during which the last layer stays as it is.
         blur: Gaussian blur in the crops; None picks on for images larger than 64 px.
         evaluate_teacher: ``embed`` and ``export`` use the teacher's backbone (else the student's).
     """
@@ -206,6 +209,14 @@ class DINO(ImageMethod):
             # large batch would.
             self._pending_teacher.append(teacher.detach())
         return {"loss": loss, "teacher_temp": self.teacher_temp.clone()}
+
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        """The last layer during its freeze (the reference code sets its gradient to None)."""
+        frozen = int(self.steps_done) < self.freeze_last_layer_steps
+        return [self.head.last_weight] if frozen else []
+
+    def discard_step(self) -> None:
+        self._pending_teacher = []
 
     def after_step(self, step: int, total_steps: int) -> None:
         if self._pending_teacher:

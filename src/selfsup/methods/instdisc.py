@@ -183,6 +183,9 @@ class InstDisc(ImageMethod):
             self._pending.append((index, f.detach()))
         return {"loss": loss, "positive_similarity": pos.detach().mean() * self.temperature}
 
+    def discard_step(self) -> None:
+        self._pending = []  # a skipped step's features never reach the bank
+
     @torch.no_grad()
     def after_step(self, step: int, total_steps: int) -> None:
         pending, self._pending = self._pending, []

@@ -17,7 +17,9 @@ Paper defaults, used here:
     temperature 0.1; Sinkhorn epsilon 0.05 with 3 iterations, on the global crops only.
     prototypes frozen during the first epoch (313 iterations at batch 4096 on ImageNet):
         ``freeze_prototypes_steps`` defaults to one epoch of the run's data when its size is
-        known, else 313. They stay in the graph with a zero gradient, so DDP sees a gradient.
+        known, else 313. They stay in the graph with a zero gradient, so DDP sees a gradient,
+        and the engine then drops that gradient (``frozen_parameters``), so the optimizer skips
+        them (no weight decay or momentum while frozen), as the reference code does.
     queue: off (``queue_length=0``); the paper uses 3840 embeddings for batches of 256,
         starting at epoch 15 (``queue_start_step``).
     optimizer: LARS, lr 0.3 x batch / 256 (4.8 at 4096), weight decay 1e-6, warm-up + cosine.
@@ -54,7 +56,7 @@ class SwAV(ImageMethod):
         sinkhorn_iterations: Sinkhorn-Knopp iterations.
         num_local: local crops per image.
         local_size: side of the local crops; None = 96/224 S (a multiple of a ViT's patch).
-        freeze_prototypes_steps: optimizer steps during which the prototypes get a zero gradient.
+        freeze_prototypes_steps: optimizer steps during which the prototypes stay as they are.
         queue_length: embeddings of past global batches kept per global crop (0 = no queue).
         queue_start_step: optimizer step from which the queue is filled; it is used once full.
         blur: Gaussian blur in the crops; None picks on for images larger than 64 px.
@@ -132,7 +134,8 @@ class SwAV(ImageMethod):
             z = F.normalize(h.float(), dim=1)  # (V*B, D)
             scores = z @ w.float().T  # (V*B, K)
             codes = self._codes(scores[: g * b].detach().view(g, b, -1), w.detach().float())
-        if self.queue_length > 0 and int(self.steps_done) >= self.queue_start_step:
+        training = self.training and torch.is_grad_enabled()  # not when evaluating or embedding
+        if training and self.queue_length > 0 and int(self.steps_done) >= self.queue_start_step:
             self._enqueue(z[: g * b].detach().view(g, b, -1))
         loss = swapped_prediction_loss(scores.view(v, b, -1), codes, self.temperature)
         return {"loss": loss}
@@ -189,8 +192,12 @@ class SwAV(ImageMethod):
         w = self.prototypes.weight
         w.copy_(F.normalize(w, dim=1))
 
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        """The prototypes during their freeze (the reference code sets their gradient to None)."""
+        frozen = int(self.steps_done) < self.freeze_prototypes_steps
+        return [self.prototypes.weight] if frozen else []
+
     def after_step(self, step: int, total_steps: int) -> None:
         self.steps_done.fill_(step)
-        # Unit-norm prototypes after every update; this also undoes what weight decay does to
-        # them while frozen (it only rescales them).
+        # Unit-norm prototypes after every update.
         self._normalize_prototypes()
