@@ -192,8 +192,16 @@ def test_training_data_and_a_step(unigram, tiny_corpus):
     batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=4, collate_fn=collate)))
     assert batch["input_ids"].shape == (4, raw) and batch["attention_mask"].all()
     assert not (batch["input_ids"] == unigram.cls_token_id).any()  # raw tokens, no [CLS]
+    # documents concatenated with nothing between them, as T5 packs: EOS ends inputs and
+    # targets and appears nowhere else (here EOS is the tokenizer's [SEP])
+    assert method.eos_id == unigram.sep_token_id
+    assert not (batch["input_ids"] == method.eos_id).any()
+    stream = [t for d in docs[:5] for t in unigram(d["text"], add_special_tokens=False).input_ids]
+    assert batch["input_ids"][0].tolist() == stream[:raw]
     inputs, targets = method.corrupt(batch["input_ids"])
     assert inputs.shape == (4, 32) and targets.shape == (4, target)
+    for row in (inputs, targets):
+        assert ((row == method.eos_id).sum(1) == 1).all() and (row[:, -1] == method.eos_id).all()
     out = method(batch)
     out["loss"].backward()
     missing = [n for n, p in method.named_parameters() if p.grad is None]

@@ -83,6 +83,8 @@ class PackedBlocks(IterableDataset):
         batch_size: documents tokenised per call to the tokenizer.
         rank: this process's rank, used only to shard a map-style dataset.
         world_size: number of processes, used only to shard a map-style dataset.
+        separator: put the separator between documents; False concatenates them with nothing
+            between (T5's packing).
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class PackedBlocks(IterableDataset):
         batch_size: int = 256,
         rank: int = 0,
         world_size: int = 1,
+        separator: bool = True,
     ) -> None:
         if seq_len < 3:
             raise ValueError(f"seq_len must be at least 3 ([CLS] token [SEP]), got {seq_len}")
@@ -109,6 +112,7 @@ class PackedBlocks(IterableDataset):
         self.batch_size = batch_size
         self.rank = rank
         self.world_size = world_size
+        self.separator = separator
         cls = (
             tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
         )
@@ -163,7 +167,7 @@ class PackedBlocks(IterableDataset):
         size = self.seq_len - 2
         stream: list[int] = []  # tokens not yet emitted, fewer than `size` between documents
         for ids in self._token_lists():
-            if stream:
+            if stream and self.separator:
                 stream.append(self.sep_id)
             stream.extend(ids)
             start = 0  # cut with an offset: a long document must not cost O(len^2) list shifts
@@ -216,8 +220,8 @@ class CaptionCollate:
 
 class RawBlocks(IterableDataset):
     """:class:`PackedBlocks` of ``length + 2`` without their [CLS] and final [SEP]: ``length``
-    raw tokens per block, documents separated by the tokenizer's separator, no padding (the
-    blocks T5's span corruption cuts into inputs and targets)."""
+    raw tokens per block, no padding (the blocks T5's span corruption cuts into inputs and
+    targets; T5 builds them with ``separator=False``)."""
 
     def __init__(self, blocks: PackedBlocks) -> None:
         self.blocks = blocks

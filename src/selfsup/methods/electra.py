@@ -59,7 +59,9 @@ def electra_configs(
 
     The generator keeps the depth and divides the hidden size, feed-forward width and number of
     attention heads by ``generator_size_divisor`` (heads keep the discriminator's head width, at
-    least one head, as the authors' ``get_generator_config``). Both embed at ``embedding_size``.
+    least one head; the authors' ``get_generator_config`` gives ``max(1, hidden // 64)`` heads,
+    the same for every registered size, whose heads are 64 wide). Both embed at
+    ``embedding_size``.
 
     Returns:
         ``(discriminator, generator)`` configs.

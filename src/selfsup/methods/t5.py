@@ -28,9 +28,10 @@ paper's 2^19 steps this is exactly ``1 / sqrt(max(n, 10^4))``; on a shorter budg
 kept, compressed to it. ``optim.name=adamw optim.lr=1e-3 optim.schedule=linear`` gives the
 AdamW recipe of earlier selfsup versions.
 
-Deviations, named: the blocks are packed across documents with the tokenizer's separator
-between them (T5 concatenates documents with none); EOS is the tokenizer's ``eos_token``, or ``sep_token`` for
-the BERT-style tokenizers this library trains. The default size translates ``bert-mini``
+Blocks are packed across documents with nothing between them, as T5's ``reduce_concat_tokens``
+does, so EOS ends every input and target and appears nowhere else. Deviations, named: EOS is the
+tokenizer's ``eos_token``, or ``sep_token`` for the BERT-style tokenizers this library trains.
+The default size translates ``bert-mini``
 (``selfsup.backbones.text_configs.build_t5_config``), for comparison with the other objectives at one
 size; ``t5-small`` is the paper's Small.
 """
@@ -196,7 +197,8 @@ class T5SpanCorruption(Method):
     ) -> tuple[Any, Any] | None:
         """Raw blocks of the length whose corrupted inputs have exactly ``seq_len`` tokens."""
         raw, _ = span_corruption_lengths(seq_len, self.noise_density, self.mean_span)
-        blocks = PackedBlocks(dataset, tokenizer, raw + 2, rank=rank, world_size=world_size)
+        blocks = PackedBlocks(dataset, tokenizer, raw + 2, rank=rank, world_size=world_size,
+                              separator=False)  # fmt: skip
         return RawBlocks(blocks), None
 
     def corrupt(

@@ -7,8 +7,9 @@ token there is read; the pseudo-log-likelihood is ``PLL = sum_t log P(w_t | W wi
 over the ``N`` tokens scored in a corpus the pseudo-perplexity is ``PPPL = exp(-PLL / N)``.
 Lower is better; a model that knows nothing has PPPL close to the vocabulary size.
 
-Here the held-out text is the test split packed into ``seq_len`` blocks exactly as the run trained
-(``[CLS] ... [SEP]``, :class:`~selfsup.data.packing.PackedBlocks`); every non-special token is
+Here the held-out text is the test split packed into ``seq_len`` blocks (``[CLS] ... [SEP]``,
+:class:`~selfsup.data.packing.PackedBlocks`; the same blocks for every method, although ``bert``
+and ``albert`` train on segment pairs with token types); every non-special token is
 scored, in stream order, until ``max_tokens`` tokens are scored (``--arg max_tokens=N``, default
 5000; 0 = all). The choice is deterministic (no masking seed is involved), so the figure is the
 same run to run. The masked copies of a block are run ``--batch-size`` at a time.
