@@ -4,6 +4,7 @@ valid choices."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ COMPATIBLE = {"image": ("image", "pair"), "text": ("text", "pair"), "pair": ("pa
 
 
 def check_method_args(cls: type[Method], args: dict[str, Any]) -> None:
-    """Raise ConfigError for a method argument the method does not take."""
+    """Raise ConfigError for a method argument the method does not take, or whose value is not
+    of the type its signature declares (for plain ``bool``, ``int``, ``float`` and ``str``)."""
     valid = cls.argument_names()
     for key in args:
         if key not in valid:
@@ -26,6 +28,37 @@ def check_method_args(cls: type[Method], args: dict[str, Any]) -> None:
                 f"unknown method_args key {key!r} for method {cls.__name__}. Valid: "
                 + (", ".join(valid) or "(none)")
             )
+    declared = _declared_types(cls)
+    for key, value in args.items():
+        kind = declared.get(key, "")
+        if kind.endswith(" | None"):
+            if value is None:
+                continue
+            kind = kind.removesuffix(" | None")
+        accepted = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}.get(kind)
+        wrong = not isinstance(value, accepted or object) or (
+            kind != "bool" and isinstance(value, bool)  # True is an int to Python
+        )
+        if accepted and wrong:
+            raise ConfigError(
+                f"method_args.{key} of method {cls.__name__} must be {kind}, got {value!r}"
+            )
+
+
+def _declared_types(cls: type[Method]) -> dict[str, str]:
+    """Each argument's annotation as written, from the signatures ``argument_defaults`` reads
+    (most derived class first)."""
+    out: dict[str, str] = {}
+    for klass in cls.__mro__:
+        for name in ("build", "__init__", "model_config"):
+            if name in vars(klass):
+                for param in inspect.signature(getattr(klass, name)).parameters.values():
+                    annotation = param.annotation
+                    if isinstance(annotation, type):
+                        annotation = annotation.__name__
+                    if isinstance(annotation, str):
+                        out.setdefault(param.name, annotation)
+    return out
 
 
 def check_compatible(method: str, cls: type[Method], source: DataSource) -> None:
@@ -34,6 +67,21 @@ def check_compatible(method: str, cls: type[Method], source: DataSource) -> None
         raise ConfigError(
             f"method {method!r} needs {need} data, but {source.name!r} is {source.kind} data"
             + (" (no captions)" if cls.kind == "pair" else "")
+        )
+
+
+# What evaluate and embed accept besides: a pair run's image tower embeds labelled images.
+EVALUABLE = {"image": ("image", "pair"), "text": ("text", "pair"), "pair": ("pair", "image")}
+
+
+def check_evaluable(method: str, kind: str, source: DataSource, what: str) -> None:
+    """Raise ConfigError when ``source`` lacks what a ``kind`` run's encoder reads for ``what``
+    (a protocol, or "embed"); retrieval needs image-caption pairs."""
+    allowed = ("pair",) if what == "retrieval" else EVALUABLE[kind]
+    if source.kind not in allowed:
+        raise ConfigError(
+            f"{what}: a {method} run reads {' or '.join(allowed)} data, but {source.name!r} is "
+            f"{source.kind} data"
         )
 
 

@@ -225,7 +225,7 @@ def _list() -> str:
         ("text backbones", TEXT_BACKBONES.describe()),
         ("datasets", list_datasets()),
         (
-            "evaluation protocols besides knn, linear, zeroshot, retrieval, mlm",
+            "evaluation protocols besides knn, linear, zeroshot and retrieval",
             EVAL_PROTOCOLS.describe(),
         ),
     ):

@@ -236,6 +236,11 @@ def _build_method(config: RunConfig, cls: type[Method], ctx: BuildContext, world
         method = cls.build(ctx, **config.method_args)
     except ValueError as err:  # an argument value the method refuses, named by its message
         raise ConfigError(f"{config.method}: {err}") from None
+    except (TypeError, RuntimeError) as err:  # a value its layers cannot take (a negative width)
+        given = ", ".join(f"{k}={v!r}" for k, v in config.method_args.items()) or "defaults"
+        raise ConfigError(
+            f"{config.method} cannot be built with method_args {given}: {err}"
+        ) from None
     if config.sync_batchnorm and world > 1:
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     if config.compile:

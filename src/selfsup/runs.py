@@ -23,6 +23,7 @@ class Run:
     method: Method
     tokenizer: Any
     step: int
+    checkpoint: str = ""  # the checkpoint's directory name and write time ("" at random init)
 
 
 def load_run(
@@ -55,9 +56,10 @@ def load_run(
     with torch.random.fork_rng(devices=[]):  # the run's initialisation, without touching ours
         torch.manual_seed(config.seed)
         method = cls.build(ctx, **config.method_args)
-    step = 0
+    step, written = 0, ""
     if ckpt is not None:
         state, meta = load_checkpoint(ckpt)
         method.load_state_dict(state["method"], strict=True)
         step = meta["state"]["step"]
-    return Run(path, config, method.to(device).eval(), tokenizer, step)
+        written = f"{Path(ckpt).name}@{(Path(ckpt) / 'state.pt').stat().st_mtime_ns}"
+    return Run(path, config, method.to(device).eval(), tokenizer, step, written)

@@ -40,8 +40,38 @@ def test_image_folder_pretrain_evaluate_embed_export(tmp_path, capsys):
     assert main(["evaluate", str(run), "--protocol", "zeroshot"]) == 2  # not for an image method
     assert "its protocols: knn, linear" in capsys.readouterr().err
 
+    # --bank-size / --query-size draw from the whole split: the folder lists class 0 first
+    assert main(["evaluate", str(run), "--bank-size", "6", "--query-size", "6"]) == 0
+    capsys.readouterr()
+
+    def last_result():  # with its confusion matrix, which the terminal does not show
+        return json.loads((run / "results.jsonl").read_text().splitlines()[-1])
+
+    result = last_result()
+    assert (result["bank"], result["queries"]) == (6, 6)
+    assert all(sum(row) > 0 for row in result["confusion"])  # queries of both classes
+    # the feature cache notices a changed folder
+    (data / "test" / "class1" / "0.png").rename(data / "test" / "class0" / "new.png")
+    assert main(["evaluate", str(run), "--bank-size", "6"]) == 0
+    assert [sum(row) for row in last_result()["confusion"]] == [7, 5]
+    (data / "test" / "class0" / "new.png").rename(data / "test" / "class1" / "0.png")
+    # values that cannot work are refused before any work, in one line
+    for bad in (["--k", "0"], ["--temperature", "0"], ["--query-size", "0"],
+                ["--data", "lee"]):  # fmt: skip
+        assert main(["evaluate", str(run), *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("selfsup: error:") and "Traceback" not in err, err
+    assert "a simclr run reads image or pair data, but 'lee' is text data" in err
+    assert main(["embed", str(run), "--data", "lee", "--out", str(tmp_path / "x")]) == 2
+    if not torch.cuda.is_available():
+        assert main(["evaluate", str(run), "--device", "cuda"]) == 2
+        assert "no GPU" in capsys.readouterr().err
+
     out = tmp_path / "emb.npy"
     assert main(["embed", str(run), "--out", str(out), "--split", "test"]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {out}"
+    assert main(["embed", str(run), "--out", str(tmp_path / "emb2"), "--limit", "2"]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'emb2.npy'}"  # what np.save wrote
     emb = np.load(out)
     assert (
         emb.shape == (12, 512)
@@ -108,6 +138,15 @@ def test_pairs_clip_zeroshot_and_retrieval(tmp_path, capsys):
     assert {"image", "text", "projections.safetensors"} <= {
         p.name for p in (run / "export").iterdir()
     }
+    # the image tower on labelled images without captions: zero-shot and kNN
+    for protocol in ("zeroshot", "knn"):
+        args = ["evaluate", str(run), "--protocol", protocol, "--data", "digits", "--query-size",
+                "50", "--bank-size", "100"]  # fmt: skip
+        assert main(args) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert 0 <= result["top1"] <= 100
+    assert main(["evaluate", str(run), "--protocol", "retrieval", "--data", "digits"]) == 2
+    assert "retrieval: a clip run reads pair data" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -120,6 +159,11 @@ def test_pairs_clip_zeroshot_and_retrieval(tmp_path, capsys):
         (["--method", "clip", "--data", "digits"], "pair"),
         (["--method", "simclr", "--data", "digits", "method_args.temprature=0.2"], "temperature"),
         (["--method", "simclr", "--data", "digits", "optim.lrr=0.2"], "optim.lr"),
+        (
+            ["--method", "simclr", "--data", "digits", "method_args.temperature=abc"],
+            "method_args.temperature of method SimCLR must be float",
+        ),
+        (["--method", "simclr", "--data", "digits", "method_args.proj_dim=-3"], "proj_dim=-3"),
     ],
 )
 def test_bad_input_is_one_clear_message(tmp_path, capsys, args, needle):

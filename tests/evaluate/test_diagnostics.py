@@ -103,10 +103,14 @@ def test_alarm_fires_on_a_fall_from_the_best_not_on_a_collapsed_start():
 
 def test_probe_from_dataset_takes_exactly_size_samples_and_their_labels():
     from selfsup.evaluate.diagnostics import Probe
+    from selfsup.evaluate.features import fixed_subset
 
     data = [{"x": torch.full((2,), float(i)), "label": i % 3} for i in range(10)]
     probe = Probe.from_dataset(data, 7, None, "cpu", batch_size=4)
-    assert probe.labels.tolist() == [0, 1, 2, 0, 1, 2, 0]
+    index = fixed_subset(data, 7).indices  # a fixed draw over the whole dataset, in order
+    assert len(index) == 7 and index == sorted(index)
+    assert probe.labels.tolist() == [i % 3 for i in index]
+    assert torch.cat([b["x"][:, 0] for b in probe.batches]).tolist() == index
     assert Probe([{"x": torch.ones(2, 2)}]).labels is None
 
 

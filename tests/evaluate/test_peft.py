@@ -67,9 +67,33 @@ def test_bert_lora_targets_query_and_value(tiny_tokenizer):
     prepare(TextEncoder(config, "mean"), "adapter")  # attention.output.dense, output.dense
 
 
+def test_lora_a_has_the_authors_scale():
+    lora = LoRALinear(nn.Linear(768, 768), rank=8)  # loralib: nn.Linear's init, 1 / sqrt(3 in)
+    assert lora.lora_a.std().item() == pytest.approx((3 * 768) ** -0.5, rel=0.05)
+
+
+@pytest.mark.parametrize(("kind", "count"), [("lora", 2), ("adapter", 4)])
+def test_gpt2_conv1d_layers_take_lora_and_adapters(kind, count):
+    from transformers import GPT2Config, GPT2Model
+
+    torch.manual_seed(0)
+    gpt = GPT2Model(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50, n_positions=16))
+    gpt.eval()
+    ids = torch.randint(0, 50, (2, 8))
+    before = gpt(ids).last_hidden_state
+    prepare(gpt, kind)  # c_attn (fused qkv) / attn.c_proj and mlp.c_proj, as nn.Linear
+    wrapped = [
+        n for n, m in gpt.named_modules() if type(m).__name__ in ("LoRALinear", "WithAdapter")
+    ]
+    assert len(wrapped) == count and all(n.endswith(("c_attn", "c_proj")) for n in wrapped)
+    torch.testing.assert_close(gpt(ids).last_hidden_state, before, atol=2e-2, rtol=0)
+    if kind == "lora":  # exactly the pretrained function while B = 0
+        torch.testing.assert_close(gpt(ids).last_hidden_state, before, atol=1e-5, rtol=1e-5)
+
+
 def test_resnet_refuses_lora_with_a_clear_message():
     resnet = timm.create_model("resnet18", num_classes=0)
-    with pytest.raises(ValueError, match="lora needs a Transformer encoder.*method=full"):
+    with pytest.raises(ValueError, match="lora needs a Transformer encoder.*tuning=full"):
         prepare(resnet, "lora")
 
 

@@ -15,9 +15,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from selfsup.checks import check_evaluable
 from selfsup.config import ConfigError
 from selfsup.data import DataSource, build_source
-from selfsup.evaluate.features import cached_extract, collate_for, extract
+from selfsup.evaluate.features import (
+    SUBSET_SEED,
+    cached_extract,
+    collate_for,
+    data_fingerprint,
+    extract,
+)
 from selfsup.evaluate.knn import knn_result
 from selfsup.evaluate.linear import linear_probe
 from selfsup.evaluate.protocols import EVAL_PROTOCOLS, EvalOptions
@@ -56,10 +63,23 @@ def method_protocols(method: Method) -> tuple[str, ...]:
 
 
 def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when a GPU is present, else ``"cpu"``; other names unchanged."""
+    """``"auto"`` -> ``"cuda"`` when a GPU is present, else ``"cpu"``; other names unchanged.
+
+    Raises:
+        ConfigError: ``cuda`` asked for where there is no GPU.
+    """
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: this machine has no GPU torch can use; use cpu")
     return device
+
+
+def check_sizes(**sizes: float | None) -> None:
+    """Raise ConfigError naming the first option that is set but not positive."""
+    for name, value in sizes.items():
+        if value is not None and not value > 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
 
 
 def _source(run: Run, data: str | None) -> DataSource:
@@ -79,8 +99,9 @@ def _record(run: Run, result: dict[str, Any]) -> dict[str, Any]:
 def labelled_features(
     run: Run, source: DataSource, protocol: str, options: EvalOptions
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Frozen features and labels of the first ``bank_size`` training and ``query_size`` test
-    samples, embedded once per checkpoint and cached under ``RUN_DIR/features/``.
+    """Frozen features and labels of ``bank_size`` training and ``query_size`` test samples
+    (a fixed draw from each split, :func:`~selfsup.evaluate.features.fixed_subset`), embedded
+    once per checkpoint and cached under ``RUN_DIR/features/``.
 
     Raises:
         ConfigError: the data has no labels, no test split or an unlabelled sample.
@@ -92,13 +113,15 @@ def labelled_features(
         )
     method = run.method
     collate = collate_for(method, run.tokenizer, run.config.seq_len)
-    base = {"step": run.step, "random_init": options.random_init, "data": source.name,
+    base = {"step": run.step, "checkpoint": run.checkpoint,
+            "random_init": options.random_init, "data": source.name,
             "pooling": method.pooling, "image_size": run.config.image_size,
             "seq_len": run.config.seq_len}  # fmt: skip
     out = []
     for split, dataset, limit in (("train", source.train, options.bank_size),
                                   ("test", source.test, options.query_size)):  # fmt: skip
-        key = {**base, "split": split, "limit": limit}
+        key = {**base, "split": split, "limit": limit, "subset": f"seed{SUBSET_SEED}",
+               **data_fingerprint(dataset)}  # fmt: skip
         out += cached_extract(options.cache_dir, key, method.embed, dataset, options.batch_size,
                               limit, collate, options.device)  # fmt: skip
     bank, bank_y, query, query_y = out
@@ -160,6 +183,8 @@ def evaluate(
     valid = protocol_names()
     if protocol not in valid:
         raise ConfigError(f"unknown protocol {protocol!r}. Valid: {', '.join(valid)}")
+    check_sizes(k=k, temperature=temperature, bank_size=bank_size, query_size=query_size,
+                batch_size=batch_size)  # fmt: skip
     device = resolve_device(device)
     run = load_run(run_dir, device, random_init)
     source = _source(run, data)
@@ -169,6 +194,7 @@ def evaluate(
             f"protocol {protocol} does not apply to a {run.config.method} run ({run.path}); "
             f"its protocols: {', '.join(method_protocols(method))}"
         )
+    check_evaluable(run.config.method, method.kind, source, protocol)
     _set_pooling(method, pooling)
     base = {"protocol": protocol, "data": source.name, "seed": seed, "random_init": random_init}
     if method.pooling is not None:
@@ -205,7 +231,7 @@ def evaluate(
         images, labels, _ = extract(
             method.encode_image_batch, source.test, batch_size, query_size, collate, device
         )
-        classes = class_embeddings(encode_text, source.classes)
+        classes = class_embeddings(encode_text, source.classes).cpu()  # images come on the CPU
         result = zeroshot_accuracy(images, classes, labels)
         held_out = getattr(source.test, "heldout_classes", None)
         if held_out:
@@ -241,16 +267,20 @@ def embed(
     Labels, when the data has them, go to ``out`` with ``.labels.npy`` in place of ``.npy``.
     ``pooling`` chooses how a text encoder pools token states (see :func:`evaluate`).
     """
+    check_sizes(batch_size=batch_size, limit=limit)
     device = resolve_device(device)
     run = load_run(run_dir, device)
     _set_pooling(run.method, pooling)
     source = _source(run, data)
+    check_evaluable(run.config.method, run.method.kind, source, "embed")
     dataset = source.train if split == "train" else source.test
     if dataset is None:
         raise ConfigError(f"data {source.name!r} has no {split} split")
     collate = collate_for(run.method, run.tokenizer, run.config.seq_len)
     feats, labels, _ = extract(run.method.embed, dataset, batch_size, limit, collate, device)
     out = Path(out)
+    if out.suffix != ".npy":
+        out = out.with_name(out.name + ".npy")  # the name np.save writes
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, feats.numpy())
     if (labels >= 0).any():

@@ -151,13 +151,14 @@ class Probe:
         device: str | torch.device,
         batch_size: int = 256,
     ) -> Probe:
-        """The first ``size`` samples of ``dataset`` (a map-style dataset or a stream), read
-        without drawing from the global random generators (a resumed run stays bitwise equal)."""
-        from selfsup.evaluate.features import first
+        """``size`` samples of ``dataset`` (a fixed draw from a map-style dataset, see
+        :func:`~selfsup.evaluate.features.fixed_subset`; a stream's first), read without drawing
+        from the global random generators (a resumed run stays bitwise equal)."""
+        from selfsup.evaluate.features import fixed_subset
 
         batches, seen = [], 0
         with torch.random.fork_rng(devices=[]):  # the DataLoader draws its base seed
-            loader = DataLoader(first(dataset, size), batch_size=min(batch_size, size),
+            loader = DataLoader(fixed_subset(dataset, size), batch_size=min(batch_size, size),
                                 collate_fn=collate_fn)  # fmt: skip
             for batch in loader:
                 take = min(len(next(iter(batch.values()))), size - seen)

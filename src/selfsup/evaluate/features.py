@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, default_collate
 
 from selfsup.methods import Method
 
@@ -44,11 +44,51 @@ class TextCollate:
         return batch
 
 
-def first(dataset: Dataset, limit: int | None) -> Dataset:
-    """The first ``limit`` samples of a map-style dataset (streams are cut while iterating)."""
+SUBSET_SEED = 0
+
+
+def fixed_subset(dataset: Dataset, limit: int | None) -> Dataset:
+    """``limit`` samples of a map-style dataset drawn from all of it, in index order.
+
+    Datasets are often sorted by class (a folder lists its images class by class, ``polarity``
+    its negative reviews first), so the first ``limit`` samples could be one class. The draw is
+    without replacement and seeded (:data:`SUBSET_SEED`), so every protocol, run and cached
+    feature file of a dataset uses the same samples. Streams are cut while iterating, in their
+    own order.
+    """
     if limit is None or isinstance(dataset, IterableDataset) or limit >= len(dataset):  # type: ignore[arg-type]
         return dataset
-    return Subset(dataset, range(limit))
+    generator = torch.Generator().manual_seed(SUBSET_SEED)
+    index = torch.randperm(len(dataset), generator=generator)[:limit].sort().values  # type: ignore[arg-type]
+    return Subset(dataset, index.tolist())
+
+
+def data_fingerprint(dataset: Dataset) -> dict[str, Any]:
+    """What identifies a dataset's contents cheaply, for feature-cache keys: its length and, for
+    file-backed datasets, a hash of every file's path, size and modification time and of the
+    labels and captions (so added, changed or relabelled files are embedded again)."""
+    out: dict[str, Any] = {}
+    try:
+        out["len"] = len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        pass
+    files = next(
+        (getattr(dataset, name) for name in ("paths", "images", "parts") if hasattr(dataset, name)),
+        None,
+    )
+    if files is not None:
+        digest = hashlib.sha1()
+        for file in files:
+            try:
+                stat = os.stat(file)
+                digest.update(f"{file}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+            except (OSError, TypeError, ValueError):
+                digest.update(f"{file}|?\n".encode())
+        for name in ("labels", "captions"):
+            if getattr(dataset, name, None) is not None:
+                digest.update(repr(list(getattr(dataset, name))).encode())
+        out["files"] = digest.hexdigest()[:20]
+    return out
 
 
 @torch.no_grad()
@@ -68,7 +108,7 @@ def extract(
         the samples (empty when samples carry none).
     """
     loader = DataLoader(
-        first(dataset, limit),
+        fixed_subset(dataset, limit),
         batch_size=batch_size,
         shuffle=False,
         collate_fn=collate_fn,
@@ -133,7 +173,20 @@ def collate_for(method: Method, tokenizer: Any, seq_len: int) -> Callable[[list[
     if method.kind == "text":
         return TextCollate(tokenizer, seq_len)
     if method.kind == "pair":
+        return PairCollate(tokenizer, seq_len)
+    return None
+
+
+class PairCollate:
+    """Image-caption samples batched with their tokenised captions; samples without captions (a
+    labelled image dataset that a pair run's image tower embeds) batched as they are."""
+
+    def __init__(self, tokenizer: Any, max_len: int) -> None:  # noqa: ANN401
         from selfsup.data.packing import CaptionCollate
 
-        return CaptionCollate(tokenizer, seq_len)
-    return None
+        self.captions = CaptionCollate(tokenizer, max_len)
+
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        if "text" in samples[0]:
+            return self.captions(samples)
+        return default_collate(samples)

@@ -3,9 +3,12 @@
 * LoRA (Hu et al. 2022, "LoRA: Low-Rank Adaptation of Large Language Models"): a frozen linear
   map ``W`` becomes ``W x + (alpha / r) B A x`` with ``A (r, in)`` drawn from a Gaussian and
   ``B (out, r)`` zero, so training starts from the pretrained function; only ``A`` and ``B``
-  train. Applied, as in the paper's section 7.1, to the attention's query and value projections
-  (``query``/``value`` in BERT-style encoders, ``q``/``v`` in T5); timm ViTs fuse them into one
-  ``qkv`` projection, which gets one LoRA pair. Defaults r = 8, alpha = 8.
+  train. The paper gives no scale for ``A``; its authors' code (loralib) draws ``A`` as
+  ``nn.Linear`` initialises weights, with standard deviation ``1 / sqrt(3 in)``, which is the
+  Gaussian's here. Applied, as in the paper's section 7.1, to the attention's query and value
+  projections (``query``/``value`` in BERT-style encoders, ``q``/``v`` in T5); timm ViTs and
+  GPT-2 (``c_attn``) fuse query, key and value into one projection, which gets one LoRA pair.
+  Defaults r = 8, alpha = 8.
 * Adapters (Houlsby et al. 2019, "Parameter-Efficient Transfer Learning for NLP"): a bottleneck
   ``x + up(GELU(down(x)))`` of width 64 after the attention's output projection and after the
   feed-forward block's output projection in every layer, before the residual sum; the
@@ -27,7 +30,7 @@ PEFT_KINDS = ("full", "lora", "adapter")
 
 # Names (last component) of the linear maps each kind modifies, across timm ViTs and the
 # transformers encoders selfsup trains (BERT, RoBERTa, ELECTRA, DeBERTa, ALBERT, T5).
-LORA_TARGETS = ("query", "value", "qkv", "q", "v", "query_proj", "value_proj", "in_proj")
+LORA_TARGETS = ("query", "value", "qkv", "q", "v", "query_proj", "value_proj", "in_proj", "c_attn")
 ADAPTER_TARGETS = {
     # (parent's last name component or None, own name): attention output, feed-forward output
     ("attn", "proj"),  # timm ViT attention output
@@ -37,6 +40,8 @@ ADAPTER_TARGETS = {
     (None, "ffn_output"),  # ALBERT feed-forward output
     ("SelfAttention", "o"),  # T5 attention output
     ("DenseReluDense", "wo"),  # T5 feed-forward output
+    ("attn", "c_proj"),  # GPT-2 attention output
+    ("mlp", "c_proj"),  # GPT-2 feed-forward output
 }
 
 
@@ -55,7 +60,8 @@ class LoRALinear(nn.Module):
         self.base = base
         for p in self.base.parameters():
             p.requires_grad_(False)
-        self.lora_a = nn.Parameter(torch.randn(rank, base.in_features) / math.sqrt(rank))
+        std = 1.0 / math.sqrt(3 * base.in_features)  # loralib's scale (nn.Linear's init)
+        self.lora_a = nn.Parameter(torch.randn(rank, base.in_features) * std)
         self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank))
         self.scale = alpha / rank
         self.dropout = nn.Dropout(dropout)
@@ -116,7 +122,22 @@ def _replace(root: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def _linears(encoder: nn.Module) -> list[tuple[str, nn.Linear]]:
-    return [(n, m) for n, m in encoder.named_modules() if type(m) is nn.Linear]
+    """The linear maps of ``encoder`` by name; transformers' ``Conv1D`` (GPT-2's linear maps,
+    ``x @ W + b`` with ``W (in, out)``) comes as the ``nn.Linear`` computing the same."""
+    out = []
+    for name, module in encoder.named_modules():
+        if type(module) is nn.Linear:
+            out.append((name, module))
+        elif type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None:
+            w = module.weight  # (in, out)
+            linear = nn.Linear(*w.shape, bias=module.bias is not None, device=w.device,
+                               dtype=w.dtype)  # fmt: skip
+            with torch.no_grad():
+                linear.weight.copy_(w.T)
+                if module.bias is not None:
+                    linear.bias.copy_(module.bias)
+            out.append((name, linear))
+    return out
 
 
 def add_lora(encoder: nn.Module, rank: int = 8, alpha: float = 8.0, dropout: float = 0.0) -> int:
@@ -164,7 +185,7 @@ def prepare(
     if found == 0:
         raise ValueError(
             f"{kind} needs a Transformer encoder (attention projections to adapt); "
-            f"{type(encoder).__name__} has none: use method=full"
+            f"{type(encoder).__name__} has none: use --arg tuning=full"
         )
     for name, p in encoder.named_parameters():
         if kind == "lora" and ("lora_a" in name or "lora_b" in name):

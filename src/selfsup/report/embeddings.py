@@ -22,7 +22,7 @@ from selfsup.report.panels import Panel
 
 @dataclass
 class Embedded:
-    """Embeddings of the first samples of a split, with what the report shows of them."""
+    """Embeddings of a fixed subset of a split, with what the report shows of them."""
 
     features: Tensor  # (N, D)
     labels: Tensor  # (N,) -1 where unlabelled
@@ -42,11 +42,11 @@ def embed_samples(
     head: bool = False,
 ) -> Embedded:
     """``method.embed`` (and, with ``head``, ``method.embed_head`` of those features where the
-    method has a head) of the first ``limit`` samples, keeping labels, texts and small copies of
-    the images (at most ``thumbnail`` px)."""
-    from selfsup.evaluate.features import first
+    method has a head) of ``limit`` samples (``fixed_subset``), keeping labels, texts and small
+    copies of the images (at most ``thumbnail`` px)."""
+    from selfsup.evaluate.features import fixed_subset
 
-    loader = DataLoader(first(dataset, limit), batch_size=256, collate_fn=collate)
+    loader = DataLoader(fixed_subset(dataset, limit), batch_size=256, collate_fn=collate)
     feats, heads, labels, thumbs, texts, seen = [], [], [], [], [], 0
     for batch in loader:
         n = len(next(iter(batch.values())))
@@ -177,7 +177,7 @@ def embedding_sections(
 
 
 def neighbour_section(shown: Embedded, bank: Embedded, queries: int, classes: list[str]) -> str:
-    """The ``k`` nearest training samples of the first test samples (images or texts)."""
+    """The ``k`` nearest training samples of a few test samples (images or texts)."""
     k = 8
     q = min(queries, len(shown.features))
     idx = neighbours(shown.features[:q], bank.features, k)  # (q, k)
@@ -228,11 +228,11 @@ def neighbour_section(shown: Embedded, bank: Embedded, queries: int, classes: li
 
 def method_section(run: Any, shown: Embedded, split: Any, collate: Any, device: str) -> str:  # noqa: ANN401
     """The method's own panels (``report_panels``) and ViT attention maps."""
-    from selfsup.evaluate.features import first
+    from selfsup.evaluate.features import fixed_subset
     from selfsup.report.attention import cls_attention
 
     method = run.method
-    batch = next(iter(DataLoader(first(split, 256), batch_size=256, collate_fn=collate)))
+    batch = next(iter(DataLoader(fixed_subset(split, 256), batch_size=256, collate_fn=collate)))
     batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
     panels: list[Panel] = []
     with torch.random.fork_rng(devices=[]):

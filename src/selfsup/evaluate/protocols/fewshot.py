@@ -3,8 +3,9 @@
 Features are extracted once from the frozen encoder. For each number of shots n and each seed, n
 training samples per class are drawn at random (the support set), a classifier is fitted on
 them, and the whole test split (or ``--query-size``) is classified; the result is the mean and
-the standard deviation of top-1 accuracy over the seeds, as in the low-shot evaluations of SimCLR
-(Chen et al. 2020, semi-supervised section) and MSN (Assran et al. 2022, 1/2/5 images per class).
+the standard deviation (the population's, numpy's ``std``) of top-1 accuracy over the seeds, as
+in the low-shot evaluations of SimCLR (Chen et al. 2020, semi-supervised section) and MSN
+(Assran et al. 2022, 1/2/5 images per class).
 
 Classifiers (``--arg classifier=...``):
 

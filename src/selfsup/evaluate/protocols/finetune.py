@@ -58,7 +58,7 @@ from torch import Tensor, nn
 
 from selfsup.config import ConfigError
 from selfsup.engine.optim import build_optimizer, lr_factor, set_lr
-from selfsup.evaluate.features import TextCollate
+from selfsup.evaluate.features import TextCollate, fixed_subset
 from selfsup.evaluate.peft import PEFT_KINDS
 from selfsup.evaluate.protocols import EvalOptions, register_protocol
 
@@ -150,9 +150,10 @@ class Classifier(nn.Module):
 
 
 def _samples(dataset: Any, limit: int | None) -> list[dict[str, Any]]:  # noqa: ANN401
-    """The first ``limit`` samples of a (small, labelled) dataset, in order."""
+    """``limit`` samples of a (small, labelled) dataset: the same fixed draw as the other
+    protocols' (:func:`~selfsup.evaluate.features.fixed_subset`), in order."""
     out = []
-    for sample in dataset:
+    for sample in fixed_subset(dataset, limit):
         if limit is not None and len(out) >= limit:
             break
         out.append(sample)
