@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import IterableDataset
 
 from selfsup.checks import (
     check_backbone,
@@ -111,6 +112,8 @@ def pretrain(
             f"resample=true: {config.method} builds its own training examples from the source "
             "and cannot resample it; set resample=false"
         )
+    if ckpt is not None:
+        _check_stream_order(ckpt, loader, config)
     global_batch = config.batch_size * fabric.world_size * config.optim.accumulate
     optimizer = make_optimizer(method, config, global_batch)
     model, optimizer = fabric.setup(method, optimizer)
@@ -274,6 +277,21 @@ def _write_run_directory(
         fault_log = FaultLog(run_dir / "faults.jsonl")
         for error in faults:
             fault_log.record(error)
+
+
+def _check_stream_order(ckpt: Path, loader: Any, config: RunConfig) -> None:  # noqa: ANN401
+    """Refuse to resume a streamed training set with another number of reading workers: a
+    stream's order depends on it (a map-style dataset's, the decode cache's included, does not),
+    so the saved data position would point at other samples."""
+    if not isinstance(loader.dataset, IterableDataset):
+        return
+    saved = json.loads((ckpt / "meta.json").read_text()).get("config", {}).get("num_workers")
+    if saved is not None and max(saved, 1) != max(config.num_workers, 1):
+        raise ConfigError(
+            f"--resume: this run streams its training data, whose order depends on how many "
+            f"workers read it; it was saved with num_workers={saved}: resume with that "
+            f"(got {config.num_workers})"
+        )
 
 
 def _restore(

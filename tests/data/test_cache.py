@@ -68,3 +68,12 @@ def test_when_the_cache_is_used(tmp_path, save_image, method, data, setting, exp
 def test_unknown_setting_is_named():
     with pytest.raises(ConfigError, match="decode_cache must be 'auto', 'on' or 'off'"):
         load_config(values={"decode_cache": "always"}).validate()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_shard_cache_order_is_the_stream_index_whatever_the_workers(shard_dir, workers):
+    # a run resumed with another num_workers must read the same samples at the same positions
+    source = build_source(f"shards:{shard_dir}", image_size=8, shuffle_buffer=0)
+    cache = decoded_cache(source.train, source.num_samples, 8, workers=workers)
+    assert cache.labels.tolist() == list(range(24))  # shard order: sample i has label i
+    assert [int(cache[i]["image"][0, 0, 0]) for i in range(24)] == list(range(24))

@@ -119,3 +119,20 @@ def test_header_only_named(tmp_path):
     (tmp_path / "c.csv").write_text("image,caption\n")
     with pytest.raises(DataError, match="c.csv has no usable data rows"):
         build_source(f"captions:{tmp_path / 'c.csv'}")
+
+
+def test_captions_keep_unicode_line_separators_and_tsv_quotes_are_text(tmp_path, save_image):
+    make_images(save_image, tmp_path, 3)
+    (tmp_path / "c.csv").write_text(
+        "image,caption\nimgs/0.png,one\u2028line\nimgs/1.png,two\x85three\nimgs/2.png,x\n",
+        encoding="utf-8",
+    )
+    source = build_source(f"captions:{tmp_path / 'c.csv'}", image_size=8)
+    assert [source.train[i]["text"] for i in range(3)] == ["one\u2028line", "two\x85three", "x"]
+    assert not source.faults
+    (tmp_path / "c.tsv").write_text(
+        'image\tcaption\nimgs/0.png\t"Hi" she said\nimgs/1.png\t"unclosed\nimgs/2.png\tplain\n'
+    )
+    source = build_source(f"captions:{tmp_path / 'c.tsv'}", image_size=8)
+    texts = [source.train[i]["text"] for i in range(3)]
+    assert texts == ['"Hi" she said', '"unclosed', "plain"] and not source.faults

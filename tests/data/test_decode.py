@@ -92,3 +92,10 @@ def test_garbage_bytes_use_given_name():
 def test_missing_file_names_it(tmp_path):
     with pytest.raises(DataError, match="nothere.png"):
         decode_image(tmp_path / "nothere.png", 8)
+
+
+@pytest.mark.parametrize(("mode", "key"), [("L", 0), ("RGB", (0, 0, 0))])
+def test_single_colour_png_transparency_composites_over_white(tmp_path, mode, key):
+    path = tmp_path / "t.png"
+    Image.new(mode, (8, 8), key).save(path, transparency=key)  # every pixel is the transparent one
+    assert decode_image(path, 8).min() == 255  # as a transparent palette image gives

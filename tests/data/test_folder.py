@@ -116,3 +116,16 @@ def test_undecodable_image_named_on_access(tmp_path, save_image):
     assert source.train[0]["image"].shape == (3, 32, 32)
     with pytest.raises(DataError, match="b_bad.png"):
         source.train[1]
+
+
+def test_a_symlink_to_a_parent_folder_is_followed_once(tmp_path, save_image):
+    save_image(tmp_path / "data" / "cat" / "a.png", RED)
+    save_image(tmp_path / "data" / "dog" / "b.png", GREEN)
+    (tmp_path / "data" / "cat" / "up").symlink_to(tmp_path / "data")  # a loop
+    (tmp_path / "data" / "dog" / "more").symlink_to(
+        tmp_path / "elsewhere", target_is_directory=True
+    )
+    save_image(tmp_path / "elsewhere" / "c.png", GREEN)  # a linked folder outside: followed
+    source = build_source(f"folder:{tmp_path / 'data'}", image_size=8)
+    assert source.num_samples == 3
+    assert sorted(source.train[i]["label"] for i in range(3)) == [0, 1, 1]

@@ -1,3 +1,4 @@
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -5,6 +6,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from selfsup.data import DataError, build_source
+from selfsup.data.faults import FaultCounter
 from selfsup.data.shards import CIFAR10_CLASSES, ShardDataset, count_shard_samples, find_shards
 
 CIFAR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "cifar10"
@@ -163,3 +165,29 @@ def test_two_gloo_ranks_read_disjoint_shards(shard_dir):
     per_rank = spawn_gloo(_rank_labels, str(shard_dir), world_size=2)
     assert all(len(labels) == 12 for labels in per_rank)  # 2 of the 4 shards each
     assert sorted(per_rank[0] + per_rank[1]) == list(range(24))
+
+
+def test_shard_cut_at_a_member_boundary_is_an_error_not_a_shorter_shard(tmp_path, write_shard):
+    path = write_shard(tmp_path / "s.tar", range(15))
+    with tarfile.open(path) as archive:
+        cut = next(m.offset for m in archive.getmembers() if m.name == "sample_00010.png")
+    path.write_bytes(path.read_bytes()[:cut])  # block-aligned: tarfile reads it as an end
+    dataset = ShardDataset([str(path)], image_size=8)
+    with pytest.raises(DataError, match="without the tar end-of-archive blocks"):
+        list(dataset)
+
+
+def test_macos_hidden_members_are_not_samples_and_indices_stay_dense(tmp_path, make_tar, png_bytes):
+    members = [("./._sample_0.png", b"AppleDouble"), (".DS_Store", b"x")]
+    for i in range(4):
+        members += [(f"./sample_{i}.png", png_bytes((i, 0, 0))), (f"./sample_{i}.cls", b"1")]
+        if i == 1:
+            members.append(("./orphan.json", b"{}"))  # a group without an image
+    path = make_tar(tmp_path / "mac.tar", members)
+    dataset = ShardDataset([str(path)], image_size=8)
+    dataset.faults = FaultCounter()
+    samples = list(dataset)
+    assert (
+        [s["index"] for s in samples] == [0, 1, 2, 3] == [int(s["image"][0, 0, 0]) for s in samples]
+    )
+    assert count_shard_samples([str(path)]) == 4

@@ -85,3 +85,9 @@ def test_only_empty_documents_named(tmp_path):
     path.write_text("\n   \n\n")
     with pytest.raises(DataError, match="blank.txt.*no non-empty documents"):
         build_source(f"text:{path}")
+
+
+def test_byte_order_mark_is_not_text(tmp_path):
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufefffirst doc\nsecond doc\n".encode())
+    assert list(iter_documents(str(path))) == ["first doc", "second doc"]

@@ -4,7 +4,7 @@ for one method of each data kind (image, text, pair) and for a method with a que
 import pytest
 import torch
 
-from selfsup.config import load_config
+from selfsup.config import ConfigError, load_config
 from selfsup.engine.loop import Loop
 from selfsup.pipeline import pretrain
 
@@ -71,3 +71,38 @@ def test_existing_run_is_not_overwritten(tmp_path):
     pretrain(config("simclr", tmp_path / "run", 1))
     with pytest.raises(FileExistsError, match="--resume"):
         pretrain(config("simclr", tmp_path / "run", 1))
+
+
+def write_shards(root, count=3, per_shard=8):
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    root.mkdir()
+    for s in range(count):
+        with tarfile.open(root / f"train-{s}.tar", "w") as archive:
+            for i in range(per_shard):
+                png = io.BytesIO()
+                Image.new("RGB", (8, 8), (s * 50, i * 20, 0)).save(png, format="PNG")
+                for name, data in ((f"k{i}.png", png.getvalue()), (f"k{i}.cls", b"1")):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    archive.addfile(info, io.BytesIO(data))
+    return root
+
+
+def test_a_stream_resumes_only_with_its_number_of_workers(tmp_path):
+    # decode_cache=off: the shards are streamed, in an order that depends on the workers
+    shard_dir = write_shards(tmp_path / "shards")
+
+    def shards(workers, steps=2):
+        values = {**RUNS["simclr"], "data": f"shards:{shard_dir}", "image_size": 8,
+                  "batch_size": 4, "decode_cache": "off", "num_workers": workers,
+                  "budget": f"{steps}steps", "out": str(tmp_path / "run"), "progress": False}  # fmt: skip
+        return load_config(values=values)
+
+    pretrain(shards(workers=1))
+    with pytest.raises(ConfigError, match="saved with num_workers=1: resume with that"):
+        pretrain(shards(workers=2, steps=4), resume=tmp_path / "run")
+    pretrain(shards(workers=0, steps=3), resume=tmp_path / "run")  # 0 and 1: the same order

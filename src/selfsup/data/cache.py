@@ -10,8 +10,10 @@ CIFAR-10 at 32 px takes 150 MiB; ImageNet at 224 px would take 190 GiB, so ``dec
 caches only when the decoded images take at most :data:`AUTO_LIMIT_BYTES`.
 
 The cache is a map-style dataset whatever the source: a streamed source (tar shards) becomes
-shuffled per epoch by a full permutation instead of a shuffle buffer, and ``index`` numbers the
-cached samples in the order they were read (deterministic for a given worker count).
+shuffled per epoch by a full permutation instead of a shuffle buffer. Samples that carry their
+stream ``index`` (uncompressed shards) are stored in that order, whatever the number of decoding
+workers, so a run resumed with another ``num_workers`` reads the same samples; the others
+(compressed shards) in the order they were read, which depends on the worker count.
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if "text" in samples[0]:
         out["text"] = [s["text"] for s in samples]
+    if "index" in samples[0]:
+        out["index"] = torch.tensor([s["index"] for s in samples], dtype=torch.int64)
     return out
 
 
@@ -98,6 +102,8 @@ def _decode_batch(
         faults.record(error)
     keep = torch.as_tensor(kept, dtype=torch.int64)
     out = {"image": images.cpu(), "label": batch["label"][keep]}
+    if "index" in batch:
+        out["index"] = batch["index"][keep]
     if "text" in batch:
         out["text"] = [batch["text"][i] for i in kept]
     return out
@@ -109,30 +115,59 @@ def _decode_all(
     image_size: int,
     workers: int,
     device: torch.device | None,
-) -> tuple[torch.Tensor, list[torch.Tensor], list[str] | None, int]:
-    """(images (capacity, 3, S, S), label batches, texts, count) read from ``dataset``."""
+) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+    """``(images (N, 3, S, S), labels (N,), texts)`` read from ``dataset``: at their ``index``
+    when every sample has one below ``num_samples`` (slots of unreadable samples then removed),
+    else in reading order."""
     loader = DataLoader(dataset, batch_size=256, num_workers=workers, collate_fn=_collate)
     capacity = num_samples or 1024
     images = torch.empty((capacity, 3, image_size, image_size), dtype=torch.uint8)
-    labels: list[torch.Tensor] = []
+    labels = torch.full((capacity,), -1, dtype=torch.int64)
     texts: list[str] | None = None
+    filled = torch.zeros(capacity, dtype=torch.bool)
+    by_index: bool | None = None  # decided by the first batch
     count = 0
     for batch in loader:
         if isinstance(batch["image"], list):
             batch = _decode_batch(batch, image_size, device, getattr(dataset, "faults", None))
         n = len(batch["image"])
-        if count + n > len(images):  # a stream of unknown length: grow geometrically
-            grown = torch.empty(
-                (max(2 * len(images), count + n), *images.shape[1:]), dtype=torch.uint8
-            )
-            grown[:count] = images[:count]
-            images = grown
-        images[count : count + n] = batch["image"]
-        labels.append(batch["label"])
+        index = batch.get("index")
+        if by_index is None:
+            by_index = num_samples is not None and index is not None and bool((index >= 0).all())
+        if by_index:
+            if n and (bool((index < 0).any()) or int(index.max()) >= capacity):
+                raise DataError(f"sample index out of range 0..{capacity - 1}: {index.tolist()}")
+            if bool(filled[index].any()):
+                raise DataError(f"two samples share the index {index[filled[index]].tolist()}")
+            slots = index
+        else:
+            if count + n > len(images):  # a stream of unknown length: grow geometrically
+                size = max(2 * len(images), count + n)
+                images = _grown(images, size, count)
+                labels = torch.cat([labels, labels.new_full((size - len(labels),), -1)])
+                filled = torch.cat([filled, filled.new_zeros(size - len(filled))])
+            slots = torch.arange(count, count + n)
+        images[slots] = batch["image"]
+        labels[slots] = batch["label"]
+        filled[slots] = True
         if "text" in batch:
-            texts = (texts or []) + batch["text"]
+            if texts is None:
+                texts = [""] * len(images)
+            texts.extend([""] * (len(images) - len(texts)))
+            for slot, text in zip(slots.tolist(), batch["text"], strict=True):
+                texts[slot] = text
         count += n
-    return images, labels, texts, count
+    if not bool(filled.all()):  # unread slots: faults (by index) or spare capacity
+        keep = filled.nonzero().squeeze(1)
+        images, labels = images[keep], labels[keep]
+        texts = None if texts is None else [texts[i] for i in keep.tolist()]
+    return images, labels, texts
+
+
+def _grown(images: torch.Tensor, size: int, count: int) -> torch.Tensor:
+    grown = torch.empty((size, *images.shape[1:]), dtype=torch.uint8)
+    grown[:count] = images[:count]
+    return grown
 
 
 def decoded_cache(
@@ -161,18 +196,15 @@ def decoded_cache(
     if defer:
         dataset.defer_jpeg = True  # the workers read JPEGs, the device decodes them
     try:
-        images, labels, texts, count = _decode_all(
-            dataset, num_samples, image_size, workers, device
-        )
+        images, labels, texts = _decode_all(dataset, num_samples, image_size, workers, device)
     finally:
         if defer:
             dataset.defer_jpeg = False
-    if count == 0:
+    if len(images) == 0:
         raise DataError("the data holds no readable image to cache")
-    images = images[:count].clone() if count < len(images) else images
     log.info(
         "decoded %d images once into memory (%.0f MiB) in %.1f s%s",
-        count, images.numel() / 2**20, time.perf_counter() - start,
+        len(images), images.numel() / 2**20, time.perf_counter() - start,
         f", JPEGs on {device}" if device is not None else "",
     )  # fmt: skip
-    return DecodedImages(images, torch.cat(labels), texts)
+    return DecodedImages(images, labels, texts)

@@ -1,6 +1,7 @@
 """``captions:FILE`` — image paths with captions, from a CSV or JSONL file (kind ``"pair"``).
 
-- CSV (``.csv``, or ``.tsv`` tab-separated): a header row is required, with an image column named
+- CSV (``.csv``, or ``.tsv`` tab-separated, where quotes are plain characters as in CC3M's
+  files): a header row is required, with an image column named
   ``image``, ``filepath`` or ``path`` and a caption column named ``caption`` or ``text``
   (first match wins, case-insensitive). An optional ``label`` column holds integer labels.
 - JSONL (any other suffix, typically ``.jsonl``): one JSON object per line with the same keys;
@@ -51,13 +52,15 @@ def _pick(names: list[str], wanted: tuple[str, ...]) -> str | None:
 _MAX_BAD_RECORDS = 1000  # quoting errors tolerated in one CSV file before it is refused
 
 
-def _csv_records(lines: list[str], delimiter: str) -> Iterator[tuple[int, list[str] | str]]:
+def _csv_records(
+    lines: list[str], delimiter: str, quoting: int = csv.QUOTE_MINIMAL
+) -> Iterator[tuple[int, list[str] | str]]:
     """``(line number, fields)`` of each CSV record, or ``(line number, error)`` for a record
     whose quoting is broken; parsing then resumes on the line after that record's first line,
     so one stray quote costs one row, not the rest of the file."""
     first = 0  # index into ``lines`` where parsing (re)starts
     while first < len(lines):
-        reader = csv.reader(iter(lines[first:]), delimiter=delimiter, strict=True)
+        reader = csv.reader(iter(lines[first:]), delimiter=delimiter, quoting=quoting, strict=True)
         consumed = 0  # lines of lines[first:] read by complete records
         try:
             for fields in reader:
@@ -70,10 +73,12 @@ def _csv_records(lines: list[str], delimiter: str) -> Iterator[tuple[int, list[s
 
 
 def _rows_csv(path: str) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
-    delimiter = "\t" if path.lower().endswith(".tsv") else ","
+    tsv = path.lower().endswith(".tsv")
     with open(path, encoding="utf-8-sig", newline="") as f:
-        lines = f.read().splitlines(keepends=True)
-    records = _csv_records(lines, delimiter)
+        lines = f.readlines()  # at \n, \r\n or \r only: a caption may hold U+2028 or U+0085
+    records = _csv_records(
+        lines, "\t" if tsv else ",", csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL
+    )
     header: list[str] = []
     for _, fields in records:
         if isinstance(fields, str):

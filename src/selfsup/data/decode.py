@@ -51,8 +51,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
             top = 255.0
         array = np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
         image = Image.fromarray(array)  # 2-D uint8 -> mode L
+    if image.mode in ("P", "L", "RGB") and "transparency" in image.info:
+        image = image.convert("RGBA")  # a palette entry or one grey / RGB value is transparent
     if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        image = image.convert("RGB")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         # Transparent pixels have arbitrary colour; composite over white so they are defined.
         rgba = image.convert("RGBA")

@@ -39,8 +39,17 @@ def _visible(name: str) -> bool:
 
 def _images_under(directory: str, recursive: bool) -> list[str]:
     found: list[str] = []
+    top = os.path.realpath(directory)
+    seen = {top}  # symlinked folders are followed once, and never back up to an ancestor
     for root, dirs, files in os.walk(directory, followlinks=True):
         dirs[:] = sorted(d for d in dirs if _visible(d))
+        real = [os.path.realpath(os.path.join(root, d)) for d in dirs]
+        dirs[:] = [
+            d
+            for d, r in zip(dirs, real, strict=True)
+            if r not in seen and not top.startswith(r.rstrip(os.sep) + os.sep)
+        ]
+        seen.update(real)
         found.extend(
             os.path.join(root, f) for f in sorted(files) if _visible(f) and is_image_file(f)
         )

@@ -64,6 +64,10 @@ def _split_key(name: str) -> tuple[str, str]:
     return os.path.join(directory, stem), ext.lower()
 
 
+def _has_image(record: ShardRecord) -> bool:
+    return any(ext in _IMAGE_EXTS for ext in record.members)
+
+
 def _climbs_out(name: str) -> bool:
     """True for member names that are absolute or have a ``..`` component (path traversal)."""
     parts = name.replace("\\", "/").split("/")
@@ -132,7 +136,8 @@ def _count_by_headers(path: str) -> int | None:
                 return None
             size = int(size_field, 8)
             name = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
-            if typeflag in (b"0", b"\0") and _split_key(name)[1] in _IMAGE_EXTS:
+            hidden = os.path.basename(name).startswith(".")
+            if typeflag in (b"0", b"\0") and _split_key(name)[1] in _IMAGE_EXTS and not hidden:
                 count += 1
             offset += 512 + (size + 511) // 512 * 512
 
@@ -163,7 +168,9 @@ def shard_sample_counts(shards: list[str]) -> list[int] | None:
                     count = sum(
                         1
                         for m in archive.getmembers()
-                        if m.isfile() and _split_key(m.name)[1] in _IMAGE_EXTS
+                        if m.isfile()
+                        and _split_key(m.name)[1] in _IMAGE_EXTS
+                        and not os.path.basename(m.name).startswith(".")
                     )
         except (OSError, tarfile.TarError, ValueError) as exc:
             raise DataError(f"cannot read tar shard {shard}: {exc}") from exc
@@ -235,21 +242,31 @@ class ShardDataset(PartitionedStream[ShardRecord]):
                             raise DataError(message)
                         self.faults.record(message)
                         continue
+                    # hidden files (macOS's ._KEY.jpg and .DS_Store) are no samples
                     key, ext = _split_key(member.name)
-                    if os.path.basename(key).startswith(".") or not ext:
+                    if os.path.basename(member.name).startswith(".") or not ext:
                         continue
                     if record is None or key != record.key:
                         position = 0
                         if record is not None:
                             yield record
-                            position = record.position + 1
+                            # positions count samples with an image, as the shard counts do
+                            position = record.position + int(_has_image(record))
                         record = ShardRecord(shard=part, key=key, position=position)
                     handle = archive.extractfile(member)
                     record.members[ext] = handle.read() if handle is not None else b""
+                end = archive.offset  # where the end-of-archive blocks should start
         except (OSError, tarfile.TarError, EOFError) as exc:
             raise DataError(f"cannot read tar shard {part}: {exc}") from exc
         if record is not None:
             yield record
+        if part.lower().endswith(".tar") and os.path.getsize(part) < end + tarfile.BLOCKSIZE:
+            # tarfile reads the end of the file as the end of the archive: a copy cut at a
+            # member's boundary would otherwise lose the rest of the shard without a word
+            raise DataError(
+                f"cannot read tar shard {part}: it stops after {end} bytes without the tar "
+                "end-of-archive blocks (truncated, e.g. an interrupted copy)"
+            )
 
     def decode(self, raw: ShardRecord) -> dict[str, Any]:
         """Decode the image, parse the label and caption of one sample."""

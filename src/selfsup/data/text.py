@@ -71,10 +71,16 @@ def is_binary(path: str) -> bool:
         return b"\0" in f.read(_SNIFF_BYTES)
 
 
+def _without_bom(encoding: str) -> str:
+    """UTF-8 read as ``utf-8-sig``: a byte-order mark (Windows editors write one) is dropped,
+    not kept as the first document's first character; files without one read the same."""
+    return "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+
+
 def uses_blank_lines(path: str, encoding: str = "utf-8") -> bool:
     """True when the file separates documents by blank lines (see the module docstring)."""
     seen_text = pending_blank = False
-    with open(path, encoding=encoding, errors="replace") as f:
+    with open(path, encoding=_without_bom(encoding), errors="replace") as f:
         for line in _lines(f):
             if line.strip():
                 if pending_blank:
@@ -101,7 +107,7 @@ def iter_documents(path: str, encoding: str = "utf-8") -> Iterator[str]:
     if is_binary(path):
         raise DataError(f"text file {path} is binary (a NUL byte in its first 8 KiB), not text")
     paragraphs = uses_blank_lines(path, encoding)
-    with open(path, encoding=encoding, errors="replace") as f:
+    with open(path, encoding=_without_bom(encoding), errors="replace") as f:
         if not paragraphs:
             for line in _lines(f):
                 if line.strip():
