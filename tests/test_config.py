@@ -30,6 +30,13 @@ def test_yaml_then_values_then_overrides(tmp_path):
         ("precision=fp8", "precision"),
         ("optim.name=adam", "optim.name"),
         ("noequals", "key=value"),
+        ("optim.clip_grad=-1", "optim.clip_grad"),  # a negative norm flips the gradients
+        ("optim.clip_grad=0", "optim.clip_grad"),
+        ("optim.lr=.inf", "optim.lr"),
+        ("optim.weight_decay=-0.1", "optim.weight_decay"),
+        ("seed=-1", "seed"),
+        ("strategy=ddp_spawn", "strategy=ddp_spawn"),
+        ("budget=0.5", "whole number of steps"),
     ],
 )
 def test_bad_keys_and_values_are_named(override, needle):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,8 +80,15 @@ class OptimConfig:
             )
         if self.accumulate < 1:
             raise ConfigError(f"optim.accumulate must be >= 1, got {self.accumulate}")
-        if self.lr is not None and self.lr <= 0:
-            raise ConfigError(f"optim.lr must be positive, got {self.lr}")
+        if self.lr is not None and not 0 < self.lr < math.inf:
+            raise ConfigError(f"optim.lr must be positive and finite, got {self.lr}")
+        if self.weight_decay is not None and not 0 <= self.weight_decay < math.inf:
+            raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.clip_grad is not None and not 0 < self.clip_grad < math.inf:
+            raise ConfigError(
+                f"optim.clip_grad is the largest gradient norm allowed, > 0 (or null: no "
+                f"clipping), got {self.clip_grad}"
+            )
 
 
 TOKENIZER_KINDS = ("bpe", "unigram", "wordlevel", "wordpiece")
@@ -238,6 +246,13 @@ class RunConfig:
             )
         if self.decode_device not in ("auto", "cpu"):
             raise ConfigError(f"decode_device must be 'auto' or 'cpu', got {self.decode_device!r}")
+        if not 0 <= self.seed < 2**31:  # seed + rank must stay a valid seed on every process
+            raise ConfigError(f"seed must be in [0, 2^31), got {self.seed}")
+        if "spawn" in self.strategy or "fork" in self.strategy:
+            raise ConfigError(
+                f"strategy={self.strategy} is not supported: selfsup starts its processes with "
+                "Fabric's launcher or torchrun. Use strategy=ddp"
+            )
         if self.strategy.startswith(("fsdp", "deepspeed")):
             raise ConfigError(
                 f"strategy={self.strategy} is not supported: checkpoints, momentum encoders and "
@@ -303,7 +318,10 @@ def parse_budget(text: str | int) -> Budget:
             "wall clock (90s, 10m, 2h)"
         )
     unit, scale = _UNITS[match.group(2)]
-    return Budget(float(match.group(1)) * scale, unit)
+    amount = float(match.group(1)) * scale
+    if unit == "steps" and (amount < 1 or amount != int(amount)):
+        raise ConfigError(f"budget: {text!r} is not a whole number of steps (at least 1)")
+    return Budget(amount, unit)
 
 
 def load_config(

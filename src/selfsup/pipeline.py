@@ -40,6 +40,7 @@ from selfsup.data.faults import (
     set_fault_log,
 )
 from selfsup.engine.checkpoint import (
+    CheckpointError,
     latest_checkpoint,
     load_checkpoint,
     rng_state,
@@ -47,7 +48,7 @@ from selfsup.engine.checkpoint import (
     set_rng_state,
 )
 from selfsup.engine.logging import MetricLogger
-from selfsup.engine.loop import Loop, LoopSettings, TrainState
+from selfsup.engine.loop import Interrupted, Loop, LoopSettings, TrainState
 from selfsup.engine.optim import build_optimizer
 from selfsup.engine.precision import resolve_precision
 from selfsup.evaluate.diagnostics import Probe
@@ -113,7 +114,7 @@ def pretrain(
             "and cannot resample it; set resample=false"
         )
     if ckpt is not None:
-        _check_stream_order(ckpt, loader, config)
+        _check_resumable(ckpt, loader, config, fabric.world_size)
     global_batch = config.batch_size * fabric.world_size * config.optim.accumulate
     optimizer = make_optimizer(method, config, global_batch)
     model, optimizer = fabric.setup(method, optimizer)
@@ -154,7 +155,12 @@ def pretrain(
                     "optimizer": optimizer.state_dict(),
                     "ranks": ranks,
                 },
-                {"state": asdict(current), "method": config.method, "config": config.to_dict()},
+                {
+                    "state": asdict(current),
+                    "method": config.method,
+                    "config": config.to_dict(),
+                    "world_size": fabric.world_size,
+                },  # fmt: skip
                 keep=config.keep_checkpoints,
             )
         fabric.barrier()
@@ -177,12 +183,14 @@ def pretrain(
     saved_step = state.step if resume is not None else -1
     try:
         state = loop.run(state)
+    except Interrupted as err:
+        raise Interrupted(f"{err}; continue with: selfsup pretrain --resume {run_dir}") from None
     finally:
         logger.close()
     if state.step != saved_step and state.step % config.checkpoint_every != 0:
         save(state)  # the final checkpoint, unless the loop just wrote it
     if fabric.is_global_zero:
-        _finish(run_dir, method, state, monitor, faults_path)
+        _finish(run_dir, method, state, monitor, faults_path, loader.steps_per_epoch)
     fabric.barrier()
     return run_dir
 
@@ -205,6 +213,12 @@ def _run_directory(
             raise RunExistsError(
                 f"{run_dir} already holds a run; pass --resume {run_dir} to continue it, "
                 "--overwrite to replace it, or choose another --out"
+            )
+        holds_other_files = run_dir.is_dir() and any(run_dir.iterdir())
+        if overwrite and holds_other_files and not (run_dir / "config.yaml").exists():
+            raise ConfigError(
+                f"--overwrite {run_dir}: that folder holds files but no run (no config.yaml), "
+                "so it is not deleted; choose another --out"
             )
         ckpt = None
     return run_dir, ckpt
@@ -279,13 +293,24 @@ def _write_run_directory(
             fault_log.record(error)
 
 
-def _check_stream_order(ckpt: Path, loader: Any, config: RunConfig) -> None:  # noqa: ANN401
-    """Refuse to resume a streamed training set with another number of reading workers: a
-    stream's order depends on it (a map-style dataset's, the decode cache's included, does not),
-    so the saved data position would point at other samples."""
+def _check_resumable(ckpt: Path, loader: Any, config: RunConfig, world: int) -> None:  # noqa: ANN401
+    """Before the run directory is rewritten: refuse a resume with another number of processes
+    (each resumes its own data position), or, for a streamed training set, another number of
+    reading workers (a stream's order depends on it; a map-style dataset's, the decode cache's
+    included, does not, so the saved position would point at other samples)."""
+    try:
+        meta = json.loads((ckpt / "meta.json").read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"--resume: {ckpt / 'meta.json'} cannot be read: {err}") from None
+    saved_world = meta.get("world_size")
+    if saved_world is not None and saved_world != world:
+        raise ConfigError(
+            f"{ckpt} was written by {saved_world} processes; resume with the same number "
+            f"(now {world})"
+        )
     if not isinstance(loader.dataset, IterableDataset):
         return
-    saved = json.loads((ckpt / "meta.json").read_text()).get("config", {}).get("num_workers")
+    saved = meta.get("config", {}).get("num_workers")
     if saved is not None and max(saved, 1) != max(config.num_workers, 1):
         raise ConfigError(
             f"--resume: this run streams its training data, whose order depends on how many "
@@ -303,9 +328,15 @@ def _restore(
     monitor: FaultMonitor,
 ) -> TrainState:
     """Load the method, optimizer, this process's RNG and data position from ``ckpt``."""
-    saved, meta = load_checkpoint(ckpt)
-    method.load_state_dict(saved["method"], strict=True)
-    optimizer.load_state_dict(saved["optimizer"])
+    try:
+        saved, meta = load_checkpoint(ckpt)
+        method.load_state_dict(saved["method"], strict=True)
+        optimizer.load_state_dict(saved["optimizer"])
+    except (CheckpointError, RuntimeError, ValueError, KeyError) as err:
+        raise ConfigError(
+            f"--resume: {ckpt} does not fit this run: {err}. Earlier checkpoints may still "
+            f"load: point {ckpt.parent / 'latest'} at one of them"
+        ) from None
     if len(saved["ranks"]) != world:
         raise ConfigError(
             f"{ckpt} was written by {len(saved['ranks'])} processes; resume with the same number"
@@ -317,7 +348,8 @@ def _restore(
     )
     if "faults_offset" in mine:  # forget the faults of steps about to be redone
         monitor.truncate(mine["faults_offset"])
-    log.info("resumed %s at step %d", ckpt, state.step)
+    if rank == 0:
+        log.info("resumed %s at step %d", ckpt, state.step)
     return state
 
 
@@ -341,14 +373,23 @@ def _loop_settings(config: RunConfig, method: Method) -> LoopSettings:
 
 
 def _finish(
-    run_dir: Path, method: Method, state: TrainState, monitor: FaultMonitor, faults_path: Path
+    run_dir: Path,
+    method: Method,
+    state: TrainState,
+    monitor: FaultMonitor,
+    faults_path: Path,
+    batches_per_epoch: int | None = None,
 ) -> None:
-    """Rank 0: export the encoder and write ``summary.json``."""
+    """Rank 0: export the encoder and write ``summary.json`` (``epochs``: epochs of data read,
+    with the current one's fraction when its length is known)."""
     method.eval()
     method.export(run_dir / "export")
     rate = state.samples / max(state.elapsed, 1e-9)
     monitor.poll()
-    summary = {"steps": state.step, "epochs": state.epoch, "seconds": round(state.elapsed, 1),
+    epochs = float(state.epoch)
+    if batches_per_epoch:
+        epochs = round(state.epoch + state.batch_in_epoch / batches_per_epoch, 3)
+    summary = {"steps": state.step, "epochs": epochs, "seconds": round(state.elapsed, 1),
                "samples": state.samples, "samples_per_s": round(rate, 1),
                "bad_samples": monitor.count, "skipped_steps": state.skipped_steps}  # fmt: skip
     if monitor.count:

@@ -8,7 +8,7 @@ from torch import nn
 from selfsup.config import parse_budget
 from selfsup.engine.loader import EpochLoader
 from selfsup.engine.logging import MetricLogger
-from selfsup.engine.loop import Loop, LoopSettings, NonFiniteLossError, TrainState
+from selfsup.engine.loop import Interrupted, Loop, LoopSettings, NonFiniteLossError, TrainState
 
 
 class Toy(nn.Module):
@@ -40,7 +40,8 @@ def data(n=32):
 
 
 def train(tmp_path, batch, accumulate=1, steps=4, clip=None, method=None, budget=None, probe=None,
-          logger=None, knn=None, optimizer=torch.optim.SGD, **settings):  # fmt: skip
+          logger=None, knn=None, optimizer=torch.optim.SGD, state=None, save=None,
+          **settings):  # fmt: skip
     fabric = Fabric(accelerator="cpu", devices=1)
     method = method or Toy()
     opt = optimizer(method.parameters(), lr=0.1)
@@ -64,12 +65,12 @@ def train(tmp_path, batch, accumulate=1, steps=4, clip=None, method=None, budget
         loader,
         settings,
         logger or MetricLogger(tmp_path, enabled=False),
-        lambda s: None,
+        save or (lambda s: None),
         batch * accumulate,
         probe,
         knn,
     )
-    return method, loop.run(TrainState())
+    return method, loop.run(state or TrainState())
 
 
 def test_accumulation_equals_the_large_batch(tmp_path):
@@ -311,3 +312,35 @@ def test_progress_line_shows_knn_once_per_update(tmp_path, monkeypatch):
     knn = OnlineKnn(Probe([{"x": x, "label": label}]), Probe([{"x": x, "label": label}]), 2, k=3)
     train(tmp_path, 4, steps=6, method=Labelled(), knn=knn, knn_every=1, log_every=3)
     assert len(lines) == 6 and all(line.count("kNN") == 1 for line in lines)
+
+
+class ConstantLoss(Toy):
+    def forward(self, batch):
+        return {"loss": (self.linear.weight * 0).sum() + 5.0}
+
+
+def test_a_resumed_runs_first_window_is_averaged_over_its_own_steps(tmp_path):
+    lines = Recorder(tmp_path)
+    train(tmp_path, batch=8, steps=4, method=ConstantLoss(), logger=lines, log_every=4,
+          state=TrainState(step=3, samples=24, batch_in_epoch=3))  # fmt: skip
+    assert [(step, m["loss"]) for step, m in lines.lines] == [(4, 5.0)]  # one step, not 5 / 4
+
+
+def test_ctrl_c_finishes_the_step_saves_it_and_stops(tmp_path):
+    import os
+    import signal
+
+    saved = []
+
+    class CtrlC(Toy):
+        def forward(self, batch):
+            if self.forwards == 2:  # during step 2 (the user presses Ctrl-C)
+                os.kill(os.getpid(), signal.SIGINT)
+            return super().forward(batch)
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(Interrupted, match="interrupted at step 3"):
+        train(tmp_path, batch=8, steps=10, method=CtrlC(), save=lambda s: saved.append(s.step),
+              checkpoint_every=5)  # fmt: skip
+    assert saved == [3]  # step 3's verdict carried the request: saved, then stopped
+    assert signal.getsignal(signal.SIGINT) is before

@@ -106,3 +106,51 @@ def test_a_stream_resumes_only_with_its_number_of_workers(tmp_path):
     with pytest.raises(ConfigError, match="saved with num_workers=1: resume with that"):
         pretrain(shards(workers=2, steps=4), resume=tmp_path / "run")
     pretrain(shards(workers=0, steps=3), resume=tmp_path / "run")  # 0 and 1: the same order
+
+
+def test_overwrite_deletes_only_a_run(tmp_path):
+    precious = tmp_path / "precious"
+    (precious / "sub").mkdir(parents=True)
+    (precious / "thesis.tex").write_text("years of work")
+    with pytest.raises(ConfigError, match="holds files but no run"):
+        pretrain(config("simclr", precious, 1), overwrite=True)
+    assert (precious / "thesis.tex").read_text() == "years of work"
+    pretrain(config("simclr", tmp_path / "run", 1))
+    pretrain(config("simclr", tmp_path / "run", 1), overwrite=True)  # a run: replaced
+
+
+def test_refused_resumes_leave_the_run_resumable(tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    pretrain(config("simclr", run, 2))
+    saved_config = (run / "config.yaml").read_text()
+    ckpt = run / "checkpoints" / "step-00000002"
+    meta = json.loads((ckpt / "meta.json").read_text())
+    assert meta["world_size"] == 1
+    (ckpt / "meta.json").write_text(json.dumps({**meta, "world_size": 2}))
+    with pytest.raises(ConfigError, match="written by 2 processes"):
+        pretrain(config("simclr", run, 4), resume=run)
+    assert (run / "config.yaml").read_text() == saved_config  # checked before any write
+    (ckpt / "meta.json").write_text(json.dumps(meta))
+    (ckpt / "state.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="does not fit this run"):
+        pretrain(config("simclr", run, 4), resume=run)
+
+
+def test_summary_counts_epochs_and_resume_reads_past_a_torn_metrics_line(tmp_path):
+    import json
+
+    shard_dir = write_shards(tmp_path / "shards")  # 24 samples: 6 batches of 4 per epoch
+    values = {**RUNS["simclr"], "data": f"shards:{shard_dir}", "image_size": 8, "batch_size": 4,
+              "out": str(tmp_path / "run"), "progress": False, "log_every": 1}  # fmt: skip
+    pretrain(load_config(values={**values, "budget": "1epochs"}))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["epochs"] == 1.0
+    with open(tmp_path / "run" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 7, "lo')  # a crash in the middle of a write
+    (tmp_path / "run" / "checkpoints" / ".tmp-step-00000007-x").mkdir()  # a save killed
+    pretrain(load_config(values={**values, "budget": "2epochs"}), resume=tmp_path / "run")
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert steps == list(range(1, 13))
+    assert not list((tmp_path / "run" / "checkpoints").glob(".tmp-*"))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import shutil
 import tempfile
@@ -84,6 +85,8 @@ def save_checkpoint(
     _fsync_dir(root)
     for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+    for torn in root.glob(".tmp-step-*"):  # a save killed before its rename (one writer: rank 0)
+        shutil.rmtree(torn, ignore_errors=True)
     return final
 
 
@@ -108,8 +111,9 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         meta = json.loads((path / "meta.json").read_text())
         state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-    except (OSError, json.JSONDecodeError, RuntimeError) as err:
-        raise CheckpointError(f"checkpoint {path} cannot be read: {err}") from None
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"checkpoint {path} cannot be read: {first_line}") from None
     return state, meta
 
 

@@ -38,7 +38,7 @@ class MetricLogger:
         path = run_dir / "metrics.jsonl"
         if resume_step is not None and path.exists():
             lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-            kept = [ln for ln in lines if json.loads(ln)["step"] <= resume_step]
+            kept = [ln for ln in lines if _step_of(ln) <= resume_step]
             path.write_text("".join(ln + "\n" for ln in kept))
         self._file = open(path, "a", buffering=1)  # noqa: SIM115
         try:
@@ -74,6 +74,14 @@ class MetricLogger:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def _step_of(line: str) -> float:
+    """A metrics line's step; infinity for a line a crash left unreadable (dropped on resume)."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 class Progress:

@@ -12,7 +12,11 @@ of them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,6 +47,10 @@ MAX_SKIPPED_IN_A_ROW = 20  # nonfinite="skip" still stops after this many non-fi
 
 class CollapseError(RuntimeError):
     """The diagnostics found the embeddings collapsed and ``stop_on_collapse`` is set."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT): the run finished its step, saved a checkpoint of it and stopped."""
 
 
 @dataclass
@@ -140,6 +148,7 @@ class Loop:
         self.faults = faults
         self.knn_message = ""  # the last online kNN accuracy, shown on the progress line
         self.collapse_message = ""  # the last diagnostics' collapse, shown on the progress line
+        self.checkpointed = False  # whether a checkpoint of this run exists (for stop messages)
         self.alarm = CollapseAlarm()
         self.skipped_in_a_row = 0
         budget = settings.budget
@@ -195,15 +204,41 @@ class Loop:
         return [b.detach().clone() for b in self.method.buffers()]
 
     def _verdict(self, loss: Tensor, grad_norm: Tensor | None, samples: int) -> tuple[bool, bool]:
-        """(finite, too many faults) as agreed by every process: one all-reduce per step."""
+        """(finite, too many faults) as agreed by every process: one all-reduce per step, which
+        also carries a Ctrl-C on any process (``self.stop_after_step``)."""
         finite = torch.isfinite(loss)
         if grad_norm is not None:
             finite = finite & torch.isfinite(grad_norm)
         over = self.faults is not None and self.faults.over_limit(samples)
-        flags = torch.stack([finite.float(), torch.tensor(0.0 if over else 1.0)])
+        others = [0.0 if over else 1.0, 0.0 if self.interrupt_requested else 1.0]
+        flags = torch.cat([finite.float().reshape(1), torch.tensor(others, device=finite.device)])
         if self.fabric.world_size > 1:  # every process must decide alike, or the others hang
             flags = self.fabric.all_reduce(flags.to(self.fabric.device), reduce_op="min")
+        self.stop_after_step = bool(flags[2] < 1)
         return bool(flags[0] > 0), bool(flags[1] < 1)
+
+    @contextlib.contextmanager
+    def _stop_on_ctrl_c(self) -> Iterator[None]:
+        """While training, a first Ctrl-C asks to stop after the current step, with a checkpoint
+        of it; a second one stops at once (KeyboardInterrupt)."""
+        self.interrupt_requested = self.stop_after_step = False
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request(signum: int, frame: Any) -> None:  # noqa: ANN401
+            if self.interrupt_requested:
+                raise KeyboardInterrupt
+            self.interrupt_requested = True
+            if self.fabric.is_global_zero:
+                print("\nselfsup: stopping after this step, with a checkpoint of it "
+                      "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)  # fmt: skip
+
+        previous = signal.signal(signal.SIGINT, request)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def _non_finite(self, loss: Tensor, grad_norm: Tensor | None, step: int) -> None:
         """Stop for a non-finite step; or, with ``nonfinite="skip"``, return so that the caller
@@ -220,9 +255,15 @@ class Loop:
                     log.warning("%s; skipping the step (nonfinite=skip)", where)
                 return
             where = f"{where}, the {MAX_SKIPPED_IN_A_ROW + 1}th non-finite step in a row"
+        then = (
+            "then resume"
+            if self.checkpointed
+            else "then run again with --overwrite (no checkpoint was written before this step)"
+        )
         raise NonFiniteLossError(
-            f"{where}; stopping without saving. The last checkpoint is intact: lower optim.lr, "
-            "set optim.clip_grad, or use precision=32-true, then resume"
+            f"{where}; stopping without saving."
+            + (" The last checkpoint is intact." if self.checkpointed else "")
+            + f" Lower optim.lr, set optim.clip_grad, or use precision=32-true, {then}"
             + ("" if manual else " (or set nonfinite=skip to skip such steps)")
         )
 
@@ -285,111 +326,131 @@ class Loop:
             )
 
     def run(self, state: TrainState) -> TrainState:
-        """Train from ``state`` until the budget is spent; returns the final state."""
+        """Train from ``state`` until the budget is spent; returns the final state.
+
+        Raises:
+            Interrupted: Ctrl-C; the step under way was finished and saved.
+        """
         s = self.settings
         bar = Progress(
             self.total_steps or s.budget.amount,
             "steps" if self.total_steps else "seconds",
             enabled=s.progress and self.fabric.is_global_zero,
         )
-        start = time.perf_counter() - state.elapsed
-        window_start, window_samples = time.perf_counter(), 0
-        sums: dict[str, Tensor] = {}  # on the device: read only when logging
-        info = "(first figures after log_every steps)"
+        self.checkpointed = state.step > 0  # a resumed run starts from a checkpoint
         if getattr(self.method, "updates_itself", False):
             self._check_plain_sgd()
+        if self.total_steps is not None and state.step >= self.total_steps:
+            log.warning("the run has %d steps already: a budget of %s is spent, nothing to "
+                        "train (give a larger --budget to go on)", state.step, s.budget)  # fmt: skip
         batches = self._batches(state)
         self._baseline()
-        elapsed = self._elapsed(start)
         try:
-            while self.progress(state, elapsed) < 1:
-                # The step about to be taken is step + 1: its lr is not 0 at the start of warm-up.
-                upcoming = (
-                    (state.step + 1) / self.total_steps
-                    if self.total_steps
-                    else self.progress(state, elapsed)
-                )
-                lr = set_lr(self.optimizer, lr_factor(upcoming, s.warmup, s.final_lr, s.schedule))
-                step_loss = torch.zeros((), device=self.fabric.device)
-                manual = getattr(self.method, "updates_itself", False)
-                step_sums: dict[str, Tensor] = {}
-                # A skipped step must leave no trace: the forward may have written buffers
-                # (batch-norm statistics, MoCo's queue, DINO's centre), restored from this copy.
-                kept = self._buffers() if s.nonfinite == "skip" and not manual else None
-                for micro in range(s.accumulate):
-                    batch = self.fabric.to_device(next(batches))
-                    last = micro == s.accumulate - 1
-                    if manual:  # the method applies its own SGD step, micro-batch by micro-batch
-                        out = self.method.update(batch, lr / s.accumulate)
-                    else:
-                        with self.fabric.no_backward_sync(self.model, enabled=not last):
-                            out = self.model(batch)
-                            self.fabric.backward(out["loss"] / s.accumulate)
-                    step_loss += out["loss"].detach().float() / s.accumulate
-                    for key, value in out.items():
-                        value = value.detach().float() / s.accumulate
-                        step_sums[key] = step_sums[key] + value if key in step_sums else value
-                grad_norm = None if manual else self._grad_norm()
-                if self.faults is not None:
-                    self.faults.poll()
-                read = state.samples + self.global_batch  # this step's samples included
-                finite, too_many_faults = self._verdict(step_loss, grad_norm, read)
-                if too_many_faults:
-                    raise self.faults.error(read)  # type: ignore[union-attr]
-                if not finite:
-                    self._non_finite(step_loss, grad_norm, state.step + 1)
-                    self.optimizer.zero_grad(set_to_none=True)  # the step is skipped
-                    if kept is not None:
-                        for buffer, saved in zip(self.method.buffers(), kept, strict=True):
-                            buffer.copy_(saved)
-                    self.discard_step()
-                    state.skipped_steps += 1
-                    continue
-                self.skipped_in_a_row = 0
-                for key, value in step_sums.items():
-                    sums[key] = sums[key] + value if key in sums else value
-                if not manual:
-                    if s.clip_grad is not None:
-                        self.fabric.clip_gradients(self.model, self.optimizer, max_norm=s.clip_grad)
-                    for p in self.frozen_parameters():
-                        p.grad = None  # skipped by the optimizer, its state untouched
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                    if grad_norm is not None:
-                        sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
-                state.step += 1
-                state.samples += self.global_batch
-                window_samples += self.global_batch
-                elapsed = self._elapsed(start)
-                self.method.after_step(state.step, self._total_steps_estimate(state, elapsed))
-                diagnosed = self._diagnose(state.step)
-                if state.step % s.log_every == 0:
-                    rate = window_samples / max(1e-9, time.perf_counter() - window_start)
-                    metrics = {k: float(v) / s.log_every for k, v in sums.items()}
-                    metrics.update(lr=lr, samples_per_s=rate, epoch=state.epoch, **diagnosed)
-                    if self.faults is not None and self.faults.count:
-                        metrics["bad_samples"] = self.faults.count
-                    if state.skipped_steps:
-                        metrics["skipped_steps"] = state.skipped_steps
-                    self.logger.log(state.step, metrics)
-                    info = f"loss {metrics['loss']:.4f}  lr {lr:.3g}  {rate:.0f} samples/s"
-                    sums, window_start, window_samples = {}, time.perf_counter(), 0
-                elif diagnosed:
-                    self.logger.log(state.step, diagnosed)
-                line = info
-                if self.knn_message:
-                    line = f"{line}  {self.knn_message}"
-                if self.collapse_message:
-                    line = f"{line}  COLLAPSE ({self.collapse_message})"
-                done = state.step if self.total_steps else elapsed
-                bar.update(done, f"step {state.step}  {line}")
-                if state.step % s.checkpoint_every == 0:
-                    state.elapsed = elapsed
-                    self.save(state)
+            with self._stop_on_ctrl_c():
+                self._train(state, batches, time.perf_counter() - state.elapsed, bar)
         finally:
             bar.close()
-        state.elapsed = elapsed
         return state
+
+    def _train(self, state: TrainState, batches: Any, start: float, bar: Progress) -> None:  # noqa: ANN401, C901
+        """The steps of :meth:`run`, from ``state`` (updated in place)."""
+        s = self.settings
+        window_start, window_samples, window_steps = time.perf_counter(), 0, 0
+        sums: dict[str, Tensor] = {}  # on the device: read only when logging
+        info = "(first figures after log_every steps)"
+        elapsed = self._elapsed(start)
+        while self.progress(state, elapsed) < 1:
+            # The step about to be taken is step + 1: its lr is not 0 at the start of warm-up.
+            upcoming = (
+                (state.step + 1) / self.total_steps
+                if self.total_steps
+                else self.progress(state, elapsed)
+            )
+            lr = set_lr(self.optimizer, lr_factor(upcoming, s.warmup, s.final_lr, s.schedule))
+            step_loss = torch.zeros((), device=self.fabric.device)
+            manual = getattr(self.method, "updates_itself", False)
+            step_sums: dict[str, Tensor] = {}
+            # A skipped step must leave no trace: the forward may have written buffers
+            # (batch-norm statistics, MoCo's queue, DINO's centre), restored from this copy.
+            kept = self._buffers() if s.nonfinite == "skip" and not manual else None
+            for micro in range(s.accumulate):
+                batch = self.fabric.to_device(next(batches))
+                last = micro == s.accumulate - 1
+                if manual:  # the method applies its own SGD step, micro-batch by micro-batch
+                    out = self.method.update(batch, lr / s.accumulate)
+                else:
+                    with self.fabric.no_backward_sync(self.model, enabled=not last):
+                        out = self.model(batch)
+                        self.fabric.backward(out["loss"] / s.accumulate)
+                step_loss += out["loss"].detach().float() / s.accumulate
+                for key, value in out.items():
+                    value = value.detach().float() / s.accumulate
+                    step_sums[key] = step_sums[key] + value if key in step_sums else value
+            grad_norm = None if manual else self._grad_norm()
+            if self.faults is not None:
+                self.faults.poll()
+            read = state.samples + self.global_batch  # this step's samples included
+            finite, too_many_faults = self._verdict(step_loss, grad_norm, read)
+            if too_many_faults:
+                raise self.faults.error(read)  # type: ignore[union-attr]
+            if not finite:
+                self._non_finite(step_loss, grad_norm, state.step + 1)
+                self.optimizer.zero_grad(set_to_none=True)  # the step is skipped
+                if kept is not None:
+                    for buffer, saved in zip(self.method.buffers(), kept, strict=True):
+                        buffer.copy_(saved)
+                self.discard_step()
+                state.skipped_steps += 1
+                continue
+            self.skipped_in_a_row = 0
+            for key, value in step_sums.items():
+                sums[key] = sums[key] + value if key in sums else value
+            if not manual:
+                if s.clip_grad is not None:
+                    # non-finite steps were dealt with above; fp16's scaler may still
+                    # hand over inf gradients, which its step then skips
+                    self.fabric.clip_gradients(self.model, self.optimizer, max_norm=s.clip_grad,
+                                               error_if_nonfinite=False)  # fmt: skip
+                for p in self.frozen_parameters():
+                    p.grad = None  # skipped by the optimizer, its state untouched
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                if grad_norm is not None:
+                    sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
+            state.step += 1
+            state.samples += self.global_batch
+            window_samples += self.global_batch
+            window_steps += 1  # the steps summed (a resumed run's first window is shorter)
+            elapsed = self._elapsed(start)
+            self.method.after_step(state.step, self._total_steps_estimate(state, elapsed))
+            diagnosed = self._diagnose(state.step)
+            if state.step % s.log_every == 0:
+                rate = window_samples / max(1e-9, time.perf_counter() - window_start)
+                metrics = {k: float(v) / window_steps for k, v in sums.items()}
+                metrics.update(lr=lr, samples_per_s=rate, epoch=state.epoch, **diagnosed)
+                if self.faults is not None and self.faults.count:
+                    metrics["bad_samples"] = self.faults.count
+                if state.skipped_steps:
+                    metrics["skipped_steps"] = state.skipped_steps
+                self.logger.log(state.step, metrics)
+                info = f"loss {metrics['loss']:.4f}  lr {lr:.3g}  {rate:.0f} samples/s"
+                sums, window_start, window_samples, window_steps = {}, time.perf_counter(), 0, 0
+            elif diagnosed:
+                self.logger.log(state.step, diagnosed)
+            line = info
+            if self.knn_message:
+                line = f"{line}  {self.knn_message}"
+            if self.collapse_message:
+                line = f"{line}  COLLAPSE ({self.collapse_message})"
+            done = state.step if self.total_steps else elapsed
+            bar.update(done, f"step {state.step}  {line}")
+            if state.step % s.checkpoint_every == 0 or self.stop_after_step:
+                state.elapsed = elapsed
+                self.save(state)
+                self.checkpointed = True
+            if self.stop_after_step:
+                raise Interrupted(f"interrupted at step {state.step}, which is saved")
+        state.elapsed = elapsed
 
     def _total_steps_estimate(self, state: TrainState, elapsed: float) -> int:
         if self.total_steps is not None:
