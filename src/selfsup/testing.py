@@ -195,3 +195,28 @@ def jpeg_captions(root: Any, count: int = 13, bad: int | None = None) -> Any:  #
         rows.append(f"{i}.jpg,a picture number {i}")
     (root / "pairs.csv").write_text("\n".join(rows) + "\n")
     return root / "pairs.csv"
+
+
+def tar_shards(root: Any, shards: int = 2, per_shard: int = 6, label: int | None = None) -> Any:  # noqa: ANN401
+    """Write ``root/train-{s}.tar`` shards of 8 px PNGs whose red channel numbers the samples
+    (0, 1, ... across shards), with a ``.cls`` of ``label`` when given."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    root.mkdir(parents=True)
+    for s in range(shards):
+        with tarfile.open(root / f"train-{s}.tar", "w") as archive:
+            for i in range(per_shard):
+                n = s * per_shard + i
+                png = io.BytesIO()
+                Image.new("RGB", (8, 8), (n % 256, 0, 0)).save(png, format="PNG")
+                members = [(f"k{s}_{i}.png", png.getvalue())]
+                if label is not None:
+                    members.append((f"k{s}_{i}.cls", str(label).encode()))
+                for name, data in members:
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    archive.addfile(info, io.BytesIO(data))
+    return root

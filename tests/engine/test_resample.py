@@ -11,24 +11,7 @@ from selfsup.engine import loader as loader_module
 from selfsup.engine.loader import EpochLoader
 from selfsup.pipeline import pretrain
 from selfsup.testing import image_folder
-
-
-def write_shards(root, shards=2, per_shard=6):
-    import io
-    import tarfile
-
-    from PIL import Image
-
-    root.mkdir()
-    for s in range(shards):
-        with tarfile.open(root / f"train-{s}.tar", "w") as archive:
-            for i in range(per_shard):
-                buffer = io.BytesIO()
-                Image.new("RGB", (8, 8), (s * per_shard + i, 0, 0)).save(buffer, format="PNG")
-                info = tarfile.TarInfo(f"k{s}_{i}.png")
-                info.size = len(buffer.getvalue())
-                archive.addfile(info, io.BytesIO(buffer.getvalue()))
-    return root
+from selfsup.testing import tar_shards as write_shards
 
 
 def values(batches):

@@ -7,6 +7,7 @@ import torch
 from selfsup.config import ConfigError, load_config
 from selfsup.engine.loop import Loop
 from selfsup.pipeline import pretrain
+from selfsup.testing import tar_shards
 
 RUNS = {
     "simclr": {"method": "simclr", "data": "digits", "image_size": 16, "batch_size": 16,
@@ -73,28 +74,9 @@ def test_existing_run_is_not_overwritten(tmp_path):
         pretrain(config("simclr", tmp_path / "run", 1))
 
 
-def write_shards(root, count=3, per_shard=8):
-    import io
-    import tarfile
-
-    from PIL import Image
-
-    root.mkdir()
-    for s in range(count):
-        with tarfile.open(root / f"train-{s}.tar", "w") as archive:
-            for i in range(per_shard):
-                png = io.BytesIO()
-                Image.new("RGB", (8, 8), (s * 50, i * 20, 0)).save(png, format="PNG")
-                for name, data in ((f"k{i}.png", png.getvalue()), (f"k{i}.cls", b"1")):
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    archive.addfile(info, io.BytesIO(data))
-    return root
-
-
 def test_a_stream_resumes_only_with_its_number_of_workers(tmp_path):
     # decode_cache=off: the shards are streamed, in an order that depends on the workers
-    shard_dir = write_shards(tmp_path / "shards")
+    shard_dir = tar_shards(tmp_path / "shards", shards=3, per_shard=8, label=1)
 
     def shards(workers, steps=2):
         values = {**RUNS["simclr"], "data": f"shards:{shard_dir}", "image_size": 8,
@@ -141,7 +123,9 @@ def test_refused_resumes_leave_the_run_resumable(tmp_path):
 def test_summary_counts_epochs_and_resume_reads_past_a_torn_metrics_line(tmp_path):
     import json
 
-    shard_dir = write_shards(tmp_path / "shards")  # 24 samples: 6 batches of 4 per epoch
+    shard_dir = tar_shards(
+        tmp_path / "shards", shards=3, per_shard=8, label=1
+    )  # 24 samples: 6 batches of 4 per epoch
     values = {**RUNS["simclr"], "data": f"shards:{shard_dir}", "image_size": 8, "batch_size": 4,
               "out": str(tmp_path / "run"), "progress": False, "log_every": 1}  # fmt: skip
     pretrain(load_config(values={**values, "budget": "1epochs"}))
