@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import time
@@ -281,7 +282,8 @@ def _write_run_directory(
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     # What the method was built from besides the config (rebuilding it needs the same).
-    context = {"world_size": ctx.world_size, "num_samples": ctx.num_samples}
+    context = {"world_size": ctx.world_size, "num_samples": ctx.num_samples,
+               "cwd": os.getcwd()}  # relative data paths are relative to it  # fmt: skip
     (run_dir / "context.json").write_text(json.dumps(context))
     if tokenizer is not None and not (run_dir / "tokenizer").exists():
         from selfsup.data.tokenizer import save_tokenizer

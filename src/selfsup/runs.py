@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,19 @@ class Run:
     tokenizer: Any
     step: int
     checkpoint: str = ""  # the checkpoint's directory name and write time ("" at random init)
+    cwd: str | None = None  # the folder pretrain ran in, which relative data paths start from
+
+    def data_spec(self) -> str:
+        """The run's data spec, its relative path resolved against the folder pretrain ran in
+        when it does not exist from here (so a run can be evaluated from anywhere)."""
+        spec = self.config.data
+        name, sep, arg = spec.partition(":")
+        if not sep or not arg or self.cwd is None or os.path.isabs(os.path.expanduser(arg)):
+            return spec
+        there = os.path.join(self.cwd, arg)
+        if glob.glob(arg) or not glob.glob(there):  # found from here, or not there either
+            return spec
+        return f"{name}:{there}"
 
 
 def load_run(
@@ -62,4 +77,4 @@ def load_run(
         method.load_state_dict(state["method"], strict=True)
         step = meta["state"]["step"]
         written = f"{Path(ckpt).name}@{(Path(ckpt) / 'state.pt').stat().st_mtime_ns}"
-    return Run(path, config, method.to(device).eval(), tokenizer, step, written)
+    return Run(path, config, method.to(device).eval(), tokenizer, step, written, context.get("cwd"))

@@ -209,3 +209,16 @@ def test_corrupt_image_in_a_worker_is_skipped_or_stops_the_run_naming_it(tmp_pat
     err = capsys.readouterr().err
     assert code == 2 and str(bad) in err and "Traceback" not in err
     assert not (tmp_path / "cached").exists()
+
+
+def test_a_relative_data_path_is_found_from_another_folder(tmp_path, monkeypatch, capsys):
+    image_folder(tmp_path / "project" / "imgs")
+    monkeypatch.chdir(tmp_path / "project")
+    args = ["pretrain", "--method", "simclr", "--data", "folder:imgs", "--batch-size", "4",
+            "--image-size", "16", "--out", "run", *COMMON, "method_args.proj_hidden_dim=32",
+            "method_args.proj_dim=8", "--budget", "1steps"]  # fmt: skip
+    assert main(args) == 0
+    monkeypatch.chdir(tmp_path)  # elsewhere: imgs/ is not here
+    capsys.readouterr()
+    assert main(["evaluate", "project/run", "--k", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["data"].endswith("project/imgs")

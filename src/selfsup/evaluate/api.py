@@ -85,7 +85,7 @@ def check_sizes(**sizes: float | None) -> None:
 def _source(run: Run, data: str | None) -> DataSource:
     # shuffle_buffer=0: evaluation reads streams in file order, so "the first N" is well defined.
     return build_source(
-        data or run.config.data, image_size=run.config.image_size, seed=0, shuffle_buffer=0
+        data or run.data_spec(), image_size=run.config.image_size, seed=0, shuffle_buffer=0
     )
 
 
