@@ -70,3 +70,16 @@ def gather_objects(obj: Any, world_size: int) -> list[Any]:  # noqa: ANN401
     out: list[Any] = [None] * world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def skip_buffer_broadcast(method: Any) -> None:  # noqa: ANN401
+    """Keep DDP from broadcasting ``method.replicated_buffers`` from rank 0 before every
+    forward (the processes keep them identical themselves). Uses DDP's
+    ``_set_params_and_buffers_to_ignore_for_model`` where torch has it; else DDP broadcasts
+    them as usual (correct, only slower)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    names = list(getattr(method, "replicated_buffers", ()))
+    ignore = getattr(DistributedDataParallel, "_set_params_and_buffers_to_ignore_for_model", None)
+    if names and ignore is not None:
+        ignore(method, names)

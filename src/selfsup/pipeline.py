@@ -54,7 +54,7 @@ from selfsup.engine.optim import build_optimizer
 from selfsup.engine.precision import resolve_precision
 from selfsup.evaluate.diagnostics import Probe
 from selfsup.evaluate.features import collate_for
-from selfsup.launch import gather_objects, make_fabric
+from selfsup.launch import gather_objects, make_fabric, skip_buffer_broadcast
 from selfsup.methods import METHODS, BuildContext, Method
 from selfsup.run_data import (
     decode_once,
@@ -118,6 +118,8 @@ def pretrain(
         _check_resumable(ckpt, loader, config, fabric.world_size)
     global_batch = config.batch_size * fabric.world_size * config.optim.accumulate
     optimizer = make_optimizer(method, config, global_batch)
+    if fabric.world_size > 1:
+        skip_buffer_broadcast(method)
     model, optimizer = fabric.setup(method, optimizer)
 
     # Checks passed and the model is built: now the run directory may be written.

@@ -1,7 +1,10 @@
 """Runs a two-process (gloo, CPU) SimCLR pretraining; used by test_ddp.py as a subprocess, since
 Lightning Fabric starts the second process by re-running this script.
 
-    python ddp_run.py OUT [--crash-at STEP] [--resume]
+    python ddp_run.py OUT [--crash-at STEP] [--resume] [--moco]
+
+``--moco`` trains MoCo instead, whose queue DDP does not broadcast (each process fills it with
+the same gathered keys); each process then writes its queue to ``OUT/queue-rank{R}.pt``.
 """
 
 import sys
@@ -28,6 +31,28 @@ def main() -> None:
             original(self, step, total)
 
         Method.after_step = after_step
+    if "--moco" in sys.argv:
+        import torch
+        import torch.distributed as dist
+
+        from selfsup.methods.moco import MoCo
+
+        original_moco = MoCo.after_step
+
+        def keep_queue(self, step, total):
+            original_moco(self, step, total)
+            if step == 4:
+                ignored = list(getattr(self, "_ddp_params_and_buffers_to_ignore", []))
+                torch.save({"queue": self.queue.clone(), "ignored": ignored},
+                           f"{out}/queue-rank{dist.get_rank()}.pt")  # fmt: skip
+
+        MoCo.after_step = keep_queue
+        values = {"method": "moco", "data": "digits", "image_size": 16, "batch_size": 8,
+                  "budget": "4steps", "devices": 2, "accelerator": "cpu", "strategy": "ddp",
+                  "num_workers": 0, "log_every": 1, "progress": False, "out": out,
+                  "method_args": {"proj_hidden_dim": 32, "proj_dim": 8, "queue_size": 64}}  # fmt: skip
+        pretrain(load_config(values=values))
+        return
     if "--resume" in sys.argv:
         pretrain(resume_config(out), resume=out)
         return

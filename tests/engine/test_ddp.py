@@ -36,3 +36,14 @@ def test_two_process_run_and_resume(tmp_path):
     assert not torch.equal(a["ranks"][0]["rng"]["torch"], a["ranks"][1]["rng"]["torch"])
     for key in a["method"]:
         assert torch.equal(a["method"][key], b["method"][key]), f"{key} differs after resume"
+
+
+def test_moco_queue_stays_alike_on_both_processes_without_broadcast(tmp_path):
+    done = run(tmp_path / "moco", "--moco")
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, second = (torch.load(tmp_path / "moco" / f"queue-rank{r}.pt") for r in (0, 1))
+    assert first["ignored"] == second["ignored"] == ["queue"]  # DDP does not broadcast it
+    assert torch.equal(first["queue"], second["queue"])  # filled with the same gathered keys
+    saved = final_state(tmp_path / "moco")["method"]
+    assert torch.equal(saved["queue"], first["queue"])
+    assert int(saved["queue_ptr"]) == 4 * 2 * 8 % 64

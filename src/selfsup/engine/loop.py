@@ -199,6 +199,17 @@ class Loop:
             torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads])
         )
 
+    def _mean(self, sums: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The logged sums averaged over the processes (each summed its own share of the
+        global batch; a process's loss and accuracies are figures of its share)."""
+        if self.fabric.world_size == 1 or not sums:
+            return sums
+        keys = sorted(sums)  # the same keys on every process: one method, one step
+        stacked = torch.stack(
+            [torch.as_tensor(sums[k], dtype=torch.float32).to(self.fabric.device) for k in keys]
+        )
+        return dict(zip(keys, self.fabric.all_reduce(stacked, reduce_op="mean"), strict=True))
+
     @torch.no_grad()
     def _buffers(self) -> list[Tensor]:
         return [b.detach().clone() for b in self.method.buffers()]
@@ -426,7 +437,7 @@ class Loop:
             diagnosed = self._diagnose(state.step)
             if state.step % s.log_every == 0:
                 rate = window_samples / max(1e-9, time.perf_counter() - window_start)
-                metrics = {k: float(v) / window_steps for k, v in sums.items()}
+                metrics = {k: float(v) / window_steps for k, v in self._mean(sums).items()}
                 metrics.update(lr=lr, samples_per_s=rate, epoch=state.epoch, **diagnosed)
                 if self.faults is not None and self.faults.count:
                     metrics["bad_samples"] = self.faults.count

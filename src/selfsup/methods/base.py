@@ -124,6 +124,10 @@ class Method(nn.Module):
     # False where converting batch norm to SyncBatchNorm would undo the method (MoCo's
     # shuffling BN needs per-process statistics).
     allows_sync_batchnorm: ClassVar[bool] = True
+    # Buffers every process keeps identical itself, from gathered values (a memory bank, a
+    # queue): DDP need not send them from rank 0 before every forward (655 MB for InstDisc's
+    # ImageNet bank).
+    replicated_buffers: ClassVar[tuple[str, ...]] = ()
     # Constructor arguments the pipeline sets from the run config (not user method_args).
     provided_args: ClassVar[frozenset[str]] = frozenset()
     # Text and pair methods: the tokenizer kind trained when the run config names none

@@ -93,6 +93,7 @@ class InstDisc(ImageMethod):
     """
 
     kind = "image"
+    replicated_buffers = ("bank",)  # updated with gathered features, alike on every process
     fp32_state = True  # the memory bank
     defaults = OptimDefaults(optimizer="sgd", lr=0.03, weight_decay=5e-4, scale_lr=True)
     provided_args = frozenset({"num_samples"})

@@ -74,6 +74,7 @@ class MoCo(ImageMethod):
 
     fp32_state = True
     allows_sync_batchnorm = False
+    replicated_buffers = ("queue",)  # filled with gathered keys, alike on every process
     defaults = OptimDefaults(optimizer="sgd", lr=0.03, weight_decay=1e-4, scale_lr=True)
 
     def __init__(

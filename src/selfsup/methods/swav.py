@@ -63,6 +63,7 @@ class SwAV(ImageMethod):
     """
 
     kind = "image"
+    replicated_buffers = ("queue",)  # filled with gathered embeddings, alike everywhere
     fp32_state = True  # the embedding queue
     defaults = OptimDefaults(optimizer="lars", lr=0.3, weight_decay=1e-6, scale_lr=True)
 
