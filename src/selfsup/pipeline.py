@@ -192,6 +192,8 @@ def pretrain(
         logger.close()
     if state.step != saved_step and state.step % config.checkpoint_every != 0:
         save(state)  # the final checkpoint, unless the loop just wrote it
+    if tokenizer is not None:  # the exported tokenizer truncates where embed does
+        tokenizer.model_max_length = config.seq_len
     if fabric.is_global_zero:
         _finish(run_dir, method, state, monitor, faults_path, loader.steps_per_epoch)
     fabric.barrier()

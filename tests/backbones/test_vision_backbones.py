@@ -55,3 +55,13 @@ def test_bf16_weight_gradients_stay_finite_on_one_pixel_maps():
         y.float().sum().backward()
         assert torch.isfinite(conv.weight.grad).all()
         assert conv.weight.grad[:, :, 0].abs().sum() == 0  # taps that only meet padding
+
+
+def test_deep_stem_resnets_keep_their_stem_and_plain_ones_record_its_width():
+    deep = create_vision_backbone("timm:resnet10t", image_size=16)  # a 3-convolution stem
+    assert not deep.cifar_stem and deep(torch.zeros(2, 3, 16, 16)).shape == (2, deep.dim)
+    with pytest.raises(ValueError, match="one-convolution stem"):
+        create_vision_backbone("timm:resnet10t", image_size=16, cifar_stem=True)
+    narrow = create_vision_backbone("timm:resnet18", image_size=16)
+    narrow.model.conv1 = nn.Conv2d(3, 32, 3, padding=1, bias=False)  # as a narrower ResNet's
+    assert "Conv2d(3, 32," in narrow._stem_recipe()["conv1"]

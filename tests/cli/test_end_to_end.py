@@ -120,6 +120,9 @@ def test_text_pretrain_mlm_evaluate_and_export(tmp_path, capsys):
     tokenizer = AutoTokenizer.from_pretrained(run / "export")
     enc = tokenizer(["cats and dogs"], return_tensors="pt")
     assert model(**enc).last_hidden_state.shape[-1] == 128
+    # the exported tokenizer truncates where embed does (seq_len=16), as the README shows
+    long = tokenizer([" ".join(["cats"] * 50)], truncation=True, return_tensors="pt")
+    assert tokenizer.model_max_length == 16 and long["input_ids"].shape == (1, 16)
 
 
 def test_pairs_clip_zeroshot_and_retrieval(tmp_path, capsys):

@@ -218,3 +218,17 @@ def test_text_run_report_shows_neighbouring_sentences(tmp_path):
     html = (run / "report.html").read_text()
     assert "Nearest training neighbours of 6 test samples" in html
     assert html.count("<tr><td>[pos]") + html.count("<tr><td>[neg]") == 6
+
+
+def test_compare_headlines_every_protocol_and_dollar_signs_are_text():
+    import numpy as np
+
+    from selfsup.report import plots
+    from selfsup.report.compare import headline
+
+    assert headline({"protocol": "knn", "k": 20.0, "top1": 50.0}) == "top1"
+    assert headline({"protocol": "perplexity", "perplexity": 30.0, "nll": 3.4}) == "perplexity"
+    assert headline({"protocol": "wordsim", "seed": 0, "wordsim353_spearman": 0.2}) == (
+        "wordsim353_spearman"
+    )
+    assert plots.confusion(np.eye(2, dtype=int), ["cost $_$ sign", "b"])  # no mathtext error

@@ -128,12 +128,18 @@ class VisionBackbone(nn.Module):
             kwargs["img_size"] = image_size
         except TypeError:  # convolutional nets accept any size and reject the keyword
             self.model = timm.create_model(timm_name, pretrained=False, num_classes=0, **kwargs)
-        is_resnet = hasattr(self.model, "conv1") and hasattr(self.model, "maxpool")
+        # a ResNet whose stem is one convolution (the deep-stem variants, resnet18d, resnet10t,
+        # keep their 3-convolution stem)
+        is_resnet = isinstance(getattr(self.model, "conv1", None), nn.Conv2d) and hasattr(
+            self.model, "maxpool"
+        )
         if cifar_stem is None:
             cifar_stem = is_resnet and image_size <= 64
         if cifar_stem:
             if not is_resnet:
-                raise ValueError(f"cifar_stem applies to ResNets only, not {timm_name!r}")
+                raise ValueError(
+                    f"cifar_stem applies to ResNets with a one-convolution stem, not {timm_name!r}"
+                )
             apply_cifar_stem(self.model)
         if is_resnet:
             use_one_pixel_convs(self.model)
@@ -154,6 +160,12 @@ class VisionBackbone(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
+    def _stem_recipe(self) -> dict[str, str]:
+        """:data:`CIFAR_STEM_RECIPE` with this model's stem width."""
+        width = self.model.conv1.out_channels
+        conv = f"torch.nn.Conv2d(3, {width}, kernel_size=3, stride=1, padding=1, bias=False)"
+        return {**CIFAR_STEM_RECIPE, "conv1": conv}
+
     def export(
         self,
         path: Path,
@@ -173,7 +185,7 @@ class VisionBackbone(nn.Module):
             "model_name": self.timm_name,
             "model_kwargs": {"num_classes": 0, **self.model_kwargs},
             "cifar_stem": self.cifar_stem,
-            "replace_modules": CIFAR_STEM_RECIPE if self.cifar_stem else {},
+            "replace_modules": self._stem_recipe() if self.cifar_stem else {},
             "feature_dim": self.dim,
             "image_size": self.image_size,
             "mean": list(mean),

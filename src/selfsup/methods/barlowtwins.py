@@ -61,7 +61,7 @@ class BarlowTwins(ImageMethod):
         proj_hidden_dim: int | None = None,
         lambd: float = 0.0051,
         blur: bool | None = None,
-        bias_lr_ratio: float = 0.0048 / 0.2,
+        bias_lr_ratio: float = 0.024,  # 0.0048 / 0.2
     ) -> None:
         super().__init__()
         self.setup_encoder(backbone, image_size)

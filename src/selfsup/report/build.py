@@ -20,6 +20,7 @@ from selfsup.config import ConfigError
 from selfsup.report import page, plots
 
 CONTEXT_KEYS = ("time", "step", "protocol", "data", "random_init", "pooling", "seed")
+SETTING_KEYS = {"chance", "temperature", "k", "alpha", "lr", "penalty"}  # settings, not results
 
 
 # The figure each protocol is known by, for the compare table.
@@ -47,11 +48,11 @@ def results_section(results: list[dict[str, Any]]) -> str:
         )  # fmt: skip
     rows = []
     parts = []
-    for r in results:
+    for r in results:  # figures in one column, the settings they were measured with in another
         found = {
             k: v
             for k, v in r.items()
-            if k not in CONTEXT_KEYS and isinstance(v, float) and k != "chance"
+            if k not in CONTEXT_KEYS and isinstance(v, float) and k not in SETTING_KEYS
         }
         params = {
             k: v

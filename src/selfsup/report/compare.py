@@ -22,7 +22,26 @@ HEADLINE = {
     "zeroshot": "top1",
     "retrieval": "i2t_R@1",
     "mlm": "masked_token_acc",
+    "perplexity": "perplexity",
+    "pseudo_perplexity": "pseudo_perplexity",
+    "diagnostics": "effective_rank",
 }
+# What a result records besides its figures: never a headline.
+SETTINGS = {"step", "seed", "k", "temperature", "bank", "queries", "time", "images", "pairs",
+            "templates", "tokens", "blocks", "classes", "chance"}  # fmt: skip
+
+
+def headline(result: dict[str, Any]) -> str | None:
+    """The figure of ``result`` that ``compare`` shows: its protocol's headline, else its first
+    number that is not a setting (word similarity, analogies, a registered protocol's own)."""
+    figure = HEADLINE.get(str(result.get("protocol")))
+    if figure in result:
+        return figure
+    return next(
+        (k for k, v in result.items()
+         if isinstance(v, float) and not isinstance(v, bool) and k not in SETTINGS),
+        None,
+    )  # fmt: skip
 
 
 def compare(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
@@ -47,8 +66,8 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
         latest: dict[str, Any] = {}
         for r in results:  # the last result of each protocol, trained and at random init
             key = f"{r.get('protocol')}{' (random init)' if r.get('random_init') else ''}"
-            figure = HEADLINE.get(str(r.get("protocol")), "top1")
-            if figure in r:
+            figure = headline(r)
+            if figure is not None:
                 latest[key] = r[figure]
                 if key not in protocols:
                     protocols.append(key)

@@ -248,8 +248,12 @@ def method_section(run: Any, shown: Embedded, split: Any, collate: Any, device: 
         parts.append(
             f"<h3>{page.esc(panel.title)}</h3>" + page.image(data, panel.title, panel.caption)
         )
-    backbone = getattr(method, "backbone", None)
-    if backbone is not None and "image" in batch and hasattr(method, "preprocess"):
+    # the encoder that embed and export use (DINO's teacher), else the backbone
+    backbone = None
+    if "image" in batch and hasattr(method, "preprocess"):
+        encoder = getattr(method, "encoder", None)
+        backbone = encoder() if callable(encoder) else getattr(method, "backbone", None)
+    if hasattr(backbone, "model"):
         with torch.no_grad():
             maps = cls_attention(backbone.model, method.preprocess(batch["image"][:8]))
         if maps is not None:

@@ -11,6 +11,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plain(text: str) -> str:
+    """A user's string (class name, caption, run name) as matplotlib text: ``$`` escaped, so
+    that it is never read as mathtext."""
+    return str(text).replace("$", r"\$")
+
+
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from torch import Tensor  # noqa: E402
@@ -92,7 +100,7 @@ def overlaid_curves(runs: dict[str, Sequence[dict[str, Any]]]) -> bytes | None:
         for name, records in runs.items():
             steps, values = _series(records, key)
             if steps:
-                ax.plot(steps, values, label=name, marker="." if len(steps) < 30 else None)
+                ax.plot(steps, values, label=plain(name), marker="." if len(steps) < 30 else None)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=8)
@@ -110,7 +118,8 @@ def embedding_map(points: np.ndarray, labels: np.ndarray, classes: list[str], ti
     for c, name in enumerate(classes):
         mine = labels == c
         if mine.any():
-            ax.scatter(points[mine, 0], points[mine, 1], s=6, color=cmap(c % cmap.N), label=name)
+            ax.scatter(points[mine, 0], points[mine, 1], s=6, color=cmap(c % cmap.N),
+                       label=plain(name))  # fmt: skip
     if classes:
         ax.legend(fontsize=7, markerscale=2, loc="best", ncol=1 + len(classes) // 12)
     ax.set_title(title, fontsize=10)
@@ -165,7 +174,7 @@ def image_rows(
                 if colour is not None:
                     spine.set_edgecolor(colour)
                     spine.set_linewidth(2.5)
-        axes[r][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+        axes[r][0].set_ylabel(plain(label), fontsize=7, rotation=0, ha="right", va="center")
     fig.subplots_adjust(wspace=0.05, hspace=0.08)
     return png(fig)
 
@@ -187,7 +196,7 @@ def confusion(matrix: np.ndarray, classes: Sequence[str]) -> bytes:
     side = min(7.0, 1.8 + 0.3 * c)
     fig, ax = plt.subplots(figsize=(side, side))
     ax.imshow(matrix, cmap="Blues")
-    names = list(classes) if len(classes) == c else [str(i) for i in range(c)]
+    names = [plain(n) for n in classes] if len(classes) == c else [str(i) for i in range(c)]
     ax.set_xticks(range(c), names, rotation=90, fontsize=7)
     ax.set_yticks(range(c), names, fontsize=7)
     ax.set_xlabel("predicted", fontsize=8)
