@@ -12,16 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
-import shutil
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import IterableDataset
 
 from selfsup.checks import (
     check_backbone,
@@ -32,7 +27,7 @@ from selfsup.checks import (
     check_resample,
     check_source_faults,
 )
-from selfsup.config import ConfigError, RunConfig, parse_budget, save_config
+from selfsup.config import ConfigError, RunConfig, parse_budget
 from selfsup.data import DataSource, build_source
 from selfsup.data.faults import (
     FaultCounter,
@@ -41,12 +36,8 @@ from selfsup.data.faults import (
     set_fault_log,
 )
 from selfsup.engine.checkpoint import (
-    CheckpointError,
-    latest_checkpoint,
-    load_checkpoint,
     rng_state,
     save_checkpoint,
-    set_rng_state,
 )
 from selfsup.engine.logging import MetricLogger
 from selfsup.engine.loop import Interrupted, Loop, LoopSettings, TrainState
@@ -63,17 +54,18 @@ from selfsup.run_data import (
     prepare_tokenizer,
     use_decode_cache,
 )
+from selfsup.run_dir import (
+    RunExistsError,
+    check_resumable,
+    default_run_dir,
+    restore,
+    run_directory,
+    write_run_directory,
+)
 
 log = logging.getLogger("selfsup")
 
-
-class RunExistsError(FileExistsError):
-    """The run directory already holds a run and neither resume nor overwrite was asked for."""
-
-
-def default_run_dir(config: RunConfig) -> Path:
-    data = re.sub(r"[^A-Za-z0-9]+", "-", config.data.split(":")[0]).strip("-")
-    return Path("runs") / f"{config.method}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
+__all__ = ["RunExistsError", "default_run_dir", "make_optimizer", "pretrain"]
 
 
 def pretrain(
@@ -92,7 +84,7 @@ def pretrain(
         resume: a run directory to continue from its latest checkpoint.
         overwrite: replace an existing run directory at ``config.out``.
     """
-    run_dir, ckpt = _run_directory(config, resume, overwrite)
+    run_dir, ckpt = run_directory(config, resume, overwrite)
     cls, source = _checked_source(config)
 
     fabric = make_fabric(config)
@@ -115,7 +107,7 @@ def pretrain(
             "and cannot resample it; set resample=false"
         )
     if ckpt is not None:
-        _check_resumable(ckpt, loader, config, fabric.world_size)
+        check_resumable(ckpt, loader, config, fabric.world_size)
     global_batch = config.batch_size * fabric.world_size * config.optim.accumulate
     optimizer = make_optimizer(method, config, global_batch)
     if fabric.world_size > 1:
@@ -124,7 +116,7 @@ def pretrain(
 
     # Checks passed and the model is built: now the run directory may be written.
     if fabric.is_global_zero:
-        _write_run_directory(run_dir, config, ctx, tokenizer, source.faults, resume, overwrite)
+        write_run_directory(run_dir, config, ctx, tokenizer, source.faults, resume, overwrite)
     fabric.barrier()
     faults_path = run_dir / (
         "faults.jsonl" if fabric.global_rank == 0 else f"faults-rank{fabric.global_rank}.jsonl"
@@ -138,7 +130,7 @@ def pretrain(
     # Each process draws its own views and masks (a different stream per rank).
     fabric.seed_everything(config.seed + fabric.global_rank, verbose=False)
     if ckpt is not None:
-        state = _restore(ckpt, method, optimizer, fabric.global_rank, fabric.world_size, monitor)
+        state = restore(ckpt, method, optimizer, fabric.global_rank, fabric.world_size, monitor)
 
     def save(current: TrainState) -> None:
         # Every process's RNG and data position, so that each resumes its own stream.
@@ -200,35 +192,6 @@ def pretrain(
     return run_dir
 
 
-def _run_directory(
-    config: RunConfig, resume: str | Path | None, overwrite: bool
-) -> tuple[Path, Path | None]:
-    """(run directory, checkpoint to resume from or None); refuses a missing checkpoint, and a
-    directory that already holds a run unless ``overwrite``."""
-    if resume is not None:
-        run_dir = Path(resume)
-        ckpt = latest_checkpoint(run_dir / "checkpoints")
-        if ckpt is None:
-            raise ConfigError(
-                f"--resume {run_dir}: no complete checkpoint in {run_dir / 'checkpoints'}"
-            )
-    else:
-        run_dir = Path(config.out) if config.out else default_run_dir(config)
-        if (run_dir / "config.yaml").exists() and not overwrite:
-            raise RunExistsError(
-                f"{run_dir} already holds a run; pass --resume {run_dir} to continue it, "
-                "--overwrite to replace it, or choose another --out"
-            )
-        holds_other_files = run_dir.is_dir() and any(run_dir.iterdir())
-        if overwrite and holds_other_files and not (run_dir / "config.yaml").exists():
-            raise ConfigError(
-                f"--overwrite {run_dir}: that folder holds files but no run (no config.yaml), "
-                "so it is not deleted; choose another --out"
-            )
-        ckpt = None
-    return run_dir, ckpt
-
-
 def _checked_source(config: RunConfig) -> tuple[type[Method], DataSource]:
     """The method class and the data source, after every check that needs no process group;
     the source's images decoded once into memory where ``decode_cache`` says so."""
@@ -268,95 +231,6 @@ def _build_method(config: RunConfig, cls: type[Method], ctx: BuildContext, world
     if config.compile:
         method.compile()  # in place: parameter names and checkpoints stay those of the eager model
     return method
-
-
-def _write_run_directory(
-    run_dir: Path,
-    config: RunConfig,
-    ctx: BuildContext,
-    tokenizer: Any,  # noqa: ANN401
-    faults: list[str],
-    resume: str | Path | None,
-    overwrite: bool,
-) -> None:
-    """Rank 0 writes the run directory: the config, what the method was built from besides it,
-    the tokenizer and the faults found before training."""
-    if resume is None and run_dir.exists() and overwrite:
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
-    # What the method was built from besides the config (rebuilding it needs the same).
-    context = {"world_size": ctx.world_size, "num_samples": ctx.num_samples,
-               "cwd": os.getcwd()}  # relative data paths are relative to it  # fmt: skip
-    (run_dir / "context.json").write_text(json.dumps(context))
-    if tokenizer is not None and not (run_dir / "tokenizer").exists():
-        from selfsup.data.tokenizer import save_tokenizer
-
-        save_tokenizer(tokenizer, run_dir / "tokenizer")
-    if resume is None and faults:
-        fault_log = FaultLog(run_dir / "faults.jsonl")
-        for error in faults:
-            fault_log.record(error)
-
-
-def _check_resumable(ckpt: Path, loader: Any, config: RunConfig, world: int) -> None:  # noqa: ANN401
-    """Before the run directory is rewritten: refuse a resume with another number of processes
-    (each resumes its own data position), or, for a streamed training set, another number of
-    reading workers (a stream's order depends on it; a map-style dataset's, the decode cache's
-    included, does not, so the saved position would point at other samples)."""
-    try:
-        meta = json.loads((ckpt / "meta.json").read_text())
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"--resume: {ckpt / 'meta.json'} cannot be read: {err}") from None
-    saved_world = meta.get("world_size")
-    if saved_world is not None and saved_world != world:
-        raise ConfigError(
-            f"{ckpt} was written by {saved_world} processes; resume with the same number "
-            f"(now {world})"
-        )
-    if not isinstance(loader.dataset, IterableDataset):
-        return
-    saved = meta.get("config", {}).get("num_workers")
-    if saved is not None and max(saved, 1) != max(config.num_workers, 1):
-        raise ConfigError(
-            f"--resume: this run streams its training data, whose order depends on how many "
-            f"workers read it; it was saved with num_workers={saved}: resume with that "
-            f"(got {config.num_workers})"
-        )
-
-
-def _restore(
-    ckpt: Path,
-    method: Method,
-    optimizer: torch.optim.Optimizer,
-    rank: int,
-    world: int,
-    monitor: FaultMonitor,
-) -> TrainState:
-    """Load the method, optimizer, this process's RNG and data position from ``ckpt``."""
-    try:
-        saved, meta = load_checkpoint(ckpt)
-        method.load_state_dict(saved["method"], strict=True)
-        optimizer.load_state_dict(saved["optimizer"])
-    except (CheckpointError, RuntimeError, ValueError, KeyError) as err:
-        raise ConfigError(
-            f"--resume: {ckpt} does not fit this run: {err}. Earlier checkpoints may still "
-            f"load: point {ckpt.parent / 'latest'} at one of them"
-        ) from None
-    if len(saved["ranks"]) != world:
-        raise ConfigError(
-            f"{ckpt} was written by {len(saved['ranks'])} processes; resume with the same number"
-        )
-    mine = saved["ranks"][rank]
-    set_rng_state(mine["rng"])
-    state = TrainState(
-        **{**meta["state"], "epoch": mine["epoch"], "batch_in_epoch": mine["batch_in_epoch"]}
-    )
-    if "faults_offset" in mine:  # forget the faults of steps about to be redone
-        monitor.truncate(mine["faults_offset"])
-    if rank == 0:
-        log.info("resumed %s at step %d", ckpt, state.step)
-    return state
 
 
 def _loop_settings(config: RunConfig, method: Method) -> LoopSettings:
