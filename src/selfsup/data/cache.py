@@ -123,7 +123,7 @@ def _decode_all(
     capacity = num_samples or 1024
     images = torch.empty((capacity, 3, image_size, image_size), dtype=torch.uint8)
     labels = torch.full((capacity,), -1, dtype=torch.int64)
-    texts: list[str] | None = None
+    texts: dict[int, str] = {}  # captions by slot, for image-caption pairs
     filled = torch.zeros(capacity, dtype=torch.bool)
     by_index: bool | None = None  # decided by the first batch
     count = 0
@@ -151,17 +151,12 @@ def _decode_all(
         labels[slots] = batch["label"]
         filled[slots] = True
         if "text" in batch:
-            if texts is None:
-                texts = [""] * len(images)
-            texts.extend([""] * (len(images) - len(texts)))
-            for slot, text in zip(slots.tolist(), batch["text"], strict=True):
-                texts[slot] = text
+            texts.update(zip(slots.tolist(), batch["text"], strict=True))
         count += n
-    if not bool(filled.all()):  # unread slots: faults (by index) or spare capacity
-        keep = filled.nonzero().squeeze(1)
+    keep = filled.nonzero().squeeze(1)
+    if len(keep) < len(images):  # unread slots: faults (by index) or spare capacity
         images, labels = images[keep], labels[keep]
-        texts = None if texts is None else [texts[i] for i in keep.tolist()]
-    return images, labels, texts
+    return images, labels, [texts[i] for i in keep.tolist()] if texts else None
 
 
 def _grown(images: torch.Tensor, size: int, count: int) -> torch.Tensor:

@@ -149,6 +149,8 @@ class Loop:
         self.knn_message = ""  # the last online kNN accuracy, shown on the progress line
         self.collapse_message = ""  # the last diagnostics' collapse, shown on the progress line
         self.checkpointed = False  # whether a checkpoint of this run exists (for stop messages)
+        self.interrupt_requested = False  # Ctrl-C on this process (see _stop_on_ctrl_c)
+        self.stop_after_step = False  # Ctrl-C on any process, as the step's verdict agreed
         self.alarm = CollapseAlarm()
         self.skipped_in_a_row = 0
         budget = settings.budget
@@ -232,7 +234,6 @@ class Loop:
     def _stop_on_ctrl_c(self) -> Iterator[None]:
         """While training, a first Ctrl-C asks to stop after the current step, with a checkpoint
         of it; a second one stops at once (KeyboardInterrupt)."""
-        self.interrupt_requested = self.stop_after_step = False
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -363,7 +364,7 @@ class Loop:
             bar.close()
         return state
 
-    def _train(self, state: TrainState, batches: Any, start: float, bar: Progress) -> None:  # noqa: ANN401, C901
+    def _train(self, state: TrainState, batches: Any, start: float, bar: Progress) -> None:  # noqa: ANN401
         """The steps of :meth:`run`, from ``state`` (updated in place)."""
         s = self.settings
         window_start, window_samples, window_steps = time.perf_counter(), 0, 0
