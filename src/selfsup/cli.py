@@ -268,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 config = load_config(args.config, args.overrides, values)
             from selfsup.data.faults import TooManyFaultsError
-            from selfsup.engine.loop import CollapseError, Interrupted, NonFiniteLossError
+            from selfsup.engine.guard import CollapseError, Interrupted, NonFiniteLossError
 
             try:
                 run_dir = pretrain(config, resume=args.resume, overwrite=args.overwrite)

@@ -39,8 +39,9 @@ from selfsup.engine.checkpoint import (
     rng_state,
     save_checkpoint,
 )
+from selfsup.engine.guard import Interrupted
 from selfsup.engine.logging import MetricLogger
-from selfsup.engine.loop import Interrupted, Loop, LoopSettings, TrainState
+from selfsup.engine.loop import Loop, LoopSettings, TrainState
 from selfsup.engine.optim import build_optimizer
 from selfsup.engine.precision import resolve_precision
 from selfsup.evaluate.diagnostics import Probe

@@ -4,7 +4,7 @@ import pytest
 
 import selfsup.pipeline
 from selfsup.cli import main
-from selfsup.engine.loop import CollapseError, NonFiniteLossError
+from selfsup.engine.guard import CollapseError, NonFiniteLossError
 
 
 @pytest.mark.parametrize("error", [NonFiniteLossError, CollapseError])

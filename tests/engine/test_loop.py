@@ -6,9 +6,10 @@ from lightning_fabric import Fabric
 from torch import nn
 
 from selfsup.config import parse_budget
+from selfsup.engine.guard import Interrupted, NonFiniteLossError
 from selfsup.engine.loader import EpochLoader
 from selfsup.engine.logging import MetricLogger
-from selfsup.engine.loop import Interrupted, Loop, LoopSettings, NonFiniteLossError, TrainState
+from selfsup.engine.loop import Loop, LoopSettings, TrainState
 
 
 class Toy(nn.Module):
@@ -249,7 +250,7 @@ def test_diagnostics_log_figures_and_announce_a_collapse(tmp_path, caplog):
     assert diagnosed == [2, 4] and all("loss" in m for _, m in logger.lines)
     assert "step 2: complete collapse" in caplog.text
 
-    from selfsup.engine.loop import CollapseError
+    from selfsup.engine.guard import CollapseError
 
     with pytest.raises(CollapseError, match="step 2: complete collapse.*stop_on_collapse"):
         train(tmp_path, 4, steps=4, method=Collapsing(), probe=probe, diagnostics_every=2,

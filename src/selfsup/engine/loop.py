@@ -12,11 +12,7 @@ of them.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,28 +25,13 @@ from torch.optim import Optimizer
 
 from selfsup.config import Budget, ConfigError
 from selfsup.data.faults import FaultMonitor
+from selfsup.engine.guard import CollapseError, Interrupted, StepGuard
 from selfsup.engine.loader import EpochLoader
 from selfsup.engine.logging import MetricLogger, Progress
 from selfsup.engine.optim import lr_factor, set_lr
 from selfsup.evaluate.diagnostics import COLLAPSE_CODES, CollapseAlarm, OnlineKnn, Probe
 
 log = logging.getLogger("selfsup")
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss or the gradient became NaN or infinite; the run stops before writing a
-    checkpoint of it."""
-
-
-MAX_SKIPPED_IN_A_ROW = 20  # nonfinite="skip" still stops after this many non-finite steps in a row
-
-
-class CollapseError(RuntimeError):
-    """The diagnostics found the embeddings collapsed and ``stop_on_collapse`` is set."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT): the run finished its step, saved a checkpoint of it and stopped."""
 
 
 @dataclass
@@ -148,11 +129,8 @@ class Loop:
         self.faults = faults
         self.knn_message = ""  # the last online kNN accuracy, shown on the progress line
         self.collapse_message = ""  # the last diagnostics' collapse, shown on the progress line
-        self.checkpointed = False  # whether a checkpoint of this run exists (for stop messages)
-        self.interrupt_requested = False  # Ctrl-C on this process (see _stop_on_ctrl_c)
-        self.stop_after_step = False  # Ctrl-C on any process, as the step's verdict agreed
         self.alarm = CollapseAlarm()
-        self.skipped_in_a_row = 0
+        self.guard = StepGuard(fabric, settings.nonfinite, False, faults)
         budget = settings.budget
         if budget.unit == "steps":
             self.total_steps: int | None = int(budget.amount)
@@ -215,69 +193,6 @@ class Loop:
     @torch.no_grad()
     def _buffers(self) -> list[Tensor]:
         return [b.detach().clone() for b in self.method.buffers()]
-
-    def _verdict(self, loss: Tensor, grad_norm: Tensor | None, samples: int) -> tuple[bool, bool]:
-        """(finite, too many faults) as agreed by every process: one all-reduce per step, which
-        also carries a Ctrl-C on any process (``self.stop_after_step``)."""
-        finite = torch.isfinite(loss)
-        if grad_norm is not None:
-            finite = finite & torch.isfinite(grad_norm)
-        over = self.faults is not None and self.faults.over_limit(samples)
-        others = [0.0 if over else 1.0, 0.0 if self.interrupt_requested else 1.0]
-        flags = torch.cat([finite.float().reshape(1), torch.tensor(others, device=finite.device)])
-        if self.fabric.world_size > 1:  # every process must decide alike, or the others hang
-            flags = self.fabric.all_reduce(flags.to(self.fabric.device), reduce_op="min")
-        self.stop_after_step = bool(flags[2] < 1)
-        return bool(flags[0] > 0), bool(flags[1] < 1)
-
-    @contextlib.contextmanager
-    def _stop_on_ctrl_c(self) -> Iterator[None]:
-        """While training, a first Ctrl-C asks to stop after the current step, with a checkpoint
-        of it; a second one stops at once (KeyboardInterrupt)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def request(signum: int, frame: Any) -> None:  # noqa: ANN401
-            if self.interrupt_requested:
-                raise KeyboardInterrupt
-            self.interrupt_requested = True
-            if self.fabric.is_global_zero:
-                print("\nselfsup: stopping after this step, with a checkpoint of it "
-                      "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)  # fmt: skip
-
-        previous = signal.signal(signal.SIGINT, request)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-    def _non_finite(self, loss: Tensor, grad_norm: Tensor | None, step: int) -> None:
-        """Stop for a non-finite step; or, with ``nonfinite="skip"``, return so that the caller
-        drops its gradients (stopping all the same after too many in a row)."""
-        what = f"loss is {loss.item()}"
-        if grad_norm is not None and torch.isfinite(loss):
-            what = f"gradient norm is {grad_norm.item()}"
-        where = f"{what} at step {step} (on this or another process)"
-        manual = getattr(self.method, "updates_itself", False)
-        if self.settings.nonfinite == "skip" and not manual:
-            self.skipped_in_a_row += 1
-            if self.skipped_in_a_row <= MAX_SKIPPED_IN_A_ROW:
-                if self.fabric.is_global_zero:
-                    log.warning("%s; skipping the step (nonfinite=skip)", where)
-                return
-            where = f"{where}, the {MAX_SKIPPED_IN_A_ROW + 1}th non-finite step in a row"
-        then = (
-            "then resume"
-            if self.checkpointed
-            else "then run again with --overwrite (no checkpoint was written before this step)"
-        )
-        raise NonFiniteLossError(
-            f"{where}; stopping without saving."
-            + (" The last checkpoint is intact." if self.checkpointed else "")
-            + f" Lower optim.lr, set optim.clip_grad, or use precision=32-true, {then}"
-            + ("" if manual else " (or set nonfinite=skip to skip such steps)")
-        )
 
     def _diagnose(self, step: int) -> dict[str, float]:
         """Online kNN accuracy every ``knn_every`` steps and label-free figures of the probe's
@@ -349,8 +264,10 @@ class Loop:
             "steps" if self.total_steps else "seconds",
             enabled=s.progress and self.fabric.is_global_zero,
         )
-        self.checkpointed = state.step > 0  # a resumed run starts from a checkpoint
-        if getattr(self.method, "updates_itself", False):
+        guard = self.guard
+        guard.checkpointed = state.step > 0  # a resumed run starts from a checkpoint
+        guard.manual = getattr(self.method, "updates_itself", False)
+        if guard.manual:
             self._check_plain_sgd()
         if self.total_steps is not None and state.step >= self.total_steps:
             log.warning("the run has %d steps already: a budget of %s is spent, nothing to "
@@ -358,7 +275,7 @@ class Loop:
         batches = self._batches(state)
         self._baseline()
         try:
-            with self._stop_on_ctrl_c():
+            with guard.catch_ctrl_c():
                 self._train(state, batches, time.perf_counter() - state.elapsed, bar)
         finally:
             bar.close()
@@ -399,14 +316,12 @@ class Loop:
                     value = value.detach().float() / s.accumulate
                     step_sums[key] = step_sums[key] + value if key in step_sums else value
             grad_norm = None if manual else self._grad_norm()
-            if self.faults is not None:
-                self.faults.poll()
             read = state.samples + self.global_batch  # this step's samples included
-            finite, too_many_faults = self._verdict(step_loss, grad_norm, read)
+            finite, too_many_faults = self.guard.verdict(step_loss, grad_norm, read)
             if too_many_faults:
                 raise self.faults.error(read)  # type: ignore[union-attr]
             if not finite:
-                self._non_finite(step_loss, grad_norm, state.step + 1)
+                self.guard.non_finite(step_loss, grad_norm, state.step + 1)
                 self.optimizer.zero_grad(set_to_none=True)  # the step is skipped
                 if kept is not None:
                     for buffer, saved in zip(self.method.buffers(), kept, strict=True):
@@ -414,7 +329,6 @@ class Loop:
                 self.discard_step()
                 state.skipped_steps += 1
                 continue
-            self.skipped_in_a_row = 0
             for key, value in step_sums.items():
                 sums[key] = sums[key] + value if key in sums else value
             if not manual:
@@ -456,11 +370,11 @@ class Loop:
                 line = f"{line}  COLLAPSE ({self.collapse_message})"
             done = state.step if self.total_steps else elapsed
             bar.update(done, f"step {state.step}  {line}")
-            if state.step % s.checkpoint_every == 0 or self.stop_after_step:
+            if state.step % s.checkpoint_every == 0 or self.guard.stop_after_step:
                 state.elapsed = elapsed
                 self.save(state)
-                self.checkpointed = True
-            if self.stop_after_step:
+                self.guard.checkpointed = True
+            if self.guard.stop_after_step:
                 raise Interrupted(f"interrupted at step {state.step}, which is saved")
         state.elapsed = elapsed
 

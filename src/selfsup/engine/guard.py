@@ -1,0 +1,126 @@
+"""Why a training run stops early: a non-finite step, too many unreadable samples, Ctrl-C
+(or a collapse, which the loop's diagnostics raise as :class:`CollapseError`).
+
+Every process must take the same decision, or the others hang in their next collective: the
+three conditions travel in one all-reduce per step (:meth:`StepGuard.verdict`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from lightning_fabric import Fabric
+from torch import Tensor
+
+from selfsup.data.faults import FaultMonitor
+
+log = logging.getLogger("selfsup")
+
+MAX_SKIPPED_IN_A_ROW = 20  # nonfinite="skip" still stops after this many non-finite steps in a row
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or the gradient became NaN or infinite; the run stops before writing a
+    checkpoint of it."""
+
+
+class CollapseError(RuntimeError):
+    """The diagnostics found the embeddings collapsed and ``stop_on_collapse`` is set."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT): the run finished its step, saved a checkpoint of it and stopped."""
+
+
+class StepGuard:
+    """The per-step stop conditions of one process.
+
+    Args:
+        fabric: the run's Fabric (world size, device, collectives).
+        nonfinite: "stop" or "skip" a step whose loss or gradient is not finite.
+        manual: the method applies its own updates (a non-finite step cannot be skipped then).
+        faults: this process's record of unreadable samples (``max_bad_fraction``).
+    """
+
+    def __init__(
+        self, fabric: Fabric, nonfinite: str, manual: bool, faults: FaultMonitor | None
+    ) -> None:
+        self.fabric, self.nonfinite, self.manual, self.faults = fabric, nonfinite, manual, faults
+        self.checkpointed = False  # whether a checkpoint of this run exists (for stop messages)
+        self.interrupt_requested = False  # Ctrl-C on this process (see catch_ctrl_c)
+        self.stop_after_step = False  # Ctrl-C on any process, as the step's verdict agreed
+        self.skipped_in_a_row = 0
+
+    def verdict(self, loss: Tensor, grad_norm: Tensor | None, samples: int) -> tuple[bool, bool]:
+        """(finite, too many faults after ``samples`` read) as agreed by every process: one
+        all-reduce per step, which also carries a Ctrl-C on any process (``stop_after_step``)."""
+        if self.faults is not None:
+            self.faults.poll()
+        finite = torch.isfinite(loss)
+        if grad_norm is not None:
+            finite = finite & torch.isfinite(grad_norm)
+        over = self.faults is not None and self.faults.over_limit(samples)
+        others = [0.0 if over else 1.0, 0.0 if self.interrupt_requested else 1.0]
+        flags = torch.cat([finite.float().reshape(1), torch.tensor(others, device=finite.device)])
+        if self.fabric.world_size > 1:  # every process must decide alike, or the others hang
+            flags = self.fabric.all_reduce(flags.to(self.fabric.device), reduce_op="min")
+        self.stop_after_step = bool(flags[2] < 1)
+        finite_everywhere = bool(flags[0] > 0)
+        if finite_everywhere:
+            self.skipped_in_a_row = 0
+        return finite_everywhere, bool(flags[1] < 1)
+
+    @contextlib.contextmanager
+    def catch_ctrl_c(self) -> Iterator[None]:
+        """While training, a first Ctrl-C asks to stop after the current step, with a checkpoint
+        of it; a second one stops at once (KeyboardInterrupt)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request(signum: int, frame: Any) -> None:  # noqa: ANN401
+            if self.interrupt_requested:
+                raise KeyboardInterrupt
+            self.interrupt_requested = True
+            if self.fabric.is_global_zero:
+                print("\nselfsup: stopping after this step, with a checkpoint of it "
+                      "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)  # fmt: skip
+
+        previous = signal.signal(signal.SIGINT, request)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def non_finite(self, loss: Tensor, grad_norm: Tensor | None, step: int) -> None:
+        """Stop for a non-finite step; or, with ``nonfinite="skip"``, return so that the caller
+        drops its gradients (stopping all the same after too many in a row)."""
+        what = f"loss is {loss.item()}"
+        if grad_norm is not None and torch.isfinite(loss):
+            what = f"gradient norm is {grad_norm.item()}"
+        where = f"{what} at step {step} (on this or another process)"
+        if self.nonfinite == "skip" and not self.manual:
+            self.skipped_in_a_row += 1
+            if self.skipped_in_a_row <= MAX_SKIPPED_IN_A_ROW:
+                if self.fabric.is_global_zero:
+                    log.warning("%s; skipping the step (nonfinite=skip)", where)
+                return
+            where = f"{where}, the {MAX_SKIPPED_IN_A_ROW + 1}th non-finite step in a row"
+        then = (
+            "then resume"
+            if self.checkpointed
+            else "then run again with --overwrite (no checkpoint was written before this step)"
+        )
+        raise NonFiniteLossError(
+            f"{where}; stopping without saving."
+            + (" The last checkpoint is intact." if self.checkpointed else "")
+            + f" Lower optim.lr, set optim.clip_grad, or use precision=32-true, {then}"
+            + ("" if self.manual else " (or set nonfinite=skip to skip such steps)")
+        )
