@@ -269,16 +269,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 config = load_config(args.config, args.overrides, values)
             from selfsup.data.faults import TooManyFaultsError
             from selfsup.engine.guard import CollapseError, Interrupted, NonFiniteLossError
+            from selfsup.launch import is_global_zero
 
             try:
                 run_dir = pretrain(config, resume=args.resume, overwrite=args.overwrite)
             except (NonFiniteLossError, CollapseError, TooManyFaultsError) as err:
-                print(f"selfsup: run stopped: {err}", file=sys.stderr)
+                if is_global_zero():  # every process stopped alike: one message
+                    print(f"selfsup: run stopped: {err}", file=sys.stderr)
                 return 3
             except Interrupted as err:
-                print(f"selfsup: {err}", file=sys.stderr)
+                if is_global_zero():
+                    print(f"selfsup: {err}", file=sys.stderr)
                 return 130  # the shell's code for Ctrl-C
-            print(f"run directory: {run_dir}")
+            if is_global_zero():
+                print(f"run directory: {run_dir}")
         elif args.command == "evaluate":
             from selfsup.evaluate import evaluate
 

@@ -29,6 +29,21 @@ def launcher_processes(environ: dict[str, str] | None = None) -> tuple[int, int]
     return None
 
 
+def is_global_zero(environ: dict[str, str] | None = None) -> bool:
+    """Whether this is the first process of a run, from the environment that torchrun, srun or
+    Fabric's own launcher set (True without any of them): what a run prints once, it prints
+    there."""
+    env = os.environ if environ is None else environ
+    try:
+        if "RANK" in env:  # torchrun
+            return int(env["RANK"]) == 0
+        if "SLURM_PROCID" in env and launcher_processes(env) is not None:
+            return int(env["SLURM_PROCID"]) == 0
+        return int(env.get("NODE_RANK") or 0) == 0 and int(env.get("LOCAL_RANK") or 0) == 0
+    except ValueError:
+        return True
+
+
 def make_fabric(config: RunConfig) -> Fabric:
     """Lightning Fabric for the config's accelerator, devices, nodes, strategy and precision.
 

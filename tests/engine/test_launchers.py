@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from selfsup.config import ConfigError, load_config
-from selfsup.launch import launcher_processes, make_fabric
+from selfsup.launch import is_global_zero, launcher_processes, make_fabric
 
 
 @pytest.mark.parametrize(
@@ -24,6 +24,22 @@ from selfsup.launch import launcher_processes, make_fabric
 )
 def test_launcher_processes(env, expected):
     assert launcher_processes(env) == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, True),
+        ({"RANK": "1", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "WORLD_SIZE": "2"}, False),
+        ({"RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2", "WORLD_SIZE": "2"}, True),
+        ({"SLURM_PROCID": "3", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "2"}, False),
+        ({"SLURM_PROCID": "0", "SLURM_JOB_NAME": "bash"}, True),  # an interactive job
+        ({"NODE_RANK": "0", "LOCAL_RANK": "1"}, False),  # Fabric's own launcher, second process
+        ({"NODE_RANK": "1", "LOCAL_RANK": "0"}, False),
+    ],
+)
+def test_is_global_zero(env, expected):
+    assert is_global_zero(env) is expected
 
 
 def test_devices_that_contradict_torchrun_are_refused(monkeypatch):
@@ -52,6 +68,7 @@ def test_torchrun_two_processes(tmp_path):
                "method_args.proj_hidden_dim=16", "method_args.proj_dim=8"]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("run directory:") == 1  # printed by rank 0 only
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert (config["devices"], config["num_nodes"], config["strategy"]) == (2, 1, "ddp")
     state = torch.load(
