@@ -184,6 +184,12 @@ def test_export_loads_with_auto_model_and_reproduces_hidden_states(
     assert type(model).__name__ == type(method.encoder).__name__
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     assert loaded(docs[:3])["input_ids"] == tok(docs[:3])["input_ids"]
+    pair = loaded(docs[0], docs[1], truncation=True, max_length=SEQ_LEN)
+    if "token_type_ids" in batch:  # trained with segment ids: the tokenizer gives them
+        types = pair["token_type_ids"]
+        assert types == sorted(types) and types[0] == 0 and types[-1] == 1
+    else:
+        assert "token_type_ids" not in pair
     enc = tok(docs[:3], padding=True, truncation=True, max_length=SEQ_LEN, return_tensors="pt")
     inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
     with torch.no_grad():

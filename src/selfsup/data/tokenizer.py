@@ -221,19 +221,26 @@ def train_tokenizer(
     return fast
 
 
-def save_tokenizer(tokenizer: PreTrainedTokenizerFast, path: str | Path) -> None:
+def save_tokenizer(
+    tokenizer: PreTrainedTokenizerFast, path: str | Path, *, segment_ids: bool = False
+) -> None:
     """``tokenizer.save_pretrained(path)``, readable by transformers 4.x and 5.x alike.
 
     transformers 5 names the class of a plain fast tokenizer ``TokenizersBackend`` in
     ``tokenizer_config.json``, a name transformers 4 does not know; both versions load the
     ``tokenizer.json`` of a ``PreTrainedTokenizerFast``, so that name is written instead.
+    With ``segment_ids`` the loaded tokenizer also returns ``token_type_ids`` (1 on a pair's
+    second segment), as BERT's own tokenizer does; a plain fast tokenizer returns only
+    ``input_ids`` and ``attention_mask``.
     """
     tokenizer.save_pretrained(str(path))
     config_file = Path(path) / "tokenizer_config.json"
     config = json.loads(config_file.read_text(encoding="utf-8"))
     if config.get("tokenizer_class") == "TokenizersBackend":
         config["tokenizer_class"] = "PreTrainedTokenizerFast"
-        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", "utf-8")
+    if segment_ids:
+        config["model_input_names"] = ["input_ids", "token_type_ids", "attention_mask"]
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", "utf-8")
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:

@@ -93,6 +93,7 @@ class SentencePairPretraining(MaskedEncoder):
 
     method_name: ClassVar[str]  # the registered name, for errors
     pair_task: ClassVar[str]  # "nsp" or "sop": the pairs, their label key and the logged names
+    segment_ids: ClassVar[bool] = True
     # BERT's recipe with this module's deviations (lr 5e-4, 10 % warm-up); ALBERT has its own
     defaults: ClassVar[OptimDefaults] = OptimDefaults(
         optimizer="adamw",

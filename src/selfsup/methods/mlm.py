@@ -100,6 +100,7 @@ class MaskedEncoder(Method):
         "linear",
         "finetune",
     )
+    segment_ids: ClassVar[bool] = False  # trained with token_type_ids: the export returns them
 
     def __init__(
         self,
@@ -308,7 +309,7 @@ class MaskedEncoder(Method):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         save_pretrained(self.encoder, path)  # safetensors
-        save_tokenizer(self.tokenizer, path)
+        save_tokenizer(self.tokenizer, path, segment_ids=self.segment_ids)
 
 
 @register_method("mlm")
