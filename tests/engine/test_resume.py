@@ -1,5 +1,6 @@
 """Resume equivalence: 2k steps in one go == k steps, stop, resume for k more (bitwise, CPU fp32),
-for one method of each data kind (image, text, pair) and for a method with a queue (MoCo)."""
+for one method of each data kind (image, text, pair), for a method with a queue (MoCo), and for
+DINO and SwAV, whose last layer / prototypes unfreeze and SwAV's queue starts across the cut."""
 
 import pytest
 import torch
@@ -19,6 +20,15 @@ RUNS = {
              "seq_len": 16, "method_args": {"text_backbone": "bert-tiny", "embed_dim": 16}},
     "moco": {"method": "moco", "data": "digits", "image_size": 16, "batch_size": 8,
              "method_args": {"queue_size": 32, "proj_hidden_dim": 32, "proj_dim": 8}},
+    # the crash comes in step 3: the frozen layer starts training and the queue is used there
+    "dino": {"method": "dino", "data": "digits", "image_size": 16, "batch_size": 8,
+             "backbone": "resnet18", "precision": "32-true",
+             "method_args": {"hidden_dim": 32, "bottleneck_dim": 16, "out_dim": 64,
+                             "num_local": 2, "freeze_last_layer_steps": 2}},
+    "swav": {"method": "swav", "data": "digits", "image_size": 16, "batch_size": 8,
+             "method_args": {"proj_hidden_dim": 32, "proj_dim": 8, "num_prototypes": 16,
+                             "num_local": 2, "queue_length": 16, "queue_start_step": 1,
+                             "freeze_prototypes_steps": 2}},
 }  # fmt: skip
 
 
