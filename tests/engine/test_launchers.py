@@ -1,5 +1,7 @@
 """Outside launchers: torchrun and SLURM's srun set the process count, selfsup follows them."""
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -75,6 +77,24 @@ def test_torchrun_two_processes(tmp_path):
         sorted((run / "checkpoints").glob("step-*"))[-1] / "state.pt", weights_only=True
     )
     assert len(state["ranks"]) == 2
+
+
+def test_torchrun_trains_a_token_loss_method(tmp_path):
+    # ELECTRA's two token means (masked tokens, real tokens) each all-reduce their counts in the
+    # forward pass (selfsup.losses.global_mean); both processes must reach them every step.
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", "2", "-m", "selfsup", "pretrain", "--method", "electra",
+               "--data", "lee", "--backbone", "bert-tiny", "--budget", "2steps",
+               "--batch-size", "4", "--out", str(run), "progress=false", "log_every=1"]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = [line for line in lines if "rtd_loss" in line]
+    assert len(logged) == 2
+    for line in logged:  # global means: accuracies are fractions, the loss a finite figure
+        assert math.isfinite(line["loss"]) and 0 <= line["disc_acc"] <= 1
 
 
 @pytest.mark.parametrize("strategy", ["fsdp", "deepspeed_stage_2"])

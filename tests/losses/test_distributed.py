@@ -67,3 +67,43 @@ def test_gather_with_grad_returns_each_process_its_summed_slice(fallback):
         assert torch.equal(gathered, rows)
         # d/dx of sum_r (r + 1) * <gathered, w>: the summed weights (1 + 2) at this rank's rows
         assert torch.equal(grad, 3 * weights[3 * rank : 3 * rank + 3])
+
+
+def _token_losses(rank, world, logits, targets, replaced, real, split):
+    """This process's rows of the token losses (split at ``split``), backpropagated and scaled
+    as DDP averages gradients."""
+    from selfsup.losses.classification import masked_lm_loss, replaced_token_detection_loss
+
+    rows = slice(0, split) if rank == 0 else slice(split, None)
+    mine = logits[rows].clone().requires_grad_(True)
+    mlm, mlm_acc = masked_lm_loss(mine, targets[rows])
+    scores = mine[:, 0].view(1, -1)  # (1, N) one "sequence" of discriminator scores
+    rtd, rtd_acc = replaced_token_detection_loss(
+        scores, replaced[rows].view(1, -1), real[rows].view(1, -1)
+    )
+    (mlm + rtd).backward()
+    return torch.stack([mlm, mlm_acc, rtd, rtd_acc]).detach(), mine.grad / world
+
+
+def test_token_means_over_processes_equal_one_process_on_the_whole_batch():
+    # The processes hold 3 and 9 tokens (the MLM draw differs by process), and 2 of the first
+    # process's tokens are padding: per-process means would weight them differently.
+    torch.manual_seed(0)
+    logits, targets = torch.randn(12, 5), torch.randint(0, 5, (12,))
+    replaced, real = torch.rand(12) < 0.3, torch.ones(12)
+    real[1:3] = 0
+    from selfsup.losses.classification import masked_lm_loss, replaced_token_detection_loss
+    from selfsup.testing import spawn_gloo
+
+    out = spawn_gloo(_token_losses, logits, targets, replaced, real, 3, world_size=2, timeout=60)
+    whole = logits.clone().requires_grad_(True)
+    mlm, mlm_acc = masked_lm_loss(whole, targets)
+    rtd, rtd_acc = replaced_token_detection_loss(
+        whole[:, 0].view(1, -1), replaced.view(1, -1), real.view(1, -1)
+    )
+    (mlm + rtd).backward()
+    expected = torch.stack([mlm, mlm_acc, rtd, rtd_acc]).detach()
+    figures = (out[0][0] + out[1][0]) / 2  # the loop logs the mean over the processes
+    assert torch.allclose(figures, expected, atol=1e-6)
+    grads = torch.cat([out[0][1], out[1][1]])  # each process's rows, DDP-averaged
+    assert torch.allclose(grads, whole.grad, atol=1e-7)

@@ -4,7 +4,12 @@ from selfsup.losses.bounds import infonce_bound, nwj_bound
 from selfsup.losses.classification import classification_loss
 from selfsup.losses.contrastive import ClipLoss, NTXentLoss, clip_loss, nt_xent
 from selfsup.losses.dino import dino_loss
-from selfsup.losses.distributed import gather_no_grad, gather_with_grad, world_info
+from selfsup.losses.distributed import (
+    gather_no_grad,
+    gather_with_grad,
+    global_mean,
+    world_info,
+)
 from selfsup.losses.metric import (
     batch_all_triplet_loss,
     batch_hard_triplet_loss,
@@ -30,6 +35,7 @@ __all__ = [
     "dino_loss",
     "gather_no_grad",
     "gather_with_grad",
+    "global_mean",
     "infonce_bound",
     "logistic_loss",
     "nt_xent",

@@ -80,3 +80,30 @@ def gather_no_grad(x: Tensor, dim: int = 0) -> Tensor:
     out = [torch.empty_like(x) for _ in range(world)]
     dist.all_gather(out, x.contiguous())
     return torch.cat(out, dim=dim)
+
+
+def global_mean(total: Tensor, count: Tensor | int) -> Tensor:
+    """This process's share of a mean over the whole global batch: ``total * W / sum_r count_r``.
+
+    For losses averaged over a number of items that differs from process to process (the masked
+    tokens of MLM, the real tokens of a padded batch). DDP averages the gradients over the W
+    processes, so shares scaled this way give the gradient of the mean over every process's items,
+    the gradient of one process on the concatenated batch. A per-process mean would weight the
+    items of a process that drew fewer of them more. transformers' Trainer does the same
+    (``average_tokens_across_devices``). Averaged over the processes, as the loop logs it, the
+    share is the global mean. On one process: ``total / count``.
+
+    Args:
+        total: scalar sum over this process's items (differentiable).
+        count: this process's number of items (int or integer scalar tensor, no gradient).
+
+    Returns:
+        scalar; 0 (still depending on ``total``) when no process has an item.
+    """
+    count = torch.as_tensor(count, device=total.device, dtype=torch.float32)
+    _, world = world_info()
+    if world > 1:
+        count = count.detach().clone()
+        dist.all_reduce(count)
+        return total * world / count.clamp_min(1.0)
+    return total / count.clamp_min(1.0)

@@ -56,6 +56,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, PretrainedConfig
 from selfsup.backbones.text import PooledEncoder, pool, save_pretrained
 from selfsup.data.packing import PackedBlocks
 from selfsup.data.tokenizer import save_tokenizer
+from selfsup.losses.distributed import global_mean
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
 from selfsup.registry import UnknownNameError
 from selfsup.views.tokens import IGNORE_INDEX
@@ -276,7 +277,7 @@ class CausalLM(Method):
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         nll, count = self.token_nll(batch)
-        return {"loss": nll / count.clamp_min(1)}
+        return {"loss": global_mean(nll, count)}  # over every process's targets
 
     def encoder_for_finetuning(self) -> nn.Module:
         """The encoder as ``(input_ids, attention_mask) -> (B, D)`` for ``--protocol finetune``
