@@ -85,16 +85,30 @@ def _step_of(line: str) -> float:
 
 
 class Progress:
-    """A rich progress bar over the budget (steps, epochs or seconds)."""
+    """The console's view of the budget (steps, epochs or seconds).
 
-    def __init__(self, total: float, unit: str, enabled: bool = True) -> None:
+    A rich progress bar on a terminal (or in a notebook). Elsewhere (a log file, a pipe, a
+    SLURM job's output) a bar that redraws itself would leave one squeezed line at the end, so
+    a plain line is printed every ``every`` seconds and at the end instead.
+    """
+
+    def __init__(self, total: float, unit: str, enabled: bool = True, every: float = 30.0) -> None:
         self.enabled = enabled
         self.unit = unit
+        self.total = total
         if not enabled:
             return
+        from rich.console import Console
         from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
         from rich.progress import Progress as RichProgress
 
+        console = Console()
+        self.live = console.is_terminal or console.is_jupyter
+        if not self.live:
+            self._every, self._line = every, ""
+            self._start = self._printed = time.perf_counter()
+            self._first: tuple[float, float] | None = None  # (progress, time) at the first update
+            return
         self._bar = RichProgress(
             TextColumn("[bold]pretrain"),
             BarColumn(),
@@ -103,15 +117,40 @@ class Progress:
             TextColumn("ETA"),
             TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"),
+            console=console,
             refresh_per_second=4,
         )
         self._bar.start()
         self._task = self._bar.add_task("train", total=total, info="")
 
     def update(self, done: float, info: str) -> None:
-        if self.enabled:
+        if not self.enabled:
+            return
+        if self.live:
             self._bar.update(self._task, completed=done, info=info)
+            return
+        now = time.perf_counter()
+        if self._first is None:  # the rate leaves out the first step (and a resumed run's past)
+            self._first = (done, now)
+        first_done, first_time = self._first
+        rate = (done - first_done) / (now - first_time) if now > first_time else 0.0
+        eta = _clock((self.total - done) / rate) if rate > 0 else "-"
+        percent = 100.0 * done / self.total if self.total else 100.0
+        self._line = f"pretrain {percent:5.1f}%  {_clock(now - self._start)}  ETA {eta}  {info}"
+        if now - self._printed >= self._every:
+            print(self._line, flush=True)
+            self._printed = now
 
     def close(self) -> None:
-        if self.enabled:
+        if not self.enabled:
+            return
+        if self.live:
             self._bar.stop()
+        elif self._line:
+            print(self._line, flush=True)
+
+
+def _clock(seconds: float) -> str:
+    """``h:mm:ss`` of a duration."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
