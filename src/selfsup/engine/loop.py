@@ -269,7 +269,7 @@ class Loop:
         guard.manual = getattr(self.method, "updates_itself", False)
         if guard.manual:
             self._check_plain_sgd()
-        if self.total_steps is not None and state.step >= self.total_steps:
+        if state.step > 0 and self.progress(state, state.elapsed) >= 1:
             log.warning("the run has %d steps already: a budget of %s is spent, nothing to "
                         "train (give a larger --budget to go on)", state.step, s.budget)  # fmt: skip
         batches = self._batches(state)
@@ -368,7 +368,7 @@ class Loop:
                 line = f"{line}  {self.knn_message}"
             if self.collapse_message:
                 line = f"{line}  COLLAPSE ({self.collapse_message})"
-            done = state.step if self.total_steps else elapsed
+            done = state.step if self.total_steps else min(elapsed, s.budget.amount)
             bar.update(done, f"step {state.step}  {line}")
             if state.step % s.checkpoint_every == 0 or self.guard.stop_after_step:
                 state.elapsed = elapsed
