@@ -92,7 +92,7 @@ def pretrain(
     fabric.launch()
     if config.sync_batchnorm and fabric.world_size > 1 and fabric.device.type == "cpu":
         raise ConfigError("sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel)")
-    fabric.seed_everything(config.seed)  # same initial weights on every process
+    fabric.seed_everything(config.seed, verbose=False)  # same initial weights everywhere
 
     tokenizer = (
         prepare_tokenizer(config, source, run_dir, fabric, cls) if cls.kind != "image" else None
