@@ -17,6 +17,8 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from selfsup.config import ConfigError, load_config
 
@@ -88,11 +90,16 @@ def _parser() -> argparse.ArgumentParser:
         "--temperature", type=float, default=0.1, help="kNN vote temperature (default 0.1)"
     )
     e.add_argument(
-        "--bank-size", dest="bank_size", type=int, help="first N training samples as memory bank"
+        "--bank-size",
+        dest="bank_size",
+        type=int,
+        help="N training samples as memory bank: a fixed random subset (seed 0); "
+        "the first N of tar shards",
     )
     e.add_argument(
-        "--query-size", dest="query_size", type=int, help="first N test samples as queries"
-    )
+        "--query-size", dest="query_size", type=int,
+        help="N test samples as queries, drawn as --bank-size's",
+    )  # fmt: skip
     e.add_argument("--batch-size", dest="batch_size", type=int, default=256)
     e.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, ...")
     e.add_argument(
@@ -251,8 +258,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *overrides]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from selfsup.data import DataError
+    from selfsup.evaluate.features import SHOW_PROGRESS
     from selfsup.registry import UnknownNameError
 
+    # embedding a large split takes minutes on a CPU: evaluate, embed and report say how far
+    progress = SHOW_PROGRESS.set(args.command in ("evaluate", "embed", "report"))
     try:
         if args.command == "list":
             print(_describe_method(args.method) if args.method else _list())
@@ -299,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )  # fmt: skip
             # The confusion matrix stays in results.jsonl (and the report), off the terminal.
             shown = {k: v for k, v in result.items() if k not in ("confusion", "classes")}
-            print(json.dumps(shown, indent=2))
+            print(json.dumps(_rounded(shown), indent=2))
         elif args.command == "embed":
             from selfsup.evaluate import embed
 
@@ -313,7 +323,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.device,
                 pooling=args.pooling,
             )
-            print(f"wrote {out}")
+            import numpy as np
+
+            shape = np.load(out, mmap_mode="r").shape
+            labels = out.with_suffix("").as_posix() + ".labels.npy"
+            also = f" and its labels to {labels}" if Path(labels).is_file() else ""
+            print(f"wrote {shape[0]:,} embeddings of {shape[1]} dimensions to {out}{also}")
         elif args.command == "report":
             from selfsup.report import report
 
@@ -329,7 +344,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataError, UnknownNameError, FileExistsError) as err:
         print(f"selfsup: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    finally:
+        SHOW_PROGRESS.reset(progress)
     return 0
+
+
+def _rounded(value: Any) -> Any:  # noqa: ANN401
+    """``value`` with its floats cut to 7 significant digits, for the terminal (float32 figures
+    such as 31.49999976 print as 31.5; results.jsonl keeps them whole)."""
+    if isinstance(value, float):
+        return float(f"{value:.7g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def _one_line(err: Exception) -> str:

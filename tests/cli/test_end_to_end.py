@@ -69,9 +69,11 @@ def test_image_folder_pretrain_evaluate_embed_export(tmp_path, capsys):
 
     out = tmp_path / "emb.npy"
     assert main(["embed", str(run), "--out", str(out), "--split", "test"]) == 0
-    assert capsys.readouterr().out.strip() == f"wrote {out}"
+    labels = tmp_path / "emb.labels.npy"
+    wrote = f"wrote 12 embeddings of 512 dimensions to {out} and its labels to {labels}"
+    assert capsys.readouterr().out.strip() == wrote
     assert main(["embed", str(run), "--out", str(tmp_path / "emb2"), "--limit", "2"]) == 0
-    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'emb2.npy'}"  # what np.save wrote
+    assert f"to {tmp_path / 'emb2.npy'} " in capsys.readouterr().out  # what np.save wrote
     emb = np.load(out)
     assert (
         emb.shape == (12, 512)

@@ -8,17 +8,18 @@ def test_off_a_terminal_progress_prints_plain_lines(capsys):
     for step in range(1, 11):
         quiet.update(step, f"step {step}  loss 1.0")
     quiet.close()
-    assert capsys.readouterr().out.splitlines() == [
-        "pretrain 100.0%  0:00:00  ETA 0:00:00  step 10  loss 1.0"
-    ]  # only the last line, at the end
-
-    every = Progress(4, "steps", every=0.0)
-    for step in (1, 2):
-        every.update(step, f"step {step}")
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[1] for line in lines] == ["25.0%", "50.0%"]
-    assert lines[0].split("ETA ")[1].startswith("- ")  # no rate from a single update yet
-    assert "\r" not in "".join(lines) and "\x1b" not in "".join(lines)  # no redraws, no colour
+    assert lines[0].startswith("pretrain  10.0%  0:00:00  ETA -  step 1")  # no rate yet
+    assert lines[1:] == ["pretrain 100.0%  0:00:00  ETA 0:00:00  step 10  loss 1.0"]  # the end
+
+    every = Progress(4, "batches", every=0.0, label="embed", stderr=True)
+    for step in (1, 2):
+        every.update(step, f"{step * 256} samples")
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert captured.out == ""  # stdout is left to results
+    assert [line.split()[:2] for line in lines] == [["embed", "25.0%"], ["embed", "50.0%"]]
+    assert "\r" not in captured.err and "\x1b" not in captured.err  # no redraws, no colour
 
 
 def test_disabled_progress_prints_nothing(capsys):

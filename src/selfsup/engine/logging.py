@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -85,32 +87,44 @@ def _step_of(line: str) -> float:
 
 
 class Progress:
-    """The console's view of the budget (steps, epochs or seconds).
+    """The console's view of the budget (steps, epochs or seconds) or of other long work.
 
     A rich progress bar on a terminal (or in a notebook). Elsewhere (a log file, a pipe, a
     SLURM job's output) a bar that redraws itself would leave one squeezed line at the end, so
-    a plain line is printed every ``every`` seconds and at the end instead.
+    plain lines are printed instead: at the first update, every ``every`` seconds and at the
+    end. ``label`` names the work; ``stderr`` keeps stdout for results (``selfsup evaluate``
+    prints JSON there).
     """
 
-    def __init__(self, total: float, unit: str, enabled: bool = True, every: float = 30.0) -> None:
+    def __init__(
+        self,
+        total: float,
+        unit: str,
+        enabled: bool = True,
+        every: float = 30.0,
+        label: str = "pretrain",
+        stderr: bool = False,
+    ) -> None:
         self.enabled = enabled
         self.unit = unit
         self.total = total
+        self.label = label
+        self._stream = sys.stderr if stderr else sys.stdout
         if not enabled:
             return
         from rich.console import Console
         from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
         from rich.progress import Progress as RichProgress
 
-        console = Console()
+        console = Console(stderr=stderr)
         self.live = console.is_terminal or console.is_jupyter
         if not self.live:
             self._every, self._line = every, ""
-            self._start = self._printed = time.perf_counter()
+            self._start, self._printed = time.perf_counter(), -math.inf  # the first update prints
             self._first: tuple[float, float] | None = None  # (progress, time) at the first update
             return
         self._bar = RichProgress(
-            TextColumn("[bold]pretrain"),
+            TextColumn(f"[bold]{label}"),
             BarColumn(),
             TextColumn("{task.percentage:>5.1f}%"),
             TimeElapsedColumn(),
@@ -136,9 +150,9 @@ class Progress:
         rate = (done - first_done) / (now - first_time) if now > first_time else 0.0
         eta = _clock((self.total - done) / rate) if rate > 0 else "-"
         percent = 100.0 * done / self.total if self.total else 100.0
-        self._line = f"pretrain {percent:5.1f}%  {_clock(now - self._start)}  ETA {eta}  {info}"
+        self._line = f"{self.label} {percent:5.1f}%  {_clock(now - self._start)}  ETA {eta}  {info}"
         if now - self._printed >= self._every:
-            print(self._line, flush=True)
+            print(self._line, file=self._stream, flush=True)
             self._printed = now
 
     def close(self) -> None:
@@ -147,7 +161,7 @@ class Progress:
         if self.live:
             self._bar.stop()
         elif self._line:
-            print(self._line, flush=True)
+            print(self._line, file=self._stream, flush=True)
 
 
 def _clock(seconds: float) -> str:

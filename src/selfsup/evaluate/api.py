@@ -165,8 +165,9 @@ def evaluate(
         data: evaluation data spec (default: the run's data); needs train and test splits.
         k: kNN neighbours.
         temperature: kNN vote temperature.
-        bank_size: use only the first N training samples as the kNN memory bank.
-        query_size: use only the first N test samples as queries.
+        bank_size: use only N training samples as the kNN memory bank: a fixed random subset
+            (:func:`~selfsup.evaluate.features.fixed_subset`), the first N of a stream.
+        query_size: use only N test samples as queries, drawn alike.
         batch_size: feature extraction batch size.
         device: where to run the encoder.
         seed: masking seed of the "mlm" protocol.

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, default_collate
 
+from selfsup.engine.logging import Progress
 from selfsup.methods import Method
 
 
@@ -45,6 +48,19 @@ class TextCollate:
 
 
 SUBSET_SEED = 0
+
+# Whether :func:`extract` shows its progress (on stderr): the command line's evaluate, embed and
+# report set it; the kNN monitor inside pretraining and library calls leave it off.
+SHOW_PROGRESS: ContextVar[bool] = ContextVar("SHOW_PROGRESS", default=False)
+
+
+def _length(dataset: Dataset, limit: int | None) -> int | None:
+    """Samples that :func:`extract` will read, None when a stream does not say."""
+    try:
+        n = len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        return limit
+    return n if limit is None else min(n, limit)
 
 
 def fixed_subset(dataset: Dataset, limit: int | None) -> Dataset:
@@ -107,16 +123,21 @@ def extract(
         features (N, D) float32 on CPU, labels (N,) int64 (-1 where unlabelled) and the texts of
         the samples (empty when samples carry none).
     """
+    subset = fixed_subset(dataset, limit)
     loader = DataLoader(
-        fixed_subset(dataset, limit),
-        batch_size=batch_size,
-        shuffle=False,
-        collate_fn=collate_fn,
-        num_workers=num_workers,
+        subset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn, num_workers=num_workers
+    )
+    count = _length(subset, limit)
+    bar = Progress(
+        math.ceil(count / batch_size) if count else 0,
+        "batches",
+        enabled=SHOW_PROGRESS.get() and count is not None and count > batch_size,
+        label="embed",
+        stderr=True,
     )
     feats, labels, texts = [], [], []
     seen = 0
-    for batch in loader:
+    for step, batch in enumerate(loader, 1):
         if limit is not None and seen >= limit:
             break
         n = len(batch["label"]) if "label" in batch else len(next(iter(batch.values())))
@@ -129,6 +150,9 @@ def extract(
             labels.append(torch.full((take,), -1))
         texts.extend(list(batch.get("text", []))[:take])
         seen += take
+        if bar.enabled:
+            bar.update(step, f"{seen:,} of {count:,} samples")
+    bar.close()
     if not feats:
         raise ValueError("the dataset yielded no samples")
     return torch.cat(feats), torch.cat(labels).long(), texts

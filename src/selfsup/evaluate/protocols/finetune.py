@@ -57,8 +57,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup.config import ConfigError
+from selfsup.engine.logging import Progress
 from selfsup.engine.optim import build_optimizer, lr_factor, set_lr
-from selfsup.evaluate.features import TextCollate, fixed_subset
+from selfsup.evaluate.features import SHOW_PROGRESS, TextCollate, fixed_subset
 from selfsup.evaluate.peft import PEFT_KINDS
 from selfsup.evaluate.protocols import EvalOptions, register_protocol
 
@@ -258,7 +259,8 @@ def train_classifier(
         order_rng = torch.Generator().manual_seed(seed)
         per_epoch = math.ceil(train_size / settings.batch_size)
         total, step, losses = settings.epochs * per_epoch, 0, []
-        for _ in range(settings.epochs):
+        bar = Progress(total, "steps", SHOW_PROGRESS.get(), label="finetune", stderr=True)
+        for epoch in range(settings.epochs):
             order = torch.randperm(train_size, generator=order_rng).tolist()
             losses = []
             for inputs, labels in batches(order, True):
@@ -270,6 +272,8 @@ def train_classifier(
                 optimizer.step()
                 losses.append(float(loss.detach()))
                 step += 1
+                bar.update(step, f"epoch {epoch + 1}/{settings.epochs}  loss {losses[-1]:.3f}")
+        bar.close()
     model.eval()
     correct = 0
     with torch.no_grad():
