@@ -148,10 +148,67 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="HTML file")
 
     ls = sub.add_parser(
-        "list", help="list methods, backbones and datasets; or one method's paper and defaults"
+        "list",
+        help="list methods, backbones, datasets and protocols; or one method's paper and "
+        "defaults, or one protocol's options",
     )
-    ls.add_argument("method", nargs="?", help="a method: its docstring and method_args defaults")
+    ls.add_argument(
+        "method",
+        nargs="?",
+        help="a method (its paper and method_args defaults) or an evaluation protocol (what it "
+        "measures and its --arg options)",
+    )
     return parser
+
+
+def _describe(name: str) -> str:
+    """``selfsup list NAME``: a method's or an evaluation protocol's description."""
+    import difflib
+
+    from selfsup.evaluate.api import BUILTIN_PROTOCOLS
+    from selfsup.evaluate.protocols import EVAL_PROTOCOLS
+    from selfsup.methods import METHODS
+    from selfsup.registry import UnknownNameError
+
+    protocol = name in EVAL_PROTOCOLS or name in BUILTIN_PROTOCOLS
+    if name in METHODS:  # "mlm" is a method and the protocol that evaluates it
+        method = _describe_method(name)
+        return (
+            f"{method}\n\n\nevaluation protocol {_describe_protocol(name)}" if protocol else method
+        )
+    if protocol:
+        return _describe_protocol(name)
+    protocols = sorted([*BUILTIN_PROTOCOLS, *EVAL_PROTOCOLS.names()])
+    close = difflib.get_close_matches(name, [*METHODS.names(), *protocols], n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise UnknownNameError(
+        f"{name!r} is neither a method nor an evaluation protocol.{hint} Methods: "
+        f"{', '.join(METHODS.names())}. Protocols: {', '.join(protocols)}"
+    )
+
+
+def _describe_protocol(name: str) -> str:
+    """An evaluation protocol's one-line description and its module's docstring (what it
+    measures, its paper and its ``--arg`` options)."""
+    import importlib
+    import inspect
+
+    from selfsup.evaluate.protocols import EVAL_PROTOCOLS
+
+    builtin = {  # protocol -> module; options are `selfsup evaluate`'s own flags
+        "knn": "selfsup.evaluate.knn",
+        "linear": "selfsup.evaluate.linear",
+        "zeroshot": "selfsup.evaluate.zeroshot",
+        "retrieval": "selfsup.evaluate.zeroshot",
+    }
+    if name in builtin:
+        head = f"{name}: built in; its options are selfsup evaluate's flags\n(--k, --temperature, "
+        head += "--bank-size, --query-size, --pooling; see selfsup evaluate --help)"
+        module = importlib.import_module(builtin[name])
+    else:
+        head = f"{name}: {EVAL_PROTOCOLS.describe()[name]}"
+        module = inspect.getmodule(EVAL_PROTOCOLS.get(name))
+    return "\n".join([head, "", inspect.cleandoc(getattr(module, "__doc__", None) or "")])
 
 
 def _describe_method(name: str) -> str:
@@ -265,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = SHOW_PROGRESS.set(args.command in ("evaluate", "embed", "report"))
     try:
         if args.command == "list":
-            print(_describe_method(args.method) if args.method else _list())
+            print(_describe(args.method) if args.method else _list())
         elif args.command == "pretrain":
             from selfsup.checks import resume_config
             from selfsup.pipeline import pretrain

@@ -62,3 +62,21 @@ def test_argument_docs_reads_google_style_entries():
 def test_unknown_method_is_one_clear_error(capsys):
     assert main(["list", "simclrr"]) != 0
     assert "Did you mean 'simclr'?" in capsys.readouterr().err
+
+
+def test_list_protocol_prints_what_it_measures_and_its_options(capsys):
+    assert main(["list", "finetune"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("finetune: fine-tune the encoder")
+    assert "Options, each as ``--arg KEY=VALUE``" in out and "lora_rank" in out
+    assert main(["list", "knn"]) == 0
+    assert "selfsup evaluate's flags" in capsys.readouterr().out
+    assert main(["list", "mlm"]) == 0  # a method and the protocol that evaluates it
+    both = capsys.readouterr().out
+    assert "method_args" in both and "evaluation protocol mlm: masked-token accuracy" in both
+
+
+def test_list_of_an_unknown_name_suggests_the_closest_and_lists_both_kinds(capsys):
+    assert main(["list", "fewshots"]) == 2
+    err = capsys.readouterr().err
+    assert "Did you mean 'fewshot'?" in err and "Methods: " in err and "Protocols: " in err

@@ -2,10 +2,10 @@
 
 The test split is packed into ``seq_len`` blocks (:class:`~selfsup.data.packing.PackedBlocks`,
 one ``[CLS] ... [SEP]`` segment each: the same held-out blocks for every method, including
-``bert`` and ``albert``, which train on segment pairs with token types) and each block is masked with the method's training
-rates (BERT's 15 %, 80/10/10 by default) by a generator seeded with ``--seed``, so the figure is
-the same run to run; the score is the share of masked positions where the model's top token is
-the original. A method supports the protocol when it has
+``bert`` and ``albert``, which train on segment pairs with token types) and each block is masked
+with the method's training rates (BERT's 15 %, 80/10/10 by default) by a generator seeded with
+``--seed``, so the figure is the same run to run; the score is the share of masked positions
+where the model's top token is the original. A method supports the protocol when it has
 ``predict_masked(batch, generator) -> (logits, targets)``, as every
 :class:`~selfsup.methods.mlm.MaskedEncoder` does (``mlm``, ``bert``, ``roberta``, ``albert``).
 """
