@@ -315,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *overrides]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from selfsup.data import DataError
-    from selfsup.evaluate.features import SHOW_PROGRESS
+    from selfsup.engine.logging import SHOW_PROGRESS
     from selfsup.registry import UnknownNameError
 
     # embedding a large split takes minutes on a CPU: evaluate, embed and report say how far

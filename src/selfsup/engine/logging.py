@@ -8,10 +8,16 @@ import logging
 import math
 import sys
 import time
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("selfsup")
+
+# Whether evaluation shows its progress (on stderr): embedding a large split or fine-tuning takes
+# minutes on a CPU. The command line's evaluate, embed and report set it; the kNN monitor inside
+# pretraining and library calls leave it off.
+SHOW_PROGRESS: ContextVar[bool] = ContextVar("SHOW_PROGRESS", default=False)
 
 
 class MetricLogger:

@@ -7,7 +7,6 @@ import json
 import math
 import os
 from collections.abc import Callable
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, default_collate
 
-from selfsup.engine.logging import Progress
+from selfsup.engine.logging import SHOW_PROGRESS, Progress
 from selfsup.methods import Method
 
 
@@ -48,10 +47,6 @@ class TextCollate:
 
 
 SUBSET_SEED = 0
-
-# Whether :func:`extract` shows its progress (on stderr): the command line's evaluate, embed and
-# report set it; the kNN monitor inside pretraining and library calls leave it off.
-SHOW_PROGRESS: ContextVar[bool] = ContextVar("SHOW_PROGRESS", default=False)
 
 
 def _length(dataset: Dataset, limit: int | None) -> int | None:

@@ -57,9 +57,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup.config import ConfigError
-from selfsup.engine.logging import Progress
+from selfsup.engine.logging import SHOW_PROGRESS, Progress
 from selfsup.engine.optim import build_optimizer, lr_factor, set_lr
-from selfsup.evaluate.features import SHOW_PROGRESS, TextCollate, fixed_subset
+from selfsup.evaluate.features import TextCollate, fixed_subset
 from selfsup.evaluate.peft import PEFT_KINDS
 from selfsup.evaluate.protocols import EvalOptions, register_protocol
 
