@@ -4,6 +4,7 @@ valid choices."""
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,10 @@ def check_method_args(cls: type[Method], args: dict[str, Any]) -> None:
     valid = cls.argument_names()
     for key in args:
         if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
-                f"unknown method_args key {key!r} for method {cls.__name__}. Valid: "
+                f"unknown method_args key {key!r} for method {cls.__name__}.{hint} Valid: "
                 + (", ".join(valid) or "(none)")
             )
     declared = _declared_types(cls)

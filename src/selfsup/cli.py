@@ -310,7 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # positional list in one piece, so the pieces it leaves over are collected here.
     overrides = [a for a in rest if "=" in a and not a.startswith("-")]
     if len(overrides) < len(rest) or (overrides and args.command != "pretrain"):
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        # the subcommand's usage line, which lists its flags (`--budjet` is a typo of one)
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(rest)}")
     if overrides:
         args.overrides = [*args.overrides, *overrides]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
