@@ -74,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--protocol",
         default="knn",
-        help="knn, linear, zeroshot, retrieval, mlm or a registered protocol (selfsup list)",
+        help="knn (default), linear, fewshot, finetune, ...: `selfsup list` names them all, "
+        "`selfsup list PROTOCOL` gives one's options",
     )
     e.add_argument(
         "--arg",
@@ -366,8 +367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.bank_size, args.query_size, args.batch_size, args.device,
                 random_init=args.random_init, extra=extra, pooling=args.pooling, cache=args.cache,
             )  # fmt: skip
-            # The confusion matrix stays in results.jsonl (and the report), off the terminal.
-            shown = {k: v for k, v in result.items() if k not in ("confusion", "classes")}
+            # The confusion matrix and the diagnostics' 64-value spectrum stay in results.jsonl
+            # (and the report), off the terminal.
+            hidden = ("confusion", "classes", "spectrum")
+            shown = {k: v for k, v in result.items() if k not in hidden}
             print(json.dumps(_rounded(shown), indent=2))
         elif args.command == "embed":
             from selfsup.evaluate import embed

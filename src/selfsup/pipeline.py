@@ -188,7 +188,8 @@ def pretrain(
     if tokenizer is not None:  # the exported tokenizer truncates where embed does
         tokenizer.model_max_length = config.seq_len
     if fabric.is_global_zero:
-        _finish(run_dir, method, state, monitor, faults_path, loader.steps_per_epoch)
+        _finish(run_dir, method, state, monitor, faults_path, loader.steps_per_epoch,
+                fabric.world_size)  # fmt: skip
     fabric.barrier()
     return run_dir
 
@@ -260,6 +261,7 @@ def _finish(
     monitor: FaultMonitor,
     faults_path: Path,
     batches_per_epoch: int | None = None,
+    world_size: int = 1,
 ) -> None:
     """Rank 0: export the encoder and write ``summary.json`` (``epochs``: epochs of data read,
     with the current one's fraction when its length is known)."""
@@ -274,8 +276,9 @@ def _finish(
                "samples": state.samples, "samples_per_s": round(rate, 1),
                "bad_samples": monitor.count, "skipped_steps": state.skipped_steps}  # fmt: skip
     if monitor.count:
-        log.warning("%d unreadable samples were skipped; each is listed in %s "
-                    "(other processes: faults-rank*.jsonl)", monitor.count, faults_path)  # fmt: skip
+        others = " (other processes: faults-rank*.jsonl)" if world_size > 1 else ""
+        log.warning("%d unreadable samples were skipped; each is listed in %s%s",
+                    monitor.count, faults_path, others)  # fmt: skip
     if state.skipped_steps:
         log.warning("%d non-finite steps were skipped", state.skipped_steps)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

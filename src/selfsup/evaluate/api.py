@@ -6,6 +6,7 @@ seed and time, so runs can be compared later.
 
 from __future__ import annotations
 
+import difflib
 import json
 import time
 from pathlib import Path
@@ -183,7 +184,9 @@ def evaluate(
     """
     valid = protocol_names()
     if protocol not in valid:
-        raise ConfigError(f"unknown protocol {protocol!r}. Valid: {', '.join(valid)}")
+        close = difflib.get_close_matches(protocol, valid, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown protocol {protocol!r}.{hint} Valid: {', '.join(valid)}")
     check_sizes(k=k, temperature=temperature, bank_size=bank_size, query_size=query_size,
                 batch_size=batch_size)  # fmt: skip
     device = resolve_device(device)
@@ -208,7 +211,11 @@ def evaluate(
         figures = EVAL_PROTOCOLS.get(protocol)(run, source, options)
         return _record(run, {**base, **figures})
     if extra:
-        raise ConfigError(f"protocol {protocol} takes no --arg options, got {', '.join(extra)}")
+        flags = [f"--{k.replace('_', '-')}" for k in extra]
+        raise ConfigError(
+            f"protocol {protocol} takes no --arg options, got {', '.join(extra)}; its settings "
+            f"are selfsup evaluate's flags ({', '.join(flags)}?, see selfsup evaluate --help)"
+        )
     if source.test is None:
         raise ConfigError(f"data {source.name!r} has no test split to evaluate on")
 
