@@ -10,6 +10,7 @@ pair methods), then the method is built and the engine runs. The run directory h
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import asdict
@@ -98,6 +99,8 @@ def pretrain(
         prepare_tokenizer(config, source, run_dir, fabric, cls) if cls.kind != "image" else None
     )
     ctx = BuildContext.from_config(config, tokenizer, fabric.world_size, source.num_samples)
+    if config.backbone is None:  # config.yaml records the backbone the method's default picked
+        config = dataclasses.replace(config, backbone=cls.backbone_for(ctx))
     method = _build_method(config, cls, ctx, fabric.world_size)
     # Until the run directory exists, faults (e.g. while counting an epoch) are only counted.
     set_fault_log(source.train, FaultCounter())

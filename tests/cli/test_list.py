@@ -80,3 +80,21 @@ def test_list_of_an_unknown_name_suggests_the_closest_and_lists_both_kinds(capsy
     assert main(["list", "fewshots"]) == 2
     err = capsys.readouterr().err
     assert "Did you mean 'fewshot'?" in err and "Methods: " in err and "Protocols: " in err
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_default_backbone_is_a_registered_one(name):
+    from selfsup.backbones import VISION_BACKBONES
+    from selfsup.backbones.text_configs import TEXT_BACKBONES
+    from selfsup.methods import BuildContext
+
+    cls = METHODS.get(name)
+    for size in (32, 224):
+        picked = cls.backbone_for(BuildContext(image_size=size))
+        if name == "word2vec":
+            assert picked is None  # its tables are the model
+        else:
+            assert picked in (VISION_BACKBONES if cls.kind != "text" else TEXT_BACKBONES)
+        assert cls.backbone_for(BuildContext(backbone="x", image_size=size)) == "x"
+    if name in ("mae", "dino"):  # small images get 4-pixel patches
+        assert cls.backbone_for(BuildContext(image_size=32)).endswith("patch4")

@@ -21,6 +21,9 @@ def test_readme_python_api(tmp_path):
         }
     )
     run_dir = selfsup.pretrain(config)
+    # config.yaml records the backbone the method's default picked; the caller's config is kept
+    assert "backbone: resnet18" in (run_dir / "config.yaml").read_text()
+    assert config.backbone is None
     # pretraining imported the selfsup.evaluate package, which takes the name of the function
     # selfsup/__init__.py defines: the package is callable as the function
     result = selfsup.evaluate(run_dir, protocol="knn", bank_size=64, query_size=32)

@@ -133,6 +133,9 @@ class Method(nn.Module):
     # Text and pair methods: the tokenizer kind trained when the run config names none
     # ("wordpiece", "bpe", "unigram" or "wordlevel"; see selfsup.data.tokenizer).
     tokenizer_kind: ClassVar[str] = "wordpiece"
+    # The backbone a run that names none trains (None: the method has no backbone choice);
+    # ``backbone_for`` may pick it by image size, and the run's config.yaml records the pick.
+    default_backbone: ClassVar[str | None] = None
     # Text encoders: how ``embed`` may pool token states into one vector ("mean", "cls",
     # "last"; see selfsup.backbones.text.pool), the method's default first. Empty: no choice.
     poolings: ClassVar[tuple[str, ...]] = ()
@@ -158,6 +161,11 @@ class Method(nn.Module):
             valid = ", ".join(self.poolings) or "none (this method's features are not pooled)"
             raise ValueError(f"pooling {pooling!r} does not apply to this method; valid: {valid}")
         self._pooling = pooling
+
+    @classmethod
+    def backbone_for(cls, ctx: BuildContext) -> str | None:
+        """The backbone ``build(ctx)`` trains: ``ctx.backbone``, else the method's default."""
+        return ctx.backbone or cls.default_backbone
 
     def recipe(self) -> OptimDefaults:
         """The optimisation recipe of this instance: ``defaults`` unless a method argument

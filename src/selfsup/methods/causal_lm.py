@@ -162,6 +162,7 @@ class CausalLM(Method):
     """
 
     kind: ClassVar[str] = "text"
+    default_backbone: ClassVar[str | None] = "bert-mini"  # its sizes, as a GPT-2 config
     poolings: ClassVar[tuple[str, ...]] = ("mean", "last")
     tokenizer_kind: ClassVar[str] = "bpe"
     protocols: ClassVar[tuple[str, ...]] = ("perplexity", "knn", "linear", "finetune")
@@ -218,7 +219,7 @@ class CausalLM(Method):
         # GPT-2's convention: generation starts after an eos, as documents do in the blocks
         special = {"bos_token_id": eos, "eos_token_id": eos, "pad_token_id": tokenizer.pad_token_id}
         config = build_gpt_config(
-            ctx.backbone or "bert-mini",
+            cls.backbone_for(ctx),
             len(tokenizer),
             positions,
             **{**special, **config_overrides},

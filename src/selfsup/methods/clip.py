@@ -50,6 +50,7 @@ class CLIP(Method):
     """
 
     kind = "pair"
+    default_backbone = "resnet18"  # the image tower (method_args.text_backbone: the text one)
     protocols = ("knn", "linear", "zeroshot", "retrieval")
     provided_args = frozenset({"max_len"})
     defaults = OptimDefaults(
@@ -90,7 +91,7 @@ class CLIP(Method):
         # One caption length for the collate, the position embeddings and zero-shot prompts.
         kwargs["max_len"] = ctx.seq_len
         return cls(
-            ctx.tokenizer, backbone=ctx.backbone or "resnet18", image_size=ctx.image_size, **kwargs
+            ctx.tokenizer, backbone=cls.backbone_for(ctx), image_size=ctx.image_size, **kwargs
         )
 
     def encode_image(self, images: Tensor) -> Tensor:

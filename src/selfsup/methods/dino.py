@@ -181,14 +181,18 @@ class DINO(ImageMethod):
         if freeze_last_layer_steps is None:  # the paper's "first epoch"
             epoch = ctx.steps_per_epoch or 0
             freeze_last_layer_steps = epoch
-        small = ctx.image_size <= 64
-        default = "vit_small_patch4" if small else "vit_small_patch16_224"
         return cls(
-            backbone=ctx.backbone or default,
+            backbone=cls.backbone_for(ctx),
             image_size=ctx.image_size,
             freeze_last_layer_steps=freeze_last_layer_steps,
             **kwargs,
         )
+
+    @classmethod
+    def backbone_for(cls, ctx: BuildContext) -> str | None:
+        """``ctx.backbone``, else ViT-S with 4-pixel patches up to 64 px, ViT-S/16 above."""
+        small = ctx.image_size <= 64
+        return ctx.backbone or ("vit_small_patch4" if small else "vit_small_patch16_224")
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         images = batch["image"]  # (B, 3, S, S) uint8

@@ -98,6 +98,7 @@ class Electra(Method):
     """
 
     kind: ClassVar[str] = "text"
+    default_backbone: ClassVar[str | None] = "electra-small"
     poolings: ClassVar[tuple[str, ...]] = ("mean", "cls")
     protocols: ClassVar[tuple[str, ...]] = ("knn", "linear", "finetune")
     defaults: ClassVar[OptimDefaults] = OptimDefaults(
@@ -170,7 +171,7 @@ class Electra(Method):
         max_positions = max_position_embeddings or max(512, ctx.seq_len)
         if max_positions < ctx.seq_len:
             raise ValueError(f"max_position_embeddings {max_positions} < seq_len {ctx.seq_len}")
-        name = ctx.backbone or "electra-small"
+        name = cls.backbone_for(ctx)
         overrides = {"pad_token_id": tokenizer.pad_token_id, **config_overrides}
         bert = build_text_config(name, len(tokenizer), max_positions, **overrides)
         if embedding_size is None:

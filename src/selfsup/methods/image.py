@@ -59,14 +59,12 @@ class ImageMethod(Method):
     kind = "image"
     protocols: ClassVar[tuple[str, ...]] = ("knn", "linear", "finetune")
     architectures: ClassVar[frozenset[str]] = frozenset({"resnet", "vit"})
-    default_backbone: ClassVar[str] = "resnet18"
+    default_backbone: ClassVar[str | None] = "resnet18"
 
     @classmethod
     def build(cls, ctx: BuildContext, **kwargs: Any) -> ImageMethod:
         """The method on the run's backbone (or ``default_backbone``) and image size."""
-        return cls(
-            backbone=ctx.backbone or cls.default_backbone, image_size=ctx.image_size, **kwargs
-        )
+        return cls(backbone=cls.backbone_for(ctx), image_size=ctx.image_size, **kwargs)
 
     def setup_encoder(self, backbone: str, image_size: int, **kwargs: object) -> VisionBackbone:
         """Create ``self.backbone`` and ``self.preprocess``; returns the backbone."""

@@ -155,7 +155,7 @@ class InstDisc(ImageMethod):
             )
         return cls(
             ctx.num_samples,
-            backbone=ctx.backbone or "resnet18",
+            backbone=cls.backbone_for(ctx),
             image_size=ctx.image_size,
             **kwargs,
         )

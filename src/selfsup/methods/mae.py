@@ -161,8 +161,13 @@ class MAE(ImageMethod):
 
     @classmethod
     def build(cls, ctx: BuildContext, **kwargs: Any) -> MAE:
+        return cls(backbone=cls.backbone_for(ctx), image_size=ctx.image_size, **kwargs)
+
+    @classmethod
+    def backbone_for(cls, ctx: BuildContext) -> str | None:
+        """``ctx.backbone``, else ViT-Tiny with 4-pixel patches up to 64 px, ViT-Base/16 above."""
         default = "vit_tiny_patch4" if ctx.image_size <= 64 else "vit_base_patch16_224"
-        return cls(backbone=ctx.backbone or default, image_size=ctx.image_size, **kwargs)
+        return ctx.backbone or default
 
     def encode_visible(self, images: Tensor, keep: Tensor) -> Tensor:
         """Encode only the visible patches.

@@ -67,7 +67,7 @@ def bert_config(
     # the pad row of the embedding gets no gradient, so it must be the tokenizer's pad id
     # (BertConfig's default 0 is <s> for a byte-level BPE tokenizer)
     overrides = {"pad_token_id": tokenizer.pad_token_id, **config_overrides}
-    name = ctx.backbone or "bert-mini"
+    name = ctx.backbone or MaskedEncoder.default_backbone
     if allow_deberta:
         return build_mlm_model(name, len(tokenizer), max_positions, **overrides)[0]
     return build_text_config(name, len(tokenizer), max_positions, **overrides)
@@ -92,6 +92,7 @@ class MaskedEncoder(Method):
     """
 
     kind: ClassVar[str] = "text"
+    default_backbone: ClassVar[str | None] = "bert-mini"
     poolings: ClassVar[tuple[str, ...]] = ("mean", "cls")
     protocols: ClassVar[tuple[str, ...]] = (
         "mlm",

@@ -121,7 +121,7 @@ class MoCo(ImageMethod):
                 f"batch_size {ctx.batch_size} is not a multiple of bn_splits {bn_splits}"
             )
         return cls(
-            backbone=ctx.backbone or "resnet18",
+            backbone=cls.backbone_for(ctx),
             image_size=ctx.image_size,
             queue_size=queue_size,
             bn_splits=bn_splits,

@@ -97,6 +97,7 @@ class SimCSE(Method):
     """
 
     kind: ClassVar[str] = "text"
+    default_backbone: ClassVar[str | None] = "bert-mini"
     poolings: ClassVar[tuple[str, ...]] = ("cls", "mean")
     protocols: ClassVar[tuple[str, ...]] = ("knn", "linear", "finetune")
     tokenizer_kind: ClassVar[str] = "wordpiece"
@@ -162,7 +163,7 @@ class SimCSE(Method):
             raise ValueError(f"max_position_embeddings {max_positions} < seq_len {ctx.seq_len}")
         overrides = {"pad_token_id": tokenizer.pad_token_id, **config_overrides}
         config = build_text_config(
-            ctx.backbone or "bert-mini", len(tokenizer), max_positions, **overrides
+            cls.backbone_for(ctx), len(tokenizer), max_positions, **overrides
         )
         return cls(config, tokenizer, temperature=temperature, pooling=pooling)
 

@@ -117,7 +117,7 @@ class SwAV(ImageMethod):
             epoch = ctx.steps_per_epoch
             freeze_prototypes_steps = 313 if epoch is None else epoch
         return cls(
-            backbone=ctx.backbone or "resnet18",
+            backbone=cls.backbone_for(ctx),
             image_size=ctx.image_size,
             freeze_prototypes_steps=freeze_prototypes_steps,
             **kwargs,

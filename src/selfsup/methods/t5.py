@@ -97,6 +97,7 @@ class T5SpanCorruption(Method):
     """
 
     kind: ClassVar[str] = "text"
+    default_backbone: ClassVar[str | None] = "bert-mini"  # its sizes, as a T5 config
     poolings: ClassVar[tuple[str, ...]] = ("mean",)
     tokenizer_kind: ClassVar[str] = "unigram"
     protocols: ClassVar[tuple[str, ...]] = ("knn", "linear", "finetune")
@@ -162,7 +163,7 @@ class T5SpanCorruption(Method):
             "eos_token_id": eos,
             **config_overrides,
         }
-        config = build_t5_config(ctx.backbone or "bert-mini", len(tokenizer), **overrides)
+        config = build_t5_config(cls.backbone_for(ctx), len(tokenizer), **overrides)
         raw, _ = span_corruption_lengths(ctx.seq_len, noise_density, mean_span)
         spans = noise_counts(raw, noise_density, mean_span)[1]
         if spans > num_sentinels:
