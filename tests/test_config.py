@@ -57,3 +57,13 @@ def test_exponent_floats_are_floats_in_overrides_and_files(tmp_path):
     path.write_text("optim:\n  lr: 3e-4\n  weight_decay: 1E-6\n")
     config = load_config(path)
     assert config.optim.lr == 3e-4 and config.optim.weight_decay == 1e-6
+
+
+def test_a_bad_key_in_a_file_names_the_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("method: simclr\nbatchsize: 64\n")
+    with pytest.raises(ConfigError, match=r"run\.yaml: unknown config key 'batchsize'"):
+        load_config(path)
+    path.write_text("optim:\n  lr: fast\n")
+    with pytest.raises(ConfigError, match=r"run\.yaml: optim\.lr must be float"):
+        load_config(path)

@@ -344,6 +344,10 @@ def load_config(
             raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+        try:  # a wrong key or type in the file: the message names the file
+            from_dict(RunConfig, loaded)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
         data = loaded
     data = merge(data, values or {})
     data = merge(data, parse_overrides(overrides or []))
