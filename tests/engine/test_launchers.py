@@ -59,17 +59,22 @@ def test_devices_that_contradict_torchrun_are_refused(monkeypatch):
     assert (followed.devices, followed.num_nodes, followed.strategy) == (2, 1, "ddp")
 
 
-def test_torchrun_two_processes(tmp_path):
-    run = tmp_path / "run"
+def torchrun_pretrain(*args: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node 2 -m selfsup pretrain ARGS progress=false``, checked."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node", "2", "-m", "selfsup", "pretrain", "--method", "simclr",
-               "--data", "digits", "--budget", "2steps", "--batch-size", "8",
-               "--image-size", "16", "--out", str(run), "progress=false",
-               "precision=32-true", "num_workers=0", "diagnostics_every=0",
-               "method_args.proj_hidden_dim=16", "method_args.proj_dim=8"]  # fmt: skip
+               "--nproc-per-node", "2", "-m", "selfsup", "pretrain", *args, "progress=false"]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_torchrun_two_processes(tmp_path):
+    run = tmp_path / "run"
+    done = torchrun_pretrain("--method", "simclr", "--data", "digits", "--budget", "2steps",
+                             "--batch-size", "8", "--image-size", "16", "--out", str(run),
+                             "precision=32-true", "num_workers=0", "diagnostics_every=0",
+                             "method_args.proj_hidden_dim=16", "method_args.proj_dim=8")  # fmt: skip
     assert done.stdout.count("run directory:") == 1  # printed by rank 0 only
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert (config["devices"], config["num_nodes"], config["strategy"]) == (2, 1, "ddp")
@@ -83,13 +88,8 @@ def test_torchrun_trains_a_token_loss_method(tmp_path):
     # ELECTRA's two token means (masked tokens, real tokens) each all-reduce their counts in the
     # forward pass (selfsup.losses.global_mean); both processes must reach them every step.
     run = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node", "2", "-m", "selfsup", "pretrain", "--method", "electra",
-               "--data", "lee", "--backbone", "bert-tiny", "--budget", "2steps",
-               "--batch-size", "4", "--out", str(run), "progress=false", "log_every=1"]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    torchrun_pretrain("--method", "electra", "--data", "lee", "--backbone", "bert-tiny",
+                      "--budget", "2steps", "--batch-size", "4", "--out", str(run), "log_every=1")  # fmt: skip
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     logged = [line for line in lines if "rtd_loss" in line]
     assert len(logged) == 2
