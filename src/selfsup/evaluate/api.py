@@ -53,6 +53,9 @@ PROTOCOLS = BUILTIN_PROTOCOLS  # kept for compatibility; protocol_names() is com
 # Protocols that need only the frozen features ``embed`` gives: they apply to every method with
 # the kNN protocol, without each method listing them.
 FEATURE_PROTOCOLS = ("fewshot", "diagnostics")
+# Protocols of a language model's predictions or word vectors: no pooled features, so their
+# results record no pooling.
+UNPOOLED_PROTOCOLS = ("mlm", "pseudo_perplexity", "perplexity", "wordsim", "analogy")
 
 
 def method_protocols(method: Method) -> tuple[str, ...]:
@@ -201,7 +204,7 @@ def evaluate(
     check_evaluable(run.config.method, method.kind, source, protocol)
     _set_pooling(method, pooling)
     base = {"protocol": protocol, "data": source.name, "seed": seed, "random_init": random_init}
-    if method.pooling is not None:
+    if method.pooling is not None and protocol not in UNPOOLED_PROTOCOLS:
         base["pooling"] = method.pooling
     options = EvalOptions(
         k, temperature, bank_size, query_size, batch_size, device, seed, dict(extra or {}),
