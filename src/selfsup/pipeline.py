@@ -54,6 +54,7 @@ from selfsup.run_data import (
     make_loader,
     online_knn,
     prepare_tokenizer,
+    trained_tokenizer,
     use_decode_cache,
 )
 from selfsup.run_dir import (
@@ -99,8 +100,16 @@ def pretrain(
         prepare_tokenizer(config, source, run_dir, fabric, cls) if cls.kind != "image" else None
     )
     ctx = BuildContext.from_config(config, tokenizer, fabric.world_size, source.num_samples)
-    if config.backbone is None:  # config.yaml records the backbone the method's default picked
+    # config.yaml records what the method's defaults picked: its backbone, and the kind and
+    # vocabulary of a tokenizer trained on the data
+    if config.backbone is None:
         config = dataclasses.replace(config, backbone=cls.backbone_for(ctx))
+    if (
+        tokenizer is not None
+        and config.tokenizer.path is None
+        and (cls.tokenizer_path(config.method_args) is None)
+    ):
+        config = dataclasses.replace(config, tokenizer=trained_tokenizer(config, cls))
     method = _build_method(config, cls, ctx, fabric.world_size)
     # Until the run directory exists, faults (e.g. while counting an epoch) are only counted.
     set_fault_log(source.train, FaultCounter())

@@ -4,6 +4,7 @@ kNN monitor's samples (:func:`selfsup.pipeline.pretrain` calls these in order)."
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import tempfile
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 from lightning_fabric import Fabric
 
-from selfsup.config import ConfigError, RunConfig, parse_budget
+from selfsup.config import ConfigError, RunConfig, TokenizerConfig, parse_budget
 from selfsup.data import DataSource
 from selfsup.data.cache import AUTO_LIMIT_BYTES, DecodedImages, cacheable, decoded_cache
 from selfsup.data.device_decode import DeferredCollate, DeviceDecoder, jpeg_decode_device
@@ -69,15 +70,24 @@ def prepare_tokenizer(
             ) from None
     tokenizer = None
     if fabric.is_global_zero:
-        kind = config.tokenizer.kind or (method_cls.tokenizer_kind if method_cls else "wordpiece")
+        settings = trained_tokenizer(config, method_cls)
         extras = method_cls.tokenizer_specials(config.method_args) if method_cls else []
         tokenizer = train_tokenizer(
             texts_of(source),
-            kind=kind,
-            vocab_size=config.tokenizer.vocab_size or DEFAULT_VOCAB.get(kind, 8000),
+            kind=settings.kind or "wordpiece",
+            vocab_size=settings.vocab_size or 8000,
             extra_special_tokens=extras,
         )
     return fabric.broadcast(tokenizer, src=0) if fabric.world_size > 1 else tokenizer
+
+
+def trained_tokenizer(config: RunConfig, method_cls: type[Method] | None = None) -> TokenizerConfig:
+    """The tokenizer settings a run that trains its tokenizer uses: the config's, with the
+    method's ``tokenizer_kind`` and the default vocabulary size filled in (config.yaml records
+    them)."""
+    kind = config.tokenizer.kind or (method_cls.tokenizer_kind if method_cls else "wordpiece")
+    vocab = config.tokenizer.vocab_size or DEFAULT_VOCAB.get(kind, 8000)
+    return dataclasses.replace(config.tokenizer, kind=kind, vocab_size=vocab)
 
 
 def build_dataset(

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import yaml
 
 from selfsup.cli import main
 
@@ -31,6 +32,9 @@ def test_gpt_pretrain_on_lee_then_perplexity(tmp_path, capsys):
     assert main(args) == 0
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2, 3, 4]
+    saved = yaml.safe_load((run / "config.yaml").read_text())  # what the defaults picked
+    assert saved["backbone"] == "bert-mini"
+    assert saved["tokenizer"] == {"kind": "bpe", "vocab_size": 300, "path": None}
     assert (
         json.loads((run / "tokenizer" / "tokenizer_config.json").read_text())["eos_token"] == "</s>"
     )
