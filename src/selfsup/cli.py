@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from selfsup.catalog import catalog, describe
 from selfsup.config import ConfigError, load_config
 
 log = logging.getLogger("selfsup")
@@ -162,147 +163,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _describe(name: str) -> str:
-    """``selfsup list NAME``: a method's or an evaluation protocol's description."""
-    import difflib
-
-    from selfsup.evaluate.api import BUILTIN_PROTOCOLS
-    from selfsup.evaluate.protocols import EVAL_PROTOCOLS
-    from selfsup.methods import METHODS
-    from selfsup.registry import UnknownNameError
-
-    protocol = name in EVAL_PROTOCOLS or name in BUILTIN_PROTOCOLS
-    if name in METHODS:  # "mlm" is a method and the protocol that evaluates it
-        method = _describe_method(name)
-        return (
-            f"{method}\n\n\nevaluation protocol {_describe_protocol(name)}" if protocol else method
-        )
-    if protocol:
-        return _describe_protocol(name)
-    protocols = sorted([*BUILTIN_PROTOCOLS, *EVAL_PROTOCOLS.names()])
-    close = difflib.get_close_matches(name, [*METHODS.names(), *protocols], n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise UnknownNameError(
-        f"{name!r} is neither a method nor an evaluation protocol.{hint} Methods: "
-        f"{', '.join(METHODS.names())}. Protocols: {', '.join(protocols)}"
-    )
-
-
-def _describe_protocol(name: str) -> str:
-    """An evaluation protocol's one-line description and its module's docstring (what it
-    measures, its paper and its ``--arg`` options)."""
-    import importlib
-    import inspect
-
-    from selfsup.evaluate.protocols import EVAL_PROTOCOLS
-
-    builtin = {  # protocol -> module; options are `selfsup evaluate`'s own flags
-        "knn": "selfsup.evaluate.knn",
-        "linear": "selfsup.evaluate.linear",
-        "zeroshot": "selfsup.evaluate.zeroshot",
-        "retrieval": "selfsup.evaluate.zeroshot",
-    }
-    if name in builtin:
-        head = f"{name}: built in; its options are selfsup evaluate's flags\n(--k, --temperature, "
-        head += "--bank-size, --query-size, --pooling; see selfsup evaluate --help)"
-        module = importlib.import_module(builtin[name])
-    else:
-        head = f"{name}: {EVAL_PROTOCOLS.describe()[name]}"
-        module = inspect.getmodule(EVAL_PROTOCOLS.get(name))
-    return "\n".join([head, "", inspect.cleandoc(getattr(module, "__doc__", None) or "")])
-
-
-def _describe_method(name: str) -> str:
-    """A method's paper and defaults (its module docstring), optimiser recipe and every
-    ``method_args`` key with its default and the first line of its docstring entry."""
-    import inspect
-    import sys
-    import textwrap
-
-    from selfsup.methods import METHODS
-
-    cls = METHODS.get(name)
-    d = cls.defaults
-    scaled = " x batch/256" if d.scale_lr else ""
-    lines = [
-        f"{name}: {METHODS.describe()[name]}",
-        f"data: {cls.kind}; optimiser: {d.optimizer}, lr {d.lr:g}{scaled}, weight decay "
-        f"{d.weight_decay:g}, warm-up {d.warmup:g} of the budget, {d.schedule} decay",
-        "",
-        inspect.cleandoc(sys.modules[cls.__module__].__doc__ or ""),
-        "",
-        "method_args (set one with method_args.KEY=VALUE), default, meaning:",
-    ]
-    docs = _argument_docs(inspect.getdoc(cls) or "") | _argument_docs(
-        inspect.getdoc(cls.__init__) or ""
-    )
-    defaults = cls.argument_defaults()
-    width = max((len(n) for n in defaults), default=0)
-    shown = {
-        n: "(required)" if v is inspect.Parameter.empty else repr(v) for n, v in defaults.items()
-    }
-    value_width = max((len(v) for v in shown.values()), default=0)
-    for arg, value in shown.items():
-        lines.append(f"  {arg:<{width}}  {value:<{value_width}}  {docs.get(arg, '')}".rstrip())
-    fields = [n for n in cls.argument_names() if n not in defaults]
-    if fields:
-        lines += ["", "and the backbone's transformers config fields (default: the backbone's):"]
-        lines += textwrap.wrap(", ".join(fields), 96, initial_indent="  ", subsequent_indent="  ")
-    return "\n".join(lines)
-
-
-def _argument_docs(doc: str) -> dict[str, str]:
-    """The first sentence of each ``name: text`` entry of a Google-style ``Args:`` section
-    (an entry that documents several names, ``a, b: text``, gives its text to each)."""
-    entries: dict[str, list[str]] = {}
-    inside, indent, current = False, None, []
-    for line in doc.splitlines():
-        if line.strip() == "Args:":
-            inside = True
-            continue
-        if not inside or not line.strip():
-            continue
-        depth = len(line) - len(line.lstrip())
-        indent = depth if indent is None else indent
-        if depth < indent:  # the section ended
-            break
-        head, _, text = line.strip().partition(":")
-        if depth == indent and text:
-            current = [text.strip()]
-            for name in head.split(","):
-                entries[name.strip()] = current
-        elif depth > indent:  # a continuation line
-            current.append(line.strip())
-    return {n: " ".join(t).split(". ")[0].rstrip(".") + "." for n, t in entries.items()}
-
-
-def _list() -> str:
-    from selfsup.backbones import VISION_BACKBONES
-    from selfsup.backbones.text_configs import TEXT_BACKBONES
-    from selfsup.data import list_datasets
-    from selfsup.evaluate.protocols import EVAL_PROTOCOLS
-    from selfsup.methods import METHODS
-
-    lines = []
-    for title, entries in (
-        ("methods", METHODS.describe()),
-        ("vision backbones (or any timm model as timm:NAME)", VISION_BACKBONES.describe()),
-        ("text backbones", TEXT_BACKBONES.describe()),
-        ("datasets", list_datasets()),
-        (
-            "evaluation protocols besides knn, linear, zeroshot and retrieval",
-            EVAL_PROTOCOLS.describe(),
-        ),
-    ):
-        if not entries:
-            continue
-        lines.append(f"{title}:")
-        width = max(len(n) for n in entries)
-        lines += [f"  {name:<{width}}  {desc}" for name, desc in entries.items()]
-        lines.append("")
-    return "\n".join(lines)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``selfsup`` command; returns the exit code."""
     parser = _parser()
@@ -325,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = SHOW_PROGRESS.set(args.command in ("evaluate", "embed", "report"))
     try:
         if args.command == "list":
-            print(_describe(args.method) if args.method else _list())
+            print(describe(args.method) if args.method else catalog())
         elif args.command == "pretrain":
             from selfsup.checks import resume_config
             from selfsup.pipeline import pretrain

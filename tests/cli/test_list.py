@@ -6,7 +6,8 @@ import inspect
 
 import pytest
 
-from selfsup.cli import _argument_docs, main
+from selfsup.catalog import argument_docs
+from selfsup.cli import main
 from selfsup.methods import METHODS
 
 
@@ -52,7 +53,7 @@ def test_argument_docs_reads_google_style_entries():
     Returns:
         nothing: not an argument.
     """
-    assert _argument_docs(inspect.cleandoc(doc)) == {
+    assert argument_docs(inspect.cleandoc(doc)) == {
         "alpha": "the first.",
         "beta": "shared text continued.",
         "gamma": "shared text continued.",
