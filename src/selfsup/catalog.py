@@ -12,7 +12,6 @@ import textwrap
 
 def describe(name: str) -> str:
     """``selfsup list NAME``: a method's or an evaluation protocol's description."""
-
     from selfsup.evaluate.api import BUILTIN_PROTOCOLS
     from selfsup.evaluate.protocols import EVAL_PROTOCOLS
     from selfsup.methods import METHODS
@@ -38,7 +37,6 @@ def describe(name: str) -> str:
 def describe_protocol(name: str) -> str:
     """An evaluation protocol's one-line description and its module's docstring (what it
     measures, its paper and its ``--arg`` options)."""
-
     from selfsup.evaluate.protocols import EVAL_PROTOCOLS
 
     builtin = {  # protocol -> module; options are `selfsup evaluate`'s own flags
@@ -60,7 +58,6 @@ def describe_protocol(name: str) -> str:
 def describe_method(name: str) -> str:
     """A method's paper and defaults (its module docstring), optimiser recipe and every
     ``method_args`` key with its default and the first line of its docstring entry."""
-
     from selfsup.methods import METHODS
 
     cls = METHODS.get(name)
@@ -119,6 +116,7 @@ def argument_docs(doc: str) -> dict[str, str]:
 
 
 def catalog() -> str:
+    """``selfsup list``: the methods, backbones, datasets and protocols, one line each."""
     from selfsup.backbones import VISION_BACKBONES
     from selfsup.backbones.text_configs import TEXT_BACKBONES
     from selfsup.data import list_datasets
