@@ -17,7 +17,6 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from selfsup.catalog import catalog, describe
@@ -99,9 +98,11 @@ def _parser() -> argparse.ArgumentParser:
         "the first N of tar shards",
     )
     e.add_argument(
-        "--query-size", dest="query_size", type=int,
+        "--query-size",
+        dest="query_size",
+        type=int,
         help="N test samples as queries, drawn as --bank-size's",
-    )  # fmt: skip
+    )
     e.add_argument("--batch-size", dest="batch_size", type=int, default=256)
     e.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, ...")
     e.add_argument(
@@ -247,9 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             import numpy as np
 
+            from selfsup.evaluate.api import labels_path
+
             shape = np.load(out, mmap_mode="r").shape
-            labels = out.with_suffix("").as_posix() + ".labels.npy"
-            also = f" and its labels to {labels}" if Path(labels).is_file() else ""
+            labels = labels_path(out)
+            also = f" and its labels to {labels}" if labels.is_file() else ""
             print(f"wrote {shape[0]:,} embeddings of {shape[1]} dimensions to {out}{also}")
         elif args.command == "report":
             from selfsup.report import report

@@ -294,6 +294,13 @@ def embed(
         out = out.with_name(out.name + ".npy")  # the name np.save writes
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, feats.numpy())
+    labels_path(out).unlink(missing_ok=True)  # an earlier embedding's labels are not these
     if (labels >= 0).any():
-        np.save(out.with_suffix("").as_posix() + ".labels.npy", labels.numpy())
+        np.save(labels_path(out), labels.numpy())
     return out
+
+
+def labels_path(out: Path) -> Path:
+    """Where :func:`embed` writes the labels of the embeddings in ``out`` (``X.npy``):
+    ``X.labels.npy``."""
+    return out.with_name(out.with_suffix("").name + ".labels.npy")
