@@ -10,10 +10,9 @@ pair methods), then the method is built and the engine runs. The run directory h
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -103,13 +102,10 @@ def pretrain(
     # config.yaml records what the method's defaults picked: its backbone, and the kind and
     # vocabulary of a tokenizer trained on the data
     if config.backbone is None:
-        config = dataclasses.replace(config, backbone=cls.backbone_for(ctx))
-    if (
-        tokenizer is not None
-        and config.tokenizer.path is None
-        and (cls.tokenizer_path(config.method_args) is None)
-    ):
-        config = dataclasses.replace(config, tokenizer=trained_tokenizer(config, cls))
+        config = replace(config, backbone=cls.backbone_for(ctx))
+    trained = config.tokenizer.path is None and cls.tokenizer_path(config.method_args) is None
+    if tokenizer is not None and trained:
+        config = replace(config, tokenizer=trained_tokenizer(config, cls))
     method = _build_method(config, cls, ctx, fabric.world_size)
     # Until the run directory exists, faults (e.g. while counting an epoch) are only counted.
     set_fault_log(source.train, FaultCounter())
