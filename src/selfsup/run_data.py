@@ -70,13 +70,10 @@ def prepare_tokenizer(
             ) from None
     tokenizer = None
     if fabric.is_global_zero:
-        settings = trained_tokenizer(config, method_cls)
+        kind, vocab_size = _tokenizer_choice(config, method_cls)
         extras = method_cls.tokenizer_specials(config.method_args) if method_cls else []
         tokenizer = train_tokenizer(
-            texts_of(source),
-            kind=settings.kind or "wordpiece",
-            vocab_size=settings.vocab_size or 8000,
-            extra_special_tokens=extras,
+            texts_of(source), kind=kind, vocab_size=vocab_size, extra_special_tokens=extras
         )
     return fabric.broadcast(tokenizer, src=0) if fabric.world_size > 1 else tokenizer
 
@@ -85,9 +82,15 @@ def trained_tokenizer(config: RunConfig, method_cls: type[Method] | None = None)
     """The tokenizer settings a run that trains its tokenizer uses: the config's, with the
     method's ``tokenizer_kind`` and the default vocabulary size filled in (config.yaml records
     them)."""
+    kind, vocab_size = _tokenizer_choice(config, method_cls)
+    return dataclasses.replace(config.tokenizer, kind=kind, vocab_size=vocab_size)
+
+
+def _tokenizer_choice(config: RunConfig, method_cls: type[Method] | None) -> tuple[str, int]:
+    """(kind, vocabulary size) of the tokenizer a run trains: the config's, else the method's
+    kind and the kind's default size."""
     kind = config.tokenizer.kind or (method_cls.tokenizer_kind if method_cls else "wordpiece")
-    vocab = config.tokenizer.vocab_size or DEFAULT_VOCAB.get(kind, 8000)
-    return dataclasses.replace(config.tokenizer, kind=kind, vocab_size=vocab)
+    return kind, config.tokenizer.vocab_size or DEFAULT_VOCAB.get(kind, 8000)
 
 
 def build_dataset(
