@@ -12,8 +12,9 @@ Settings for both: 100-d, window 5, 5 negatives, 5 epochs, min_count 5, sample 1
 (skip-gram) / 0.05 (CBOW; gensim's own default is 0.025 for both, the C tool's 0.05) decaying
 linearly to 1e-4 x lr; gensim with 2 worker threads (jobs of 10,000 words), selfsup with 2 torch
 threads, steps of 4 blocks of 1000 words (the C tool's sentence cap) through its fused SGD update
-and the engine's schedule. Speed is effective words per second of training (words left after
-min_count and subsampling, as gensim counts them), vocabulary building excluded on both sides.
+(numba kernel, one thread) and the engine's schedule. Speed is effective words per second of
+training (words left after min_count and subsampling, as gensim counts them), vocabulary building
+and the numba kernel's compilation (a warm-up run) excluded.
 Quality: the ``wordsim`` and ``analogy`` protocols' functions on each side's vectors. Each
 implementation runs ``--repeats`` times with seeds seed, seed + 1, ..., interleaved with the
 others; the table gives the median speed and the mean quality.
@@ -169,11 +170,13 @@ def run_selfsup(
 
 NOTES = """
 selfsup trains with its fused SGD path (the default `fused=True`: updates applied inside the step,
-`chunk_size=1024` examples at a time, no autograd). Its speed is limited by memory traffic: each
-chunk gathers, scores and scatters about 6,000 rows of 100 floats, where gensim's Cython works
-through one pair at a time in the cache. One noise set per skip-gram centre
-(`shared_negatives=True`, not the paper's default) halves that work. The speed of both sides
-drifts by up to 2x within minutes on these machines (the per-seed log the script prints).
+no autograd). On a CPU the default `kernel="auto"` runs it compiled by numba, one thread, one
+example after another as word2vec.c does (a pair's rows stay in the cache); the noise words and
+windows are still drawn in torch. The `kernel=torch` rows run the vectorised update a GPU uses,
+`chunk_size=1024` examples at a time: its speed is limited by memory traffic, each chunk
+gathering, scoring and scattering about 6,000 rows of 100 floats. One noise set per skip-gram
+centre (`shared_negatives=True`, not the paper's default) halves that work. The speed of both
+sides drifts by up to 2x within minutes on these machines (the per-seed log the script prints).
 
 Order: selfsup shuffles its 1,000-word blocks every epoch (the default `shuffle=True`); the
 `shuffle=False` rows read the corpus in order, as one thread of the C tool does. Reading in order
@@ -265,6 +268,10 @@ def main() -> None:
     n_words = sum(len(d) for d in docs)
     print(f"{len(docs)} articles, {n_words:,} words", file=sys.stderr)
 
+    # warm-up: numba compiles the kernel (about 1 s) or loads it from its cache
+    run_selfsup(docs[:20], tokenizer, args.architectures[0], 1, args.batch_size, args.seed, extra,
+                args.device)  # fmt: skip
+
     # Interleaved repeats (seed, seed + 1, ...): this machine's speed drifts by 2x over minutes,
     # so each implementation's rate is the median of its repeats, run next to the others'.
     results: dict[tuple[str, str], list[dict]] = {}
@@ -275,8 +282,12 @@ def main() -> None:
             variants = [("selfsup", extra)]
             if "init_scale" not in extra:  # gensim 4's initial vectors: twice the C tool's range
                 variants.append(("selfsup, init_scale=1 (gensim's)", {**extra, "init_scale": 1.0}))
-            if arch == "skipgram" and "shared_negatives" not in extra:
-                variants.append(("selfsup, shared_negatives", {**extra, "shared_negatives": True}))
+            if "kernel" not in extra:  # the vectorised torch update (a GPU's), chunks of 1,024
+                torch_kernel = {**extra, "kernel": "torch"}
+                variants.append(("selfsup, kernel=torch", torch_kernel))
+                if arch == "skipgram" and "shared_negatives" not in extra:
+                    variants.append(("selfsup, kernel=torch, shared_negatives",
+                                     {**torch_kernel, "shared_negatives": True}))  # fmt: skip
             if "shuffle" not in extra:  # the corpus in order, as one word2vec.c thread reads it
                 variants.append(("selfsup, shuffle=False (in order)", {**extra, "shuffle": False}))
             gensims = [("gensim", args.workers)]

@@ -502,7 +502,8 @@ def test_shuffled_blocks_are_the_texts_blocks_in_an_order_of_seed_and_epoch(lee)
 def test_fused_update_in_one_chunk_is_an_sgd_step_on_the_objective(architecture, kwargs):
     counts = [0] * 5 + [40, 30, 20, 10, 8, 6, 5, 5]
     ids = torch.tensor([[5, 6, 7, 8, 3, 9, 10, 11, 12, 5, 6, 7, 5]])
-    fused = bare(counts, architecture=architecture, sample=0.0, min_count=1, dim=6, **kwargs)
+    fused = bare(counts, architecture=architecture, sample=0.0, min_count=1, dim=6,
+                 kernel="torch", **kwargs)  # fmt: skip
     plain = bare(counts, architecture=architecture, sample=0.0, min_count=1, dim=6,
                  fused=False, **kwargs)  # fmt: skip
     for table in ("input", "output", "inner"):
@@ -533,6 +534,7 @@ def test_fused_update_in_one_chunk_is_an_sgd_step_on_the_objective(architecture,
 def test_fused_chunks_apply_one_after_another(kwargs):
     counts = [0] * 5 + [40, 30, 20, 10, 8]
     ids = torch.tensor([[5, 6, 7, 8, 9, 5, 6, 7, 8, 9, 5, 6]])
+    kwargs = {**kwargs, "kernel": "torch"}  # the vectorised kernel's chunks
     one = bare(counts, sample=0.0, min_count=1, dim=4, **kwargs)
     torch.nn.init.normal_(one.output.weight, std=0.5)
     two = bare(counts, sample=0.0, min_count=1, dim=4, chunk_size=6, **kwargs)
@@ -556,9 +558,9 @@ def test_fused_chunks_apply_one_after_another(kwargs):
 def test_fused_buffers_are_reused_across_steps_without_changing_the_result():
     counts = [0] * 5 + [40, 30, 20, 10, 8]
     ids = torch.tensor([[5, 6, 7, 8, 9, 5, 6, 7, 8, 9, 5, 6]])
-    a = bare(counts, sample=0.0, min_count=1, dim=4, chunk_size=5)
+    a = bare(counts, sample=0.0, min_count=1, dim=4, chunk_size=5, kernel="torch")
     torch.nn.init.normal_(a.output.weight, std=0.5)
-    b = bare(counts, sample=0.0, min_count=1, dim=4, chunk_size=5)
+    b = bare(counts, sample=0.0, min_count=1, dim=4, chunk_size=5, kernel="torch")
     b.load_state_dict(a.state_dict())
     torch.manual_seed(2)
     a.update({"input_ids": ids}, lr=0.3)
@@ -584,3 +586,108 @@ def test_init_scale_sets_the_range_of_the_input_vectors():
     assert float(c_tool.abs().max()) <= 0.5 / 50 < float(gensim.abs().max()) <= 1 / 50
     with pytest.raises(ValueError, match="init_scale"):
         bare(counts, init_scale=0.0)
+
+
+# ---- the compiled kernel: the C tool's updates one example after another -----------------------
+
+
+def c_tool_in_order(method, examples, lr):
+    """word2vec.c's training loop over ``(bag, target, noise, path)`` examples, in float64: each
+    example's output rows move as they are scored, its bag's input rows once at the end by the
+    summed error; every example sees the updates of those before it. Returns the loss (each
+    score taken just before its row moved) and the tables."""
+    syn0 = method.input.weight.detach().double().clone()
+    out = method.output.weight.detach().double().clone() if method.output is not None else None
+    inner = method.inner.weight.detach().double().clone() if method.inner is not None else None
+    loss = 0.0
+    for bag, target, noise, path in examples:
+        h = sum(syn0[w] for w in bag)
+        if method.cbow_mean:
+            h = h / len(bag)
+        neu1e = torch.zeros_like(h)
+        scored = [(out, target, 1.0)] + [(out, w, 0.0) for w in noise if w != target]
+        scored = scored if out is not None else []
+        scored += [(inner, node, 1.0 - code) for code, node in zip(*path, strict=True)]
+        for table, row, label in scored:
+            f = float(h @ table[row])
+            loss -= math.log(sigmoid(f) if label else 1 - sigmoid(f))
+            g = lr * (label - sigmoid(f))
+            neu1e += g * table[row]
+            table[row] += g * h
+        for w in bag:
+            syn0[w] += neu1e
+    return loss, {"input": syn0, "output": out, "inner": inner}
+
+
+@pytest.mark.parametrize(
+    "architecture,kwargs",
+    [("skipgram", {}), ("skipgram", {"shared_negatives": True}), ("cbow", {}),
+     ("cbow", {"cbow_mean": False}), ("skipgram", {"hierarchical_softmax": True}),
+     ("cbow", {"hierarchical_softmax": True, "negative": 0})],
+)  # fmt: skip
+def test_numba_kernel_applies_the_c_tools_updates_one_example_after_another(architecture, kwargs):
+    counts = [0] * 5 + [40, 30, 20, 10, 8, 6, 5, 5]
+    ids = torch.tensor([[5, 6, 7, 8, 3, 9, 10, 11, 12, 5, 6, 7, 5, 6, 5]])  # words repeat
+    method = bare(counts, architecture=architecture, sample=0.0, min_count=1, dim=6,
+                  kernel="numba", **kwargs)  # fmt: skip
+    for table in (method.input, method.output, method.inner):
+        if table is not None:
+            torch.nn.init.normal_(table.weight, std=0.5)
+    torch.manual_seed(7)
+    bags, valid, targets, _ = method.examples(ids)
+    k = method.negative
+    per_pair = architecture == "skipgram" and not method.shared_negatives
+    noise = None
+    if k:
+        noise = method._noise((*bags.shape, k) if per_pair else (len(targets), k))
+    hs = method.inner is not None
+    examples = []
+    for m in range(len(targets)):
+        bag = bags[m][valid[m]].tolist()
+        t = int(targets[m])
+        path = (method.hs_codes[t][: method.hs_lengths[t]].tolist(),
+                method.hs_points[t][: method.hs_lengths[t]].tolist()) if hs else ([], [])  # fmt: skip
+        if architecture == "cbow":
+            examples.append((bag, t, noise[m].tolist() if k else [], path))
+            continue
+        slots = valid[m].nonzero().flatten().tolist()
+        for s in slots:  # skip-gram: one example per pair, in the window's order
+            draw = (noise[m, s] if per_pair else noise[m]).tolist() if k else []
+            examples.append(([int(bags[m, s])], t, draw, path))
+    loss, expected = c_tool_in_order(method, examples, lr=0.2)
+    total = method.sgd_update(bags, valid, targets, noise, lr=0.2)
+    assert float(total) == pytest.approx(loss, rel=1e-5)
+    for name, table in expected.items():
+        if table is not None:
+            assert torch.allclose(getattr(method, name).weight.double(), table, atol=1e-5), name
+
+
+def test_kernel_auto_is_numba_on_a_cpu_and_torch_elsewhere(monkeypatch):
+    from selfsup.methods import word2vec
+
+    counts = [0] * 5 + [40, 30, 20, 10, 8]
+    method = bare(counts)
+    assert method.resolved_kernel(method.input.weight) == "numba"
+    assert method.resolved_kernel(method.input.weight.double()) == "torch"
+    assert bare(counts, kernel="torch").resolved_kernel(method.input.weight) == "torch"
+    with pytest.raises(ValueError, match="kernel"):
+        bare(counts, kernel="cython")
+    monkeypatch.setattr(word2vec, "numba_available", lambda: False)
+    assert method.resolved_kernel(method.input.weight) == "torch"
+    with pytest.raises(ValueError, match="needs numba"):
+        bare(counts, kernel="numba")
+
+
+def test_numba_kernel_steps_are_the_same_every_run(lee):
+    source, tok = lee
+    docs = [{"text": s["text"]} for s in source.train][:20]
+    weights = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        method = Word2Vec.build(BuildContext(tokenizer=tok), kernel="numba", min_count=2)
+        blocks, _ = method.training_data(docs, tok, 200, seed=0)
+        for _, ids in zip(range(3), blocks, strict=False):
+            method.update({"input_ids": ids["input_ids"][None]}, lr=0.025)
+        weights.append((method.input.weight.clone(), method.output.weight.clone()))
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
+    assert not torch.equal(weights[0][1], torch.zeros_like(weights[0][1]))

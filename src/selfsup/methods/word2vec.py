@@ -23,8 +23,9 @@ linearly to 1e-4 x lr over the run, no warm-up. CBOW starts at lr 0.05, as in th
 Run settings that matter: ``tokenizer.vocab_size`` unset keeps every word, so that min_count
 alone decides, as in the C tool (a value caps the word-level vocabulary before min_count);
 ``seq_len`` is the block length in words (1000 = the C tool's sentence cap); ``batch_size`` is
-blocks per step. The fused path (default) applies a step's updates ``chunk_size`` examples at a
-time, in order, so a step of a few blocks trains like one block (``batch_size=4`` with
+blocks per step. The fused path (default) applies a step's updates in order (on a CPU one
+example after another, elsewhere ``chunk_size`` examples at a time), so a step of a few blocks
+trains like one block (``batch_size=4`` with
 ``seq_len=1000`` is the benchmark's setting: 1.15-1.3x faster than one block per step, the
 per-step work shared by more words). **Through the optimizer** (``fused=False`` or several
 processes) **keep a step near 1,000 words** (``batch_size=1``): one step then sums the updates of
@@ -69,15 +70,20 @@ Choices, and where we differ from the C tool:
       (``benchmarks/word2vec.md``).
 
 Fused SGD (``fused=True``, default, one process): :meth:`Word2Vec.update` applies the C tool's
-updates itself, without autograd (:mod:`.word2vec_sgd`, which says what that demands of the run);
-with ``fused=False`` or several processes, gradients go through autograd and the optimizer.
+updates itself, without autograd (:mod:`.word2vec_sgd`, which says what that demands of the run).
+On a CPU (``kernel="auto"`` with numba installed, as selfsup installs it) a compiled loop applies
+them one example after another, exactly as word2vec.c does (:mod:`.word2vec_kernel`; 1.5x
+(skip-gram) and 1.8x (CBOW) the vectorised update's speed on a 2-core CPU); on a GPU, or with ``kernel="torch"``, vectorised
+chunks of ``chunk_size`` examples. With ``fused=False`` or several processes, gradients go through
+autograd and the optimizer.
 
 The word ids of a training split of at most ``max_cached_words`` words are kept in memory after
 counting; larger splits are tokenised again every epoch and read in order (not shuffled).
 
-The tables derived from the counts live in :mod:`.word2vec_tables`, the fused update in
-:mod:`.word2vec_sgd`, the export files in :mod:`.word2vec_format`, the windows in
-:mod:`selfsup.data.word_blocks` and the loss in :func:`selfsup.losses.nce.logistic_loss`.
+The tables derived from the counts live in :mod:`.word2vec_tables`, the fused updates in
+:mod:`.word2vec_kernel` (compiled) and :mod:`.word2vec_sgd` (torch), the export files in
+:mod:`.word2vec_format`, the windows in :mod:`selfsup.data.word_blocks` and the loss in
+:func:`selfsup.losses.nce.logistic_loss`.
 """
 
 from __future__ import annotations
@@ -94,10 +100,12 @@ from selfsup.config import ConfigError
 from selfsup.data.word_blocks import WordBlocks, count_words, draw_examples, one_example_per_pair
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
 from selfsup.methods.word2vec_format import ranked_vectors, write_export
+from selfsup.methods.word2vec_kernel import numba_available, sequential_sgd
 from selfsup.methods.word2vec_sgd import Couples, Scratch, fused_sgd, summed_loss
 from selfsup.methods.word2vec_tables import draw_noise, sampling_tables
 
 ARCHITECTURES = ("skipgram", "cbow")
+KERNELS = ("auto", "numba", "torch")
 
 
 # ---- the loss's value --------------------------------------------------------------------------
@@ -130,13 +138,17 @@ class Word2Vec(Method):
         shared_negatives: skip-gram draws one set of noise words per centre, shared by its
             context words, instead of one per pair (the same expected gradient, less work).
         sparse: sparse gradients for the embedding tables (SGD then touches only the used rows).
-        fused: apply the SGD updates inside ``forward`` without autograd, ``chunk_size``
-            examples at a time (:meth:`sgd_update`); one process only (with several, and with
+        fused: apply the SGD updates inside ``forward`` without autograd (:meth:`sgd_update`,
+            with the ``kernel`` below); one process only (with several, and with
             ``fused=False``, gradients go through the engine's optimizer).
-        chunk_size: examples (pairs or CBOW centres) per fused update. A chunk sums the
-            updates of every occurrence of a word in it, so large chunks diverge at the C tool's
-            lr: chunks of 65,536 gave NaN vectors on the Wikipedia sample (both architectures,
-            steps of 16 blocks), where 1,024 train as the C tool does.
+        chunk_size: examples (pairs or CBOW centres) per update of the torch kernel. A chunk
+            sums the updates of every occurrence of a word in it, so large chunks diverge at the
+            C tool's lr: chunks of 65,536 gave NaN vectors on the Wikipedia sample (both
+            architectures, steps of 16 blocks), where 1,024 train as the C tool does.
+        kernel: the fused update's code, "numba" on a CPU and "torch" elsewhere when "auto"
+            (default). "numba": compiled, the C tool's order (one example after another,
+            :mod:`.word2vec_kernel`), float32 on the CPU, one thread, the same result every
+            run; "torch": vectorised, ``chunk_size`` examples at a time, any device.
         init_scale: input vectors start uniform in ``[-init_scale / dim, init_scale / dim]``
             (0.5: the C tool's; 1.0: gensim 4's).
         max_cached_words: keep the word ids of a training split of at most this many words in
@@ -179,6 +191,7 @@ class Word2Vec(Method):
         sparse: bool = True,
         fused: bool = True,
         chunk_size: int = 1024,
+        kernel: str = "auto",
         init_scale: float = 0.5,
         max_cached_words: int = 100_000_000,
         shuffle: bool = True,
@@ -189,6 +202,10 @@ class Word2Vec(Method):
             raise ValueError(f"architecture: unknown {architecture!r}. Valid: skipgram, cbow")
         if negative < 0 or (negative == 0 and not hierarchical_softmax):
             raise ValueError("negative must be >= 0, and > 0 unless hierarchical_softmax=True")
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel: unknown {kernel!r}. Valid: {', '.join(KERNELS)}")
+        if kernel == "numba" and not numba_available():
+            raise ValueError("kernel='numba' needs numba installed (pip install numba)")
         if init_scale <= 0:
             raise ValueError(f"init_scale must be > 0, got {init_scale}")
         if dim < 1 or window < 1 or min_count < 1 or sample < 0 or chunk_size < 1:
@@ -197,7 +214,7 @@ class Word2Vec(Method):
         self.negative, self.sample, self.min_count = negative, sample, min_count
         self.cbow_mean, self.sparse, self.sep_id = cbow_mean, sparse, sep_id
         self.shared_negatives = shared_negatives
-        self.fused, self.chunk_size = fused, chunk_size
+        self.fused, self.chunk_size, self.kernel = fused, chunk_size, kernel
         self.updates_itself = fused  # single process; see training_data
         self.tokenizer, self.max_cached_words = tokenizer, max_cached_words
         self.shuffle = shuffle
@@ -337,6 +354,14 @@ class Word2Vec(Method):
         return summed_loss(self.input, rows, slots, terms, cbow=self.architecture == "cbow",
                            cbow_mean=self.cbow_mean, sparse=self.sparse)  # fmt: skip
 
+    def resolved_kernel(self, weight: Tensor) -> str:
+        """The fused update's kernel for tables like ``weight``: ``kernel``, with "auto" made
+        "numba" on a CPU with float32 tables when numba is installed, else "torch"."""
+        if self.kernel != "auto":
+            return self.kernel
+        cpu = weight.device.type == "cpu" and weight.dtype == torch.float32
+        return "numba" if cpu and numba_available() else "torch"
+
     @torch.no_grad()
     def sgd_update(
         self, bags: Tensor, valid: Tensor, targets: Tensor, noise: Tensor | None, lr: float
@@ -348,6 +373,9 @@ class Word2Vec(Method):
             The summed loss before the updates (a detached scalar).
         """
         rows, slots, terms = self.couples(bags, valid, targets, noise)
+        if self.resolved_kernel(self.input.weight) == "numba":
+            return sequential_sgd(self.input.weight, rows, slots, terms, lr,
+                                  cbow=self.architecture == "cbow", cbow_mean=self.cbow_mean)  # fmt: skip
         return fused_sgd(
             self.input.weight,
             rows,

@@ -6,10 +6,12 @@ step used; set ``sparse=False`` for optimizers without sparse support (AdamW, LA
 over NCCL.
 
 :func:`fused_sgd` (``fused=True``, default, one process) is what the engine runs through
-``Word2Vec.update``: the updates applied in place, ``chunk_size`` examples at a time, without
-autograd. Within a chunk every update comes from the vectors before it (one SGD step on the
-loss); chunks apply in order, like the C tool's sequential updates. It is plain SGD, so the run
-must use optimizer sgd without momentum, weight decay or gradient clipping (refused otherwise).
+``Word2Vec.update`` with ``kernel="torch"`` (a GPU's, and a CPU's without numba): the updates
+applied in place, ``chunk_size`` examples at a time, without autograd. Within a chunk every
+update comes from the vectors before it (one SGD step on the loss); chunks apply in order, like
+the C tool's sequential updates. :func:`.word2vec_kernel.sequential_sgd` (the numba kernel) takes
+the same arguments. Both are plain SGD, so the run must use optimizer sgd without momentum,
+weight decay or gradient clipping (refused otherwise).
 """
 
 from __future__ import annotations
