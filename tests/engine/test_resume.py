@@ -1,11 +1,14 @@
 """Resume equivalence: 2k steps in one go == k steps, stop, resume for k more (bitwise, CPU fp32),
-for one method of each data kind (image, text, pair), for a method with a queue (MoCo), and for
-DINO and SwAV, whose last layer / prototypes unfreeze and SwAV's queue starts across the cut."""
+for one method of each data kind (image, text, pair), for a method with a queue (MoCo), for
+DINO and SwAV, whose last layer / prototypes unfreeze and SwAV's queue starts across the cut, and
+for word2vec's compiled kernel, which draws from its own generator."""
 
 import pytest
 import torch
 
 from selfsup.config import ConfigError, load_config
+from selfsup.data import build_source
+from selfsup.data.tokenizer import train_tokenizer
 from selfsup.engine.loop import Loop
 from selfsup.pipeline import pretrain
 from selfsup.testing import tar_shards
@@ -29,6 +32,9 @@ RUNS = {
              "method_args": {"proj_hidden_dim": 32, "proj_dim": 8, "num_prototypes": 16,
                              "num_local": 2, "queue_length": 16, "queue_start_step": 1,
                              "freeze_prototypes_steps": 2}},
+    # the compiled kernel: its draws come from a generator seeded from torch's at every step
+    "word2vec": {"method": "word2vec", "data": "lee", "seq_len": 100, "batch_size": 2,
+                 "method_args": {"dim": 16, "min_count": 2}},
 }  # fmt: skip
 
 
@@ -52,6 +58,10 @@ def test_resume_matches_uninterrupted(name, tmp_path, monkeypatch, tiny_tokenize
     # same corpus may differ by a few merges: both runs share one saved tokenizer.
     tiny_tokenizer.save_pretrained(tmp_path / "tok")
     tok = tmp_path / "tok" if name in ("mlm", "clip") else None
+    if name == "word2vec":
+        tok = tmp_path / "words"
+        train_tokenizer([s["text"] for s in build_source("lee").train], kind="wordlevel",
+                        vocab_size=20_000).save_pretrained(tok)  # fmt: skip
     pretrain(config(name, tmp_path / "full", 4, tok))
 
     original = Loop._diagnose

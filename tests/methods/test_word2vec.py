@@ -9,9 +9,10 @@ import pytest
 import torch
 from scipy import stats
 
-from selfsup.data.word_blocks import WordBlocks
+from selfsup.data.word_blocks import WordBlocks, one_example_per_pair
 from selfsup.methods import METHODS, BuildContext
 from selfsup.methods.word2vec import Word2Vec
+from selfsup.methods.word2vec_kernel import draw_examples as compiled_draws
 from selfsup.methods.word2vec_tables import huffman_tree, keep_probability
 
 SPECIALS = [
@@ -30,6 +31,23 @@ def bare(counts, **kwargs):
     method = Word2Vec(len(counts), SPECIALS, SEP, **kwargs)
     method.set_counts(torch.tensor(counts))
     return method
+
+
+def drawn(method, ids, kernel):
+    """``(bags, valid, targets, words kept)`` of a step, from the torch kernel's draws or the
+    compiled ones (one example per centre, ``(M, 2W)`` slots, no noise)."""
+    if kernel == "torch":
+        bags, valid, targets, words = method.examples(ids)
+        return bags, valid, targets, len(words)
+    sampler = (method.noise_prob, method.noise_alias, method.noise_words)
+    bags, valid, targets, _, kept = compiled_draws(
+        ids, method.keep, SEP, method.window, cbow=method.architecture == "cbow", per_pair=False,
+        negative=0, noise=sampler,
+    )  # fmt: skip
+    return bags, valid, targets, kept
+
+
+KERNELS = ["torch", "numba"]
 
 
 @pytest.fixture(scope="module")
@@ -113,20 +131,22 @@ def test_min_count_and_specials_leave_the_vocabulary_and_frequencies_use_the_res
     assert torch.allclose(method.keep.double(), expected, atol=1e-7)
 
 
-def test_subsampling_keeps_words_at_the_formula_rate():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_subsampling_keeps_words_at_the_formula_rate(kernel):
     counts = [0] * 5 + [10_000, 10, 10, 10]
     method = bare(counts, sample=1e-2)
     ids = torch.full((50, 400), 5)
     torch.manual_seed(1)
-    _, _, _, words = method.examples(ids)
-    rate, p = len(words) / ids.numel(), float(method.keep[5])
+    kept = drawn(method, ids, kernel)[3]
+    rate, p = kept / ids.numel(), float(method.keep[5])
     assert abs(rate - p) < 4 * math.sqrt(p * (1 - p) / ids.numel())
 
 
 # ---- windows and noise ----------------------------------------------------------------------
 
 
-def test_dynamic_window_is_uniform_and_stays_inside_documents():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_dynamic_window_is_uniform_and_stays_inside_documents(kernel):
     window, length = 5, 40
     counts = [0] * 5 + [10] * (4 * length)
     method = bare(counts, sample=0.0, window=window)
@@ -138,7 +158,7 @@ def test_dynamic_window_is_uniform_and_stays_inside_documents():
     radii = []
     torch.manual_seed(0)
     for _ in range(300):
-        bags, valid, targets, _ = method.examples(ids)
+        bags, valid, targets, _ = drawn(method, ids, kernel)
         centre, slot = valid.nonzero(as_tuple=True)
         pairs = list(zip(bags[centre, slot].tolist(), targets[centre].tolist(), strict=True))
         assert all(document[i] == document[t] for i, t in pairs)  # never across [SEP] or rows
@@ -151,12 +171,13 @@ def test_dynamic_window_is_uniform_and_stays_inside_documents():
     assert stats.chisquare(observed).pvalue > 1e-3  # uniform over 1..window
 
 
-def test_cbow_examples_group_each_centres_window():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_cbow_examples_group_each_centres_window(kernel):
     counts = [0] * 5 + [10] * 30
     method = bare(counts, sample=0.0, architecture="cbow", window=3)
     ids = torch.arange(5, 35)[None]
     torch.manual_seed(0)
-    bags, valid, targets, _ = method.examples(ids)
+    bags, valid, targets, _ = drawn(method, ids, kernel)
     assert torch.equal(targets, ids[0])  # every word is a centre (all have a neighbour)
     for centre, bag, inside in zip(targets.tolist(), bags, valid, strict=True):
         bag = bag[inside]
@@ -177,6 +198,32 @@ def test_noise_follows_the_unigram_distribution_to_the_three_quarters():
     p = np.array(counts[5:-1], dtype=float) ** 0.75
     expected = p / p.sum() * len(draws)
     assert stats.chisquare(observed[5:-1], expected).pvalue > 1e-3
+
+
+def test_compiled_draws_noise_and_pairs():
+    counts = [50] * 5 + [1000, 500, 200, 100, 50, 20, 10, 5, 3]  # last word below min_count
+    method = bare(counts, sample=0.0)
+    sampler = (method.noise_prob, method.noise_alias, method.noise_words)
+    ids = torch.multinomial(torch.tensor(counts[5:-1], dtype=torch.float), 40_000, True)[None] + 5
+    torch.manual_seed(0)
+    _, _, targets, noise, _ = compiled_draws(ids, method.keep, SEP, 5, cbow=False,
+                                             per_pair=False, negative=10, noise=sampler)  # fmt: skip
+    assert noise.shape == (len(targets), 10) == (40_000, 10)
+    observed = np.bincount(noise.flatten().numpy(), minlength=len(counts))
+    assert observed[:5].sum() == 0 and observed[-1] == 0
+    p = np.array(counts[5:-1], dtype=float) ** 0.75
+    assert stats.chisquare(observed[5:-1], p / p.sum() * noise.numel()).pvalue > 1e-3
+    # one example per pair: the same windows as one example per centre, drawn from the same seed
+    ids = ids[:, :300]
+    torch.manual_seed(1)
+    bags, valid, targets, _, kept = compiled_draws(ids, method.keep, SEP, 5, cbow=False,
+                                                   per_pair=False, negative=0, noise=sampler)  # fmt: skip
+    torch.manual_seed(1)
+    pairs = compiled_draws(ids, method.keep, SEP, 5, cbow=False, per_pair=True, negative=0,
+                           noise=sampler)  # fmt: skip
+    expected = one_example_per_pair(bags, valid, targets)
+    assert all(torch.equal(a, b) for a, b in zip(pairs[:3], expected, strict=True))
+    assert pairs[3] is None and pairs[4] == kept == 300
 
 
 # ---- losses against word2vec.c's updates ------------------------------------------------------
