@@ -282,6 +282,8 @@ def main() -> None:
             variants = [("selfsup", extra)]
             if "init_scale" not in extra:  # gensim 4's initial vectors: twice the C tool's range
                 variants.append(("selfsup, init_scale=1 (gensim's)", {**extra, "init_scale": 1.0}))
+            if "threads" not in extra and args.device == "cpu":  # as gensim's 2 workers
+                variants.append(("selfsup, threads=2", {**extra, "threads": 2}))
             if "kernel" not in extra:  # the vectorised torch update (a GPU's), chunks of 1,024
                 torch_kernel = {**extra, "kernel": "torch"}
                 variants.append(("selfsup, kernel=torch", torch_kernel))

@@ -738,3 +738,28 @@ def test_numba_kernel_steps_are_the_same_every_run(lee):
         weights.append((method.input.weight.clone(), method.output.weight.clone()))
     assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
     assert not torch.equal(weights[0][1], torch.zeros_like(weights[0][1]))
+
+
+def test_threads_share_a_steps_blocks(lee):
+    source, tok = lee
+    docs = [{"text": s["text"]} for s in source.train][:20]
+    torch.manual_seed(0)
+    method = Word2Vec.build(BuildContext(tokenizer=tok), min_count=2, threads=2)
+    blocks, _ = method.training_data(docs, tok, 200, seed=0)
+    ids = torch.stack([b["input_ids"] for _, b in zip(range(4), blocks, strict=False)])
+    before = method.output.weight.clone()
+    torch.manual_seed(1)
+    out = method.update({"input_ids": ids}, lr=0.025)
+    assert torch.isfinite(out["loss"]) and out["examples"] > 0
+    torch.manual_seed(1)  # each half of the blocks drew from its own seed
+    seeds = torch.randint(0, 2**62, (2,)).tolist()
+    sampler = (method.noise_prob, method.noise_alias, method.noise_words)
+    words = [compiled_draws(half, method.keep, method.sep_id, method.window, cbow=False,
+                            per_pair=True, negative=5, noise=sampler, seed=seed)[4]
+             for half, seed in zip(ids.tensor_split(2), seeds, strict=True)]  # fmt: skip
+    assert out["words"] == sum(words) and min(words) > 0
+    assert not torch.equal(method.output.weight, before)
+    with pytest.raises(ValueError, match="threads"):
+        Word2Vec.build(BuildContext(tokenizer=tok), threads=2, kernel="torch")
+    with pytest.raises(ValueError, match="threads"):
+        Word2Vec.build(BuildContext(tokenizer=tok), threads=0)

@@ -73,8 +73,8 @@ Fused SGD (``fused=True``, default, one process): :meth:`Word2Vec.update` applie
 updates itself, without autograd (:mod:`.word2vec_sgd`, which says what that demands of the run).
 On a CPU (``kernel="auto"`` with numba installed, as selfsup installs it) compiled loops draw a
 step's examples and apply them one example after another, exactly as word2vec.c does
-(:mod:`.word2vec_kernel`; 1.8x (skip-gram) and 2.7x (CBOW) the vectorised update's speed on
-a 2-core CPU, 0.67x and 0.87x of gensim with 2 workers). Its draws
+(:mod:`.word2vec_kernel`; on a 2-core CPU 0.64-0.69x (skip-gram) and 0.65-0.87x (CBOW) of
+gensim with 2 workers, where the vectorised update reached 0.37x and 0.32x). Its draws
 come from its own generator (seeded from torch's), so a seed gives other vectors than with
 ``kernel="torch"``, from the same distributions. On a GPU, or with ``kernel="torch"``, vectorised
 chunks of ``chunk_size`` examples. With ``fused=False`` or several processes, gradients go through
@@ -104,7 +104,7 @@ from selfsup.data.word_blocks import WordBlocks, count_words, draw_examples, one
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
 from selfsup.methods.word2vec_format import ranked_vectors, write_export
 from selfsup.methods.word2vec_kernel import draw_examples as compiled_draws
-from selfsup.methods.word2vec_kernel import numba_available, sequential_sgd
+from selfsup.methods.word2vec_kernel import numba_available, sequential_sgd, thread_pool
 from selfsup.methods.word2vec_sgd import Couples, Scratch, fused_sgd, summed_loss
 from selfsup.methods.word2vec_tables import draw_noise, sampling_tables
 
@@ -153,6 +153,11 @@ class Word2Vec(Method):
             (default). "numba": compiled, the C tool's order (one example after another,
             :mod:`.word2vec_kernel`), float32 on the CPU, one thread, the same result every
             run; "torch": vectorised, ``chunk_size`` examples at a time, any device.
+        threads: with the numba kernel, split each step's blocks over this many threads, which
+            update the tables at once without locks, as the C tool's threads and gensim's
+            workers do: faster (1.3-2x with 2 threads on a 2-core CPU, more with more blocks
+            per step), but no longer the same result run to run. 1 (default) keeps runs
+            reproducible and exactly resumable.
         init_scale: input vectors start uniform in ``[-init_scale / dim, init_scale / dim]``
             (0.5: the C tool's; 1.0: gensim 4's).
         max_cached_words: keep the word ids of a training split of at most this many words in
@@ -196,6 +201,7 @@ class Word2Vec(Method):
         fused: bool = True,
         chunk_size: int = 1024,
         kernel: str = "auto",
+        threads: int = 1,
         init_scale: float = 0.5,
         max_cached_words: int = 100_000_000,
         shuffle: bool = True,
@@ -210,6 +216,8 @@ class Word2Vec(Method):
             raise ValueError(f"kernel: unknown {kernel!r}. Valid: {', '.join(KERNELS)}")
         if kernel == "numba" and not numba_available():
             raise ValueError("kernel='numba' needs numba installed (pip install numba)")
+        if threads < 1 or (threads > 1 and kernel == "torch"):
+            raise ValueError(f"threads must be >= 1, and 1 with kernel='torch', got {threads}")
         if init_scale <= 0:
             raise ValueError(f"init_scale must be > 0, got {init_scale}")
         if dim < 1 or window < 1 or min_count < 1 or sample < 0 or chunk_size < 1:
@@ -219,6 +227,7 @@ class Word2Vec(Method):
         self.cbow_mean, self.sparse, self.sep_id = cbow_mean, sparse, sep_id
         self.shared_negatives = shared_negatives
         self.fused, self.chunk_size, self.kernel = fused, chunk_size, kernel
+        self.threads = threads
         self.updates_itself = fused  # single process; see training_data
         self.tokenizer, self.max_cached_words = tokenizer, max_cached_words
         self.shuffle = shuffle
@@ -392,6 +401,29 @@ class Word2Vec(Method):
             scratch=self._scratch,
         )
 
+    def _compiled_step(self, ids: Tensor, lr: float, per_pair: bool) -> tuple[Tensor, int, int]:
+        """The numba kernel's step: draws and updates, the blocks split over ``threads``.
+
+        Returns:
+            ``(summed loss, examples, words kept by subsampling)``.
+        """
+        sampler = (self.noise_prob, self.noise_alias, self.noise_words)
+        parts = ids.tensor_split(min(self.threads, len(ids)))
+        seeds = torch.randint(0, 2**62, (len(parts),)).tolist()  # torch's generator: resumable
+
+        def run(part: Tensor, seed: int) -> tuple[Tensor, int, int]:
+            bags, valid, targets, noise, words = compiled_draws(
+                part, self.keep, self.sep_id, self.window, cbow=self.architecture == "cbow",
+                per_pair=per_pair, negative=self.negative, noise=sampler, seed=seed,
+            )  # fmt: skip
+            n = int(valid.sum()) if self.architecture == "skipgram" else len(targets)
+            return self.sgd_update(bags, valid, targets, noise, lr), n, words
+
+        if len(parts) == 1:
+            return run(parts[0], seeds[0])
+        totals, counts, words = zip(*thread_pool(len(parts)).map(run, parts, seeds), strict=True)
+        return sum(totals[1:], totals[0]), sum(counts), sum(words)
+
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """The loss of a batch of word blocks, differentiable (the optimizer's path)."""
         return self._step(batch, None)
@@ -408,11 +440,7 @@ class Word2Vec(Method):
         # skip-gram with a noise set per pair: one example per pair, noise drawn for those only
         per_pair = self.architecture == "skipgram" and not self.shared_negatives and self.negative
         if lr is not None and self.resolved_kernel(self.input.weight) == "numba":
-            noise_sampler = (self.noise_prob, self.noise_alias, self.noise_words)
-            bags, valid, targets, noise, words = compiled_draws(
-                ids, self.keep, self.sep_id, self.window, cbow=self.architecture == "cbow",
-                per_pair=bool(per_pair), negative=self.negative, noise=noise_sampler,
-            )  # fmt: skip
+            total, n, words = self._compiled_step(ids, lr, bool(per_pair))
         else:
             bags, valid, targets, kept = self.examples(ids)
             words, noise = len(kept), None
@@ -420,11 +448,11 @@ class Word2Vec(Method):
                 bags, valid, targets = one_example_per_pair(bags, valid, targets)
             if self.negative:
                 noise = self._noise((len(targets), self.negative))
-        n = int(valid.sum()) if self.architecture == "skipgram" else len(targets)
-        if lr is None:
-            total = self.objective(bags, valid, targets, noise)
-        else:
-            total = self.sgd_update(bags, valid, targets, noise, lr)
+            n = int(valid.sum()) if self.architecture == "skipgram" else len(targets)
+            if lr is None:
+                total = self.objective(bags, valid, targets, noise)
+            else:
+                total = self.sgd_update(bags, valid, targets, noise, lr)
         return {
             "loss": _mean_value_sum_gradient(total, n),
             "examples": torch.tensor(float(n)),  # pairs (skip-gram) or centres (CBOW) per step

@@ -11,9 +11,10 @@ of the context words), score it against each output row in turn, move that outpu
 and move the input vector(s) by the summed error after the last output row. Every update sees
 all the updates before it, so no chunk ever sums the updates of a frequent word, and a pair's
 6 rows of 100 floats stay in the cache, where the vectorised torch update gathers and scatters
-them through megabyte-sized temporaries. Compiled with numba (``kernel="numba"``), one thread:
-the result is the same every run. (Two threads sharing a step's examples without locks, as
-gensim's workers do, ran 0.8-1.1x as fast end to end on a 2-core CPU; not kept.)
+them through megabyte-sized temporaries. Compiled with numba (``kernel="numba"``). On one thread
+(default) the result is the same every run. Both loops release the GIL, so that with
+``threads`` > 1 each thread runs its share of a step's blocks at the same time
+(:func:`thread_pool`), without locks, as gensim's workers do.
 
 Numerics are the C tool's except for its sigmoid table: exact sigmoids, no skipped updates
 beyond |score| 6 (as :mod:`.word2vec` says of the torch paths).
@@ -22,6 +23,7 @@ beyond |score| 6 (as :mod:`.word2vec` says of the torch paths).
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any
 
@@ -134,6 +136,7 @@ def draw_examples(
     per_pair: bool,
     negative: int,
     noise: tuple[Tensor, Tensor, Tensor],
+    seed: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, int]:
     """A step's random draws, compiled: what :func:`selfsup.data.word_blocks.draw_examples`,
     :func:`~selfsup.data.word_blocks.one_example_per_pair` and the noise draws give the torch
@@ -146,12 +149,13 @@ def draw_examples(
             ``(N, 1)`` slots.
         negative: noise words per example (0: none).
         noise: ``(noise_prob, noise_alias, noise_words)``, the alias sampler.
+        seed: the generator's seed (None: drawn from torch's generator).
 
     Returns:
         ``(bags, valid, targets, noise (E, K) or None, words)``: ``words`` is how many words
         subsampling kept.
     """
-    seed = int(torch.randint(0, 2**62, ()))
+    seed = int(torch.randint(0, 2**62, ())) if seed is None else seed
     prob, alias, words = (x.cpu().numpy() for x in noise)
     bags, valid, targets, drawn, kept = _compiled(_draws)(
         np.ascontiguousarray(ids.cpu().numpy()), keep.cpu().numpy(), sep_id, window, cbow,
@@ -286,3 +290,9 @@ def sequential_sgd(
         cbow_mean,
     )
     return torch.tensor(total, dtype=torch.float32)
+
+
+@cache
+def thread_pool(threads: int) -> ThreadPoolExecutor:
+    """A pool of ``threads`` threads, kept for the process (the compiled loops release the GIL)."""
+    return ThreadPoolExecutor(threads, thread_name_prefix="word2vec")
