@@ -18,7 +18,8 @@
 #     below. The image of 2026-11 had no gensim (selfsup's built-in text corpora come from it) and
 #     listed no lightning-fabric: `python3 -m pip download --no-deps --only-binary=:all:
 #     --python-version 3.12 --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64
-#     -d .gpu/wheels gensim smart-open lightning-fabric` (smart-open: gensim imports it).
+#     -d .gpu/wheels gensim smart-open lightning-fabric numba llvmlite` (smart-open: gensim
+#     imports it; without numba, word2vec's CPU kernel falls back to torch).
 #
 # Writes into $OUT: versions.txt, tests.txt (the CUDA tests: tests/test_gpu.py and the nvJPEG
 # cases of tests/data/test_device_decode.py), decode.md, throughput_simclr.md and

@@ -46,7 +46,7 @@ def numba_available() -> bool:
 
 @cache
 def _compiled(function: Any) -> Any:  # noqa: ANN401
-    """``function`` compiled (about 1 s), cached on disk beside this file where numba may write."""
+    """``function`` compiled (1-2 s), cached on disk beside this file where numba may write."""
     import numba
 
     try:
@@ -140,8 +140,8 @@ def draw_examples(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor | None, int]:
     """A step's random draws, compiled: what :func:`selfsup.data.word_blocks.draw_examples`,
     :func:`~selfsup.data.word_blocks.one_example_per_pair` and the noise draws give the torch
-    kernel, with the same distributions from numba's generator, seeded from torch's (so a seeded
-    run, and a resumed one, draws the same).
+    kernel, with the same distributions from a splitmix64 generator seeded from torch's (so a
+    seeded run, and a resumed one, draws the same).
 
     Args:
         ids, keep, sep_id, window, cbow: as for the torch function.
