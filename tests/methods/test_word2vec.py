@@ -48,6 +48,10 @@ def drawn(method, ids, kernel):
 
 
 KERNELS = ["torch", "numba"]
+# architectures and losses the updates are checked on
+VARIANTS = [("skipgram", {}), ("skipgram", {"shared_negatives": True}), ("cbow", {}),
+            ("cbow", {"cbow_mean": False}), ("skipgram", {"hierarchical_softmax": True}),
+            ("cbow", {"hierarchical_softmax": True, "negative": 0})]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -540,12 +544,7 @@ def test_shuffled_blocks_are_the_texts_blocks_in_an_order_of_seed_and_epoch(lee)
     assert epoch(ranks[0], 0) + epoch(ranks[1], 0) == first  # contiguous parts of one order
 
 
-@pytest.mark.parametrize(
-    "architecture,kwargs",
-    [("skipgram", {}), ("skipgram", {"shared_negatives": True}), ("cbow", {}),
-     ("cbow", {"cbow_mean": False}), ("skipgram", {"hierarchical_softmax": True}),
-     ("cbow", {"hierarchical_softmax": True, "negative": 0})],
-)  # fmt: skip
+@pytest.mark.parametrize("architecture,kwargs", VARIANTS)
 def test_fused_update_in_one_chunk_is_an_sgd_step_on_the_objective(architecture, kwargs):
     counts = [0] * 5 + [40, 30, 20, 10, 8, 6, 5, 5]
     ids = torch.tensor([[5, 6, 7, 8, 3, 9, 10, 11, 12, 5, 6, 7, 5]])
@@ -666,12 +665,7 @@ def c_tool_in_order(method, examples, lr):
     return loss, {"input": syn0, "output": out, "inner": inner}
 
 
-@pytest.mark.parametrize(
-    "architecture,kwargs",
-    [("skipgram", {}), ("skipgram", {"shared_negatives": True}), ("cbow", {}),
-     ("cbow", {"cbow_mean": False}), ("skipgram", {"hierarchical_softmax": True}),
-     ("cbow", {"hierarchical_softmax": True, "negative": 0})],
-)  # fmt: skip
+@pytest.mark.parametrize("architecture,kwargs", VARIANTS)
 def test_numba_kernel_applies_the_c_tools_updates_one_example_after_another(architecture, kwargs):
     counts = [0] * 5 + [40, 30, 20, 10, 8, 6, 5, 5]
     ids = torch.tensor([[5, 6, 7, 8, 3, 9, 10, 11, 12, 5, 6, 7, 5, 6, 5]])  # words repeat
