@@ -711,6 +711,9 @@ def test_kernel_auto_is_numba_on_a_cpu_and_torch_elsewhere(monkeypatch):
     assert method.resolved_kernel(method.input.weight) == "numba"
     assert method.resolved_kernel(method.input.weight.double()) == "torch"
     assert bare(counts, kernel="torch").resolved_kernel(method.input.weight) == "torch"
+    pinned = bare(counts, sample=0.0, kernel="numba").double()  # as on a GPU: not its tables
+    with pytest.raises(ValueError, match="kernel='numba' needs float32 tables on the CPU"):
+        pinned.update({"input_ids": torch.tensor([[5, 6, 7, 8, 9, 5, 6]])}, lr=0.1)
     with pytest.raises(ValueError, match="kernel"):
         bare(counts, kernel="cython")
     monkeypatch.setattr(word2vec, "numba_available", lambda: False)

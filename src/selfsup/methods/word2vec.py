@@ -25,13 +25,13 @@ alone decides, as in the C tool (a value caps the word-level vocabulary before m
 ``seq_len`` is the block length in words (1000 = the C tool's sentence cap); ``batch_size`` is
 blocks per step. The fused path (default) applies a step's updates in order (on a CPU one
 example after another, elsewhere ``chunk_size`` examples at a time), so a step of a few blocks
-trains like one block (``batch_size=4`` with
-``seq_len=1000`` is the benchmark's setting: 1.15-1.3x faster than one block per step, the
-per-step work shared by more words). **Through the optimizer** (``fused=False`` or several
-processes) **keep a step near 1,000 words** (``batch_size=1``): one step then sums the updates of
-every occurrence of a frequent word, which the C tool applies one after another; at lr 0.025
-steps of 4,000 and 16,000 words diverged on the Wikipedia sample (loss 1e27) while 1,000-word
-steps trained normally (``benchmarks/bench_word2vec.py``).
+trains like one block (``batch_size=4`` with ``seq_len=1000`` is the benchmark's setting:
+1.15-1.3x faster than one block per step, the per-step work shared by more words). **Through
+the optimizer** (``fused=False`` or several processes) **keep a step near 1,000 words**
+(``batch_size=1``): one step then sums the updates of every occurrence of a frequent word, which
+the C tool applies one after another; at lr 0.025 steps of 4,000 and 16,000 words diverged on
+the Wikipedia sample (loss 1e27) while 1,000-word steps trained normally
+(``benchmarks/bench_word2vec.py``).
 
 Choices, and where we differ from the C tool:
     * Keep probability of a word of relative frequency f: ``sqrt(t/f) + t/f`` (capped at 1), the
@@ -389,8 +389,10 @@ class Word2Vec(Method):
         """
         rows, slots, terms = self.couples(bags, valid, targets, noise)
         if self.resolved_kernel(self.input.weight) == "numba":
-            return sequential_sgd(self.input.weight, rows, slots, terms, lr,
-                                  cbow=self.architecture == "cbow", cbow_mean=self.cbow_mean)  # fmt: skip
+            cbow = self.architecture == "cbow"
+            return sequential_sgd(
+                self.input.weight, rows, slots, terms, lr, cbow=cbow, cbow_mean=self.cbow_mean
+            )
         return fused_sgd(
             self.input.weight,
             rows,

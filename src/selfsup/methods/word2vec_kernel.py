@@ -268,7 +268,8 @@ def sequential_sgd(
     """
     if weight.device.type != "cpu" or weight.dtype != torch.float32:
         raise ValueError(
-            "method_args.kernel='numba' needs float32 tables on the CPU: use kernel='auto' or 'torch' on a GPU"
+            "method_args.kernel='numba' needs float32 tables on the CPU: "
+            "use kernel='auto' or 'torch' on a GPU"
         )
 
     def array(x: Tensor, dtype: Any) -> np.ndarray:  # noqa: ANN401
