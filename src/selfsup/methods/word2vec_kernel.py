@@ -275,11 +275,12 @@ def sequential_sgd(
     def array(x: Tensor, dtype: Any) -> np.ndarray:  # noqa: ANN401
         return np.ascontiguousarray(x.detach().numpy().astype(dtype, copy=False))
 
+    vectors = weight.detach().numpy()  # views: the loop updates the tables in place
     tables = tuple(t.table.weight.detach().numpy() for t in terms)
-    if not all(a.flags.c_contiguous for a in (weight.detach().numpy(), *tables)):
+    if not all(a.flags.c_contiguous for a in (vectors, *tables)):
         raise ValueError("the numba kernel needs contiguous tables")
     total = _compiled(_examples_in_order)(
-        weight.detach().numpy(),
+        vectors,
         array(rows, np.int64),
         array(slots, np.bool_),
         tables,
