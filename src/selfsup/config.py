@@ -143,7 +143,9 @@ class RunConfig:
         accelerator: "auto", "cpu", "cuda", "mps".
         devices: devices per node (processes under DDP).
         num_nodes: machines.
-        strategy: Lightning Fabric strategy ("auto", "ddp", ...; not FSDP or DeepSpeed).
+        strategy: "auto", "ddp" (a whole copy of the model on each process) or "fsdp" (each
+            process holds a share of the parameters, gradients and optimizer state, for models
+            too large to train on one device; :mod:`selfsup.engine.sharding`).
         sync_batchnorm: convert BatchNorm layers to SyncBatchNorm under DDP (GPUs).
         compile: ``torch.compile`` the method before training (minutes of compilation on a
             CPU, where SimCLR's step gained about 1.1x; ``benchmarks/RESULTS.md``).
@@ -253,11 +255,15 @@ class RunConfig:
                 f"strategy={self.strategy} is not supported: selfsup starts its processes with "
                 "Fabric's launcher or torchrun. Use strategy=ddp"
             )
-        if self.strategy.startswith(("fsdp", "deepspeed")):
+        if self.strategy.startswith(("fsdp_", "deepspeed")):
             raise ConfigError(
-                f"strategy={self.strategy} is not supported: checkpoints, momentum encoders and "
-                "exports here assume every process holds whole parameters. Use strategy=ddp "
-                "(the models selfsup trains fit on one GPU each)"
+                f"strategy={self.strategy} is not supported: use strategy=fsdp (sharded "
+                "parameters, gradients and optimizer state) or strategy=ddp"
+            )
+        if self.strategy == "fsdp" and self.compile:
+            raise ConfigError(
+                "strategy=fsdp with compile=true is not supported yet: set compile=false, or "
+                "use strategy=ddp to compile"
             )
         if self.resample and self.decode_cache == "on":
             raise ConfigError(

@@ -62,18 +62,34 @@ def make_fabric(config: RunConfig) -> Fabric:
             f"(torchrun or srun), which started {launched[0]} processes per node on "
             f"{launched[1]} node(s): leave devices and num_nodes unset, or match them"
         )
+    strategy: Any = config.strategy
+    if strategy == "fsdp":
+        strategy = fsdp_strategy(config.devices * config.num_nodes)
     try:
         return Fabric(
             accelerator=config.accelerator,
             devices=config.devices,
             num_nodes=config.num_nodes,
-            strategy=config.strategy,
+            strategy=strategy,
             precision=config.precision,  # type: ignore[arg-type]
         )
     except (ValueError, RuntimeError) as err:  # e.g. devices that contradict torchrun or srun
         raise ConfigError(
-            f"devices={config.devices}, num_nodes={config.num_nodes}: {err}"
+            f"devices={config.devices}, num_nodes={config.num_nodes}, "
+            f"strategy={config.strategy}, precision={config.precision}: {err}"
         ) from None
+
+
+def fsdp_strategy(processes: int) -> Any:  # noqa: ANN401 - Fabric's ModelParallelStrategy
+    """Fabric's strategy for ``strategy: fsdp``: every process one data-parallel share of the
+    sharded method (:func:`selfsup.engine.sharding.shard_method`), no tensor parallelism."""
+    from lightning_fabric.strategies import ModelParallelStrategy
+
+    from selfsup.engine.sharding import shard_method
+
+    return ModelParallelStrategy(
+        parallelize_fn=shard_method, data_parallel_size=processes, tensor_parallel_size=1
+    )
 
 
 def gather_objects(obj: Any, world_size: int) -> list[Any]:  # noqa: ANN401

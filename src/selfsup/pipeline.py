@@ -44,6 +44,7 @@ from selfsup.engine.logging import MetricLogger
 from selfsup.engine.loop import Loop, LoopSettings, TrainState
 from selfsup.engine.optim import build_optimizer
 from selfsup.engine.precision import resolve_precision
+from selfsup.engine.sharding import full_state, is_sharded
 from selfsup.evaluate.diagnostics import Probe
 from selfsup.evaluate.features import collate_for
 from selfsup.launch import gather_objects, make_fabric, skip_buffer_broadcast
@@ -118,10 +119,24 @@ def pretrain(
     if ckpt is not None:
         check_resumable(ckpt, loader, config, fabric.world_size)
     global_batch = config.batch_size * fabric.world_size * config.optim.accumulate
-    optimizer = make_optimizer(method, config, global_batch)
-    if fabric.world_size > 1:
-        skip_buffer_broadcast(method)
-    model, optimizer = fabric.setup(method, optimizer)
+    if config.strategy == "fsdp":  # sharding replaces the parameters: the optimizer comes after
+        if getattr(method, "updates_itself", False):
+            raise ConfigError(
+                f"{config.method} applies its own updates to whole tables, which strategy=fsdp "
+                "shards: use strategy=ddp"
+            )
+        if (config.optim.name or method.recipe().optimizer) == "adafactor":
+            raise ConfigError(
+                "strategy=fsdp: Adafactor (transformers') cannot update sharded parameters; set "
+                "optim.name=adamw, or use strategy=ddp"
+            )
+        model = fabric.setup_module(method)
+        optimizer = fabric.setup_optimizers(make_optimizer(method, config, global_batch))
+    else:
+        optimizer = make_optimizer(method, config, global_batch)
+        if fabric.world_size > 1:
+            skip_buffer_broadcast(method)
+        model, optimizer = fabric.setup(method, optimizer)
 
     # Checks passed and the model is built: now the run directory may be written.
     if fabric.is_global_zero:
@@ -150,15 +165,14 @@ def pretrain(
             "faults_offset": monitor.offset,
         }
         ranks = gather_objects(mine, fabric.world_size)
+        # whole tensors, as one process holds them (sharded ones are gathered by all processes)
+        whole_method = full_state(method.state_dict(), keep=fabric.is_global_zero)
+        whole_optimizer = full_state(optimizer.state_dict(), keep=fabric.is_global_zero)
         if fabric.is_global_zero:
             save_checkpoint(
                 run_dir / "checkpoints",
                 current.step,
-                {
-                    "method": method.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "ranks": ranks,
-                },
+                {"method": whole_method, "optimizer": whole_optimizer, "ranks": ranks},
                 {
                     "state": asdict(current),
                     "method": config.method,
@@ -195,8 +209,14 @@ def pretrain(
         save(state)  # the final checkpoint, unless the loop just wrote it
     if tokenizer is not None:  # the exported tokenizer truncates where embed does
         tokenizer.model_max_length = config.seq_len
+    exported = method
+    if is_sharded(method):  # the export is written from a whole copy
+        whole = full_state(method.state_dict(), keep=fabric.is_global_zero)
+        if fabric.is_global_zero:
+            exported = _build_method(config, cls, ctx, 1)
+            exported.load_state_dict(whole)
     if fabric.is_global_zero:
-        _finish(run_dir, method, state, monitor, faults_path, loader.steps_per_epoch,
+        _finish(run_dir, exported, state, monitor, faults_path, loader.steps_per_epoch,
                 fabric.world_size)  # fmt: skip
     fabric.barrier()
     return run_dir

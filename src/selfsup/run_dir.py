@@ -24,6 +24,7 @@ from selfsup.engine.checkpoint import (
     set_rng_state,
 )
 from selfsup.engine.loop import TrainState
+from selfsup.engine.sharding import load_optimizer_state, shard_state_like
 from selfsup.methods import BuildContext, Method
 
 log = logging.getLogger("selfsup")
@@ -133,8 +134,8 @@ def restore(
     """Load the method, optimizer, this process's RNG and data position from ``ckpt``."""
     try:
         saved, meta = load_checkpoint(ckpt)
-        method.load_state_dict(saved["method"], strict=True)
-        optimizer.load_state_dict(saved["optimizer"])
+        method.load_state_dict(shard_state_like(saved["method"], method.state_dict()), strict=True)
+        load_optimizer_state(optimizer, saved["optimizer"])
     except (CheckpointError, RuntimeError, ValueError, KeyError) as err:
         raise ConfigError(
             f"--resume: {ckpt} does not fit this run: {err}. Earlier checkpoints may still "

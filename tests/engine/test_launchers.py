@@ -97,7 +97,13 @@ def test_torchrun_trains_a_token_loss_method(tmp_path):
         assert math.isfinite(line["loss"]) and 0 <= line["disc_acc"] <= 1
 
 
-@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed_stage_2"])
-def test_sharded_strategies_are_refused_with_the_reason(strategy):
-    with pytest.raises(ConfigError, match="whole parameters"):
+@pytest.mark.parametrize("strategy", ["fsdp_cpu_offload", "deepspeed_stage_2"])
+def test_other_sharded_strategies_are_refused_naming_the_ones_there_are(strategy):
+    with pytest.raises(ConfigError, match="use strategy=fsdp"):
         load_config(values={"strategy": strategy})
+
+
+def test_fsdp_is_accepted_but_not_with_compile():
+    assert load_config(values={"strategy": "fsdp"}).strategy == "fsdp"
+    with pytest.raises(ConfigError, match="compile"):
+        load_config(values={"strategy": "fsdp", "compile": True})

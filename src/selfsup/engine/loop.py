@@ -29,6 +29,7 @@ from selfsup.engine.guard import CollapseError, Interrupted, StepGuard
 from selfsup.engine.loader import EpochLoader
 from selfsup.engine.logging import MetricLogger, Progress
 from selfsup.engine.optim import lr_factor, set_lr
+from selfsup.engine.sharding import gathered, grad_norm
 from selfsup.evaluate.diagnostics import COLLAPSE_CODES, CollapseAlarm, OnlineKnn, Probe
 
 log = logging.getLogger("selfsup")
@@ -175,9 +176,7 @@ class Loop:
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         if not grads:
             return None
-        return torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in grads])
-        )
+        return grad_norm(grads)
 
     def _mean(self, sums: dict[str, Tensor]) -> dict[str, Tensor]:
         """The logged sums averaged over the processes (each summed its own share of the
@@ -201,13 +200,13 @@ class Loop:
         figures: dict[str, float] = {}
         every = self.settings.knn_every
         if self.knn is not None and every > 0 and step % every == 0:
-            with self.fabric.autocast():
+            with self.fabric.autocast(), gathered(self.method):
                 figures.update(self.knn.accuracy(self.method))
             self.knn_message = f"kNN {figures['knn_top1']:.1f}"
         every = self.settings.diagnostics_every
         if self.probe is None or every < 1 or step % every:
             return figures
-        with self.fabric.autocast():
+        with self.fabric.autocast(), gathered(self.method):
             found, verdicts = self.probe.figures(self.method)
         figures.update(found)
         verdict = self.alarm.check(verdicts)
@@ -231,7 +230,7 @@ class Loop:
         collapse must fall from (see :class:`CollapseAlarm`)."""
         if self.probe is None or self.settings.diagnostics_every < 1:
             return
-        with self.fabric.autocast():
+        with self.fabric.autocast(), gathered(self.method):
             _, verdicts = self.probe.figures(self.method)
         for note in self.alarm.baseline(verdicts):
             if self.fabric.is_global_zero:
