@@ -55,3 +55,20 @@ def test_clip_decodes_caption_jpegs_on_the_gpu(tmp_path):
             "method_args.embed_dim=16"]  # fmt: skip
     assert main(args) == 0
     assert "4.jpg" in (run / "faults.jsonl").read_text()
+
+
+def test_fsdp_trains_on_the_gpu(tmp_path):
+    """strategy=fsdp with NCCL on one GPU (a lent machine has one), in its own process: the
+    process group it starts would outlive the run in this one."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    args = ["pretrain", "--method", "byol", "--data", "digits", "--image-size", "16",
+            "--batch-size", "8", "--out", str(run), *COMMON, "strategy=fsdp",
+            "checkpoint_every=2", "knn_every=2"]  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "selfsup", *args], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["steps"] == 3
+    assert (run / "export" / "model.safetensors").is_file()

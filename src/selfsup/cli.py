@@ -35,6 +35,8 @@ PRETRAIN_FLAGS = (
     "seq_len",
     "precision",
     "devices",
+    "num_nodes",
+    "strategy",
     "num_workers",
     "out",
     "seed",
@@ -60,7 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision", help="auto (bf16-mixed where the device computes bf16), 32-true, bf16-mixed"
     )
-    p.add_argument("--devices", type=int)
+    p.add_argument("--devices", type=int, help="processes per machine (GPUs, or CPU processes)")
+    p.add_argument("--num-nodes", dest="num_nodes", type=int, help="machines")
+    p.add_argument(
+        "--strategy", help="ddp (a whole model per process) or fsdp (sharded); default auto"
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run directory")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its latest checkpoint")

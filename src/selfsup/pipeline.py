@@ -125,6 +125,11 @@ def pretrain(
                 f"{config.method} applies its own updates to whole tables, which strategy=fsdp "
                 "shards: use strategy=ddp"
             )
+        if any(isinstance(m, torch.nn.Embedding) and m.sparse for m in method.modules()):
+            raise ConfigError(
+                f"strategy=fsdp: {config.method} has embedding tables with sparse gradients, "
+                "which FSDP cannot shard: set method_args.sparse=false, or use strategy=ddp"
+            )
         if (config.optim.name or method.recipe().optimizer) == "adafactor":
             raise ConfigError(
                 "strategy=fsdp: Adafactor (transformers') cannot update sharded parameters; set "

@@ -119,3 +119,17 @@ def test_units_are_large_modules_and_tied_weights_stay_in_one(tmp_path):
     # weight tied between the embedding, the head and the list's layer stays in the root, with
     # the small layer and the big one, which no container calls
     assert done.stdout.strip().splitlines()[-1] == "root,body.0,body.1"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [([], "applies its own updates"), (["method_args.fused=false"], "sparse gradients")],
+)
+def test_what_fsdp_cannot_shard_is_refused_with_the_way_out(tmp_path, extra, message):
+    args = ["pretrain", "--method", "word2vec", "--data", "lee", "--strategy", "fsdp",
+            "--budget", "2steps", "--out", str(tmp_path / "run"),
+            "seq_len=50", "method_args.dim=8", "progress=false", "accelerator=cpu", *extra]  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "selfsup", *args], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert message in done.stderr and "strategy=ddp" in done.stderr

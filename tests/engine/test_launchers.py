@@ -107,3 +107,14 @@ def test_fsdp_is_accepted_but_not_with_compile():
     assert load_config(values={"strategy": "fsdp"}).strategy == "fsdp"
     with pytest.raises(ConfigError, match="compile"):
         load_config(values={"strategy": "fsdp", "compile": True})
+
+
+def test_pretrain_flags_set_processes_nodes_and_strategy():
+    from selfsup.cli import PRETRAIN_FLAGS, _parser
+
+    args = _parser().parse_args(
+        ["pretrain", "--devices", "8", "--num-nodes", "2", "--strategy", "fsdp"]
+    )
+    values = {k: getattr(args, k) for k in PRETRAIN_FLAGS if getattr(args, k) is not None}
+    config = load_config(values=values)
+    assert (config.devices, config.num_nodes, config.strategy) == (8, 2, "fsdp")

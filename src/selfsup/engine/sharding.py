@@ -11,6 +11,9 @@ What the rest of selfsup assumes, whole tensors, holds at its edges:
 * the probe, the online kNN and the export see whole parameters (:func:`gathered`);
 * the gradient norm sums every process's share (:func:`grad_norm`).
 
+Scalar parameters (CLIP's temperature) stay whole on every process, their gradients averaged as
+DDP would. Not sharded, refused by the pipeline: sparse gradients, Adafactor's factored moments.
+
 Which modules shard as a unit (:func:`shard_method`): the blocks, i.e. the elements of an
 ``nn.Sequential`` or ``nn.ModuleList`` (ResNet blocks, transformer layers, a projector's linear
 layers) with at least ``min_params`` parameters not already in a smaller unit, from the leaves
