@@ -89,10 +89,12 @@ def check_evaluable(method: str, kind: str, source: DataSource, what: str) -> No
 
 
 # What a resumed run may change: how long it trains and how it reports and saves, not what it
-# computes (changing those would make "resume" a different experiment).
+# computes (changing those would make "resume" a different experiment). The strategy is how the
+# processes share the work: DDP and FSDP write the same whole-tensor checkpoints.
 RESUMABLE_CHANGES = frozenset(
     {
         "budget",
+        "strategy",
         "out",
         "num_workers",
         "log_every",

@@ -3,6 +3,8 @@ subprocess, since Lightning Fabric starts the second process by re-running this 
 
     python fsdp_run.py OUT STRATEGY [--crash-at STEP] [--resume]
 
+``--resume`` continues OUT under STRATEGY (the run may have been saved under the other).
+
 BYOL has a momentum teacher (updated on the shards under FSDP), LARS (norms of sharded tensors)
 and a predictor; the run also clips gradients and computes the online kNN and diagnostics, which
 gather whole parameters. Rank 0 writes the classes of the sharded units to ``OUT/units.json``.
@@ -45,8 +47,8 @@ def main() -> None:
         return shard(module, **kwargs)
 
     sharding.fully_shard = recording
-    if "--resume" in sys.argv:
-        pretrain(resume_config(out), resume=out)
+    if "--resume" in sys.argv:  # under STRATEGY, which may differ from the saved run's
+        pretrain(resume_config(out, [f"strategy={strategy}"]), resume=out)
         return
     values = {"method": "byol", "data": "digits", "image_size": 16, "batch_size": 8,
               "budget": "4steps", "devices": 2, "accelerator": "cpu", "strategy": strategy,

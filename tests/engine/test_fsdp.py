@@ -1,9 +1,10 @@
 """strategy=fsdp on CPU (gloo, two processes): a sharded run trains as the DDP run does (same
 losses, gradient norms, kNN figures, checkpoints and export, to float tolerance), and a sharded
 run killed mid-way and resumed from its whole-tensor checkpoint ends where an uninterrupted one
-does."""
+does, resumed sharded or by DDP."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -76,15 +77,23 @@ def test_sharded_run_trains_as_ddp_does(runs):
     assert_close(*exported, "export")
 
 
-def test_sharded_run_resumes_where_it_stopped(runs, tmp_path):
+def test_sharded_run_resumes_where_it_stopped_under_either_strategy(runs, tmp_path):
     crashed = run(tmp_path / "cut", "fsdp", "--crash-at", 3)
     assert crashed.returncode != 0 and "simulated crash" in crashed.stderr
+    shutil.copytree(tmp_path / "cut", tmp_path / "cut-ddp")
     resumed = run(tmp_path / "cut", "fsdp", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     full, cut = final_state(runs / "fsdp"), final_state(tmp_path / "cut")
     assert_close(full["method"], cut["method"], "method")
     for index, state in full["optimizer"]["state"].items():
         assert_close(state, cut["optimizer"]["state"][index], f"optimizer state {index}")
+    # the same checkpoint continued by DDP: where the uninterrupted DDP run ends
+    resumed = run(tmp_path / "cut-ddp", "ddp", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    ddp, switched = final_state(runs / "ddp"), final_state(tmp_path / "cut-ddp")
+    assert_close(ddp["method"], switched["method"], "method")
+    for index, state in ddp["optimizer"]["state"].items():
+        assert_near(state, switched["optimizer"]["state"][index], f"optimizer state {index}")
 
 
 UNITS = """
