@@ -9,28 +9,18 @@ the same gathered keys); each process then writes its queue to ``OUT/queue-rank{
 
 import sys
 
+from processes import crash_at
+
 from selfsup.checks import resume_config
 from selfsup.config import load_config
 from selfsup.methods.base import Method
 from selfsup.pipeline import pretrain
 
 
-class Crash(Exception):
-    pass
-
-
 def main() -> None:
     out = sys.argv[1]
-    crash_at = int(sys.argv[sys.argv.index("--crash-at") + 1]) if "--crash-at" in sys.argv else None
-    if crash_at is not None:
-        original = Method.after_step
-
-        def after_step(self, step, total):
-            if step == crash_at:
-                raise Crash(f"simulated crash at step {step}")
-            original(self, step, total)
-
-        Method.after_step = after_step
+    if "--crash-at" in sys.argv:
+        crash_at(Method, int(sys.argv[sys.argv.index("--crash-at") + 1]))
     if "--moco" in sys.argv:
         import torch
         import torch.distributed as dist

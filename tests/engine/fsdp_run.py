@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import torch.distributed as dist
+from processes import crash_at
 
 from selfsup.checks import resume_config
 from selfsup.config import load_config
@@ -23,22 +24,10 @@ from selfsup.methods.byol import BYOL
 from selfsup.pipeline import pretrain
 
 
-class Crash(Exception):
-    pass
-
-
 def main() -> None:
     out, strategy = sys.argv[1], sys.argv[2]
     if "--crash-at" in sys.argv:
-        crash_at = int(sys.argv[sys.argv.index("--crash-at") + 1])
-        original = BYOL.after_step
-
-        def after_step(self, step, total):
-            if step == crash_at:
-                raise Crash(f"simulated crash at step {step}")
-            original(self, step, total)
-
-        BYOL.after_step = after_step
+        crash_at(BYOL, int(sys.argv[sys.argv.index("--crash-at") + 1]))
     units = []
     shard = sharding.fully_shard
 

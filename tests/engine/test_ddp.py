@@ -1,25 +1,16 @@
 """Two processes on CPU (gloo): the engine trains, checkpoints once per run, and a run killed
 mid-way and resumed ends with the same weights as an uninterrupted one."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
+from processes import final_state, run_script
 
 SCRIPT = Path(__file__).with_name("ddp_run.py")
 
 
 def run(*args):
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=300
-    )
-
-
-def final_state(run_dir):
-    return torch.load(
-        sorted((run_dir / "checkpoints").glob("step-*"))[-1] / "state.pt", weights_only=True
-    )
+    return run_script(SCRIPT, *args)
 
 
 def test_two_process_run_and_resume(tmp_path):
