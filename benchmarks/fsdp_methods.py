@@ -4,6 +4,7 @@ losses logged and the weights and optimizer state of the final checkpoints compa
 
     python benchmarks/fsdp_methods.py            # every method (about 12 minutes on 2 cores)
     python benchmarks/fsdp_methods.py mae clip   # some
+    python benchmarks/fsdp_methods.py --min-params 20000   # tiny layers as units of their own
 
 T5 runs with AdamW, as Adafactor cannot update sharded parameters, and word2vec with dense
 gradients (``sparse: false``); in two processes it trains through the optimizer, as under DDP.
@@ -11,6 +12,7 @@ gradients (``sparse: false``); in two processes it trains through the optimizer,
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -27,12 +29,15 @@ from test_methods import BACKBONE, BACKBONE_FOR, TINY  # noqa: E402
 
 from conftest import CORPUS  # noqa: E402
 from selfsup.data.tokenizer import train_tokenizer  # noqa: E402
+from selfsup.engine import sharding  # noqa: E402
 from selfsup.methods import METHODS  # noqa: E402
 
 RUN = """
 import json, sys
 from selfsup.config import load_config
+from selfsup.engine import sharding
 from selfsup.pipeline import pretrain
+sharding.MIN_PARAMS = int(sys.argv[2])
 pretrain(load_config(values=json.loads(sys.argv[1])), overwrite=True)
 """
 
@@ -68,14 +73,14 @@ def difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> tuple[float, flo
     return largest, (squares / max(total, 1e-300)) ** 0.5
 
 
-def compare(name: str, root: Path, tokenizer: Path) -> str:
+def compare(name: str, root: Path, tokenizer: Path, min_params: int) -> str:
     script = root / "run.py"
     script.write_text(RUN)
     found = {}
     for strategy in ("ddp", "fsdp"):
         out = root / f"{name}-{strategy}"
         values = {**settings(name, tokenizer), "strategy": strategy, "out": str(out)}
-        done = subprocess.run([sys.executable, str(script), json.dumps(values)],
+        done = subprocess.run([sys.executable, str(script), json.dumps(values), str(min_params)],
                               capture_output=True, text=True)  # fmt: skip
         if done.returncode:
             return f"| {name} | failed under {strategy}: {done.stderr.strip().splitlines()[-1]} |"
@@ -94,8 +99,14 @@ def compare(name: str, root: Path, tokenizer: Path) -> str:
 
 
 def main() -> None:
-    names = sys.argv[1:] or METHODS.names()
-    print(f"{machine()}\n\nCommand: `python benchmarks/fsdp_methods.py`\n")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="methods (default: all)")
+    parser.add_argument("--min-params", type=int, default=sharding.MIN_PARAMS,
+                        help="parameters per sharded unit (lower: more units in tiny models)")  # fmt: skip
+    args = parser.parse_args()
+    names = args.names or METHODS.names()
+    flag = "" if args.min_params == sharding.MIN_PARAMS else f" --min-params {args.min_params}"
+    print(f"{machine()}\n\nCommand: `python benchmarks/fsdp_methods.py{flag}`\n")
     print("| method | loss at step 3, DDP | FSDP | loss difference (relative, largest of 3 "
           "steps) | largest weight difference | weights, relative | optimizer state, relative "
           "|\n|---|---:|---:|---:|---:|---:|---:|")  # fmt: skip
@@ -103,7 +114,7 @@ def main() -> None:
         tokenizer = Path(tmp) / "tokenizer"
         train_tokenizer(CORPUS * 20, kind="wordpiece", vocab_size=300).save_pretrained(tokenizer)
         for name in names:
-            print(compare(name, Path(tmp), tokenizer), flush=True)
+            print(compare(name, Path(tmp), tokenizer, args.min_params), flush=True)
 
 
 if __name__ == "__main__":

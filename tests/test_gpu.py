@@ -57,16 +57,24 @@ def test_clip_decodes_caption_jpegs_on_the_gpu(tmp_path):
     assert "4.jpg" in (run / "faults.jsonl").read_text()
 
 
-def test_fsdp_trains_on_the_gpu(tmp_path):
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--method", "byol", "--data", "digits", "knn_every=2"],
+        # a scalar parameter (the temperature) that FSDP leaves whole, on the GPU
+        ["--method", "clip", "--data", "shapes:64", "seq_len=12",
+         "method_args.text_backbone=bert-tiny", "method_args.embed_dim=16"],
+    ],
+)  # fmt: skip
+def test_fsdp_trains_on_the_gpu(tmp_path, extra):
     """strategy=fsdp with NCCL on one GPU (a lent machine has one), in its own process: the
     process group it starts would outlive the run in this one."""
     import subprocess
     import sys
 
     run = tmp_path / "run"
-    args = ["pretrain", "--method", "byol", "--data", "digits", "--image-size", "16",
-            "--batch-size", "8", "--out", str(run), *COMMON, "strategy=fsdp",
-            "checkpoint_every=2", "knn_every=2"]  # fmt: skip
+    args = ["pretrain", *extra, "--image-size", "16", "--batch-size", "8", "--out", str(run),
+            *COMMON, "strategy=fsdp", "checkpoint_every=2", "optim.clip_grad=1.0"]  # fmt: skip
     done = subprocess.run([sys.executable, "-m", "selfsup", *args], capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

@@ -136,7 +136,7 @@ def restore(
         saved, meta = load_checkpoint(ckpt)
         method.load_state_dict(shard_state_like(saved["method"], method.state_dict()), strict=True)
         load_optimizer_state(optimizer, saved["optimizer"])
-    except (CheckpointError, RuntimeError, ValueError, KeyError) as err:
+    except (CheckpointError, RuntimeError, ValueError, KeyError, IndexError) as err:
         raise ConfigError(
             f"--resume: {ckpt} does not fit this run: {err}. Earlier checkpoints may still "
             f"load: point {ckpt.parent / 'latest'} at one of them"

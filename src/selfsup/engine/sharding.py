@@ -34,6 +34,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from selfsup.config import ConfigError
+
 try:  # torch >= 2.6
     from torch.distributed.fsdp import FSDPModule, fully_shard
 except ImportError:  # torch 2.4, 2.5
@@ -57,9 +59,11 @@ def _owners(root: nn.Module) -> dict[int, set[int]]:
     return owners
 
 
-def shard_method(method: nn.Module, mesh: Any, min_params: int = MIN_PARAMS) -> nn.Module:  # noqa: ANN401
+def shard_method(method: nn.Module, mesh: Any, min_params: int | None = None) -> nn.Module:  # noqa: ANN401
     """Shard ``method`` in place over ``mesh`` (a 1-D device mesh, or Fabric's 2-D mesh whose
-    ``data_parallel`` dimension is used) and return it."""
+    ``data_parallel`` dimension is used) and return it; units of at least ``min_params``
+    parameters (default :data:`MIN_PARAMS`)."""
+    min_params = MIN_PARAMS if min_params is None else min_params
     if getattr(mesh, "mesh_dim_names", None) and "data_parallel" in mesh.mesh_dim_names:
         mesh = mesh["data_parallel"]
     for param in method.parameters():  # FSDP shards contiguous tensors only (not channels_last)
@@ -71,13 +75,17 @@ def shard_method(method: nn.Module, mesh: Any, min_params: int = MIN_PARAMS) -> 
     scalars = {p for p in method.parameters() if p.ndim == 0}  # CLIP's temperature: FSDP
     if scalars:  # shards tensors of one dimension or more; these stay whole on every process
         if "ignored_params" not in inspect.signature(fully_shard).parameters:
-            raise ValueError(
+            raise ConfigError(
                 f"strategy=fsdp: {type(method).__name__} has scalar parameters, which this "
                 f"torch ({torch.__version__}) cannot leave unsharded; use torch>=2.7 or "
                 "strategy=ddp"
             )
         kwargs["ignored_params"] = scalars
-        for param in scalars:
+        device = torch.device(mesh.device_type)
+        if device.type == "cuda":
+            device = torch.device("cuda", torch.cuda.current_device())
+        for param in scalars:  # FSDP moves the parameters it shards to the device, not these
+            param.data = param.data.to(device)
             param.register_post_accumulate_grad_hook(_average_grad)
         done.update(id(p) for p in scalars)
 
@@ -122,19 +130,28 @@ def is_sharded(module: nn.Module) -> bool:
 
 @contextmanager
 def gathered(method: nn.Module) -> Iterator[None]:
-    """Whole parameters in every unit of a sharded ``method`` while the block runs (a no-op for
-    any other module). A collective: every process must enter it."""
-    units = [m for m in method.modules() if isinstance(m, FSDPModule)]
-    if units and hasattr(method, "_get_fsdp_state"):
+    """Let the block call any part of a sharded ``method`` outside its ``forward`` (the probe,
+    the online kNN): the method's own unit is gathered for the block, and the block units gather
+    themselves as they run, one at a time. Rank 0's buffers (batch-norm statistics, which each
+    process updates from its own batches) are given to every process first, as DDP does before
+    each forward, so that every process computes the same figures and takes the same decisions.
+    A no-op for any other module; a collective: every process must enter it."""
+    if not isinstance(method, FSDPModule):
+        yield
+        return
+    if hasattr(method, "_get_fsdp_state"):
         # FSDP takes the first unit to run as the root: make it the method, before a part runs
         method._get_fsdp_state()._lazy_init()
-    for unit in units:
-        unit.unshard()
+    replicated = set(getattr(method, "replicated_buffers", ()))  # kept alike by the method itself
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        for name, buffer in method.named_buffers():
+            if name not in replicated:
+                torch.distributed.broadcast(buffer, src=0)
+    method.unshard()
     try:
         yield
     finally:
-        for unit in units:
-            unit.reshard()
+        method.reshard()
 
 
 def full_state(state: Any, keep: bool = True) -> Any:  # noqa: ANN401
@@ -145,10 +162,19 @@ def full_state(state: Any, keep: bool = True) -> Any:  # noqa: ANN401
         whole = state.full_tensor()
         return whole.cpu() if keep else None
     if isinstance(state, dict):
-        return type(state)((k, full_state(v, keep)) for k, v in state.items())
+        return _like(state, ((k, full_state(v, keep)) for k, v in state.items()))
     if isinstance(state, list | tuple):
         return type(state)(full_state(v, keep) for v in state)
     return state
+
+
+def _like(state: dict, items: Iterator[tuple[Any, Any]]) -> dict:
+    """A dict of ``state``'s type from ``items``, with its ``_metadata`` (a module state dict's
+    versions, which ``load_state_dict`` reads)."""
+    out = type(state)(items)
+    if hasattr(state, "_metadata"):
+        out._metadata = state._metadata  # type: ignore[attr-defined]
+    return out
 
 
 def shard_state_like(full: Any, live: Any) -> Any:  # noqa: ANN401
@@ -163,9 +189,8 @@ def shard_state_like(full: Any, live: Any) -> Any:  # noqa: ANN401
             full.to(device=live.device, dtype=live.dtype), live.device_mesh, live.placements
         )
     if isinstance(full, dict) and isinstance(live, dict):
-        return type(full)(
-            (k, shard_state_like(v, live[k]) if k in live else v) for k, v in full.items()
-        )
+        return _like(full, ((k, shard_state_like(v, live[k]) if k in live else v)
+                            for k, v in full.items()))  # fmt: skip
     if isinstance(full, list | tuple) and isinstance(live, list | tuple) and len(full) == len(live):
         return type(full)(shard_state_like(f, x) for f, x in zip(full, live, strict=True))
     return full
