@@ -203,10 +203,8 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]
     state = {}
     for index, entries in saved["state"].items():
         param = params[int(index)]
-        state[index] = {
-            k: shard_state_like(v, param)
-            if isinstance(param, DTensor) and isinstance(v, Tensor) and v.shape == param.shape
-            else v
+        state[index] = {  # not a step count, which has another shape (or is an int)
+            k: shard_state_like(v, param) if torch.is_tensor(v) and v.shape == param.shape else v
             for k, v in entries.items()
         }
     optimizer.load_state_dict({**saved, "state": state})
