@@ -1,7 +1,7 @@
 """strategy=fsdp on CPU (gloo, two processes): a sharded run trains as the DDP run does (same
 losses, gradient norms, kNN figures, checkpoints and export, to float tolerance), and a sharded
 run killed mid-way and resumed from its whole-tensor checkpoint ends where an uninterrupted one
-does, resumed sharded or by DDP."""
+does, resumed sharded or by DDP (and a DDP run resumed sharded)."""
 
 import json
 import shutil
@@ -83,6 +83,21 @@ def test_sharded_run_resumes_where_it_stopped_under_either_strategy(runs, tmp_pa
     ddp, switched = final_state(runs / "ddp"), final_state(tmp_path / "cut-ddp")
     assert_close(ddp["method"], switched["method"], "method")
     for index, state in ddp["optimizer"]["state"].items():
+        assert_close(
+            state, switched["optimizer"]["state"][index], f"optimizer state {index}", near=True
+        )
+
+
+def test_ddp_checkpoint_resumes_sharded(runs, tmp_path):
+    """The other direction: a DDP run's checkpoint, cut into shares, continues under FSDP to where
+    the uninterrupted FSDP run ends."""
+    crashed = run(tmp_path / "cut", "ddp", "--crash-at", 3)
+    assert crashed.returncode != 0 and "simulated crash" in crashed.stderr
+    resumed = run(tmp_path / "cut", "fsdp", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    full, switched = final_state(runs / "fsdp"), final_state(tmp_path / "cut")
+    assert_close(full["method"], switched["method"], "method")
+    for index, state in full["optimizer"]["state"].items():
         assert_close(
             state, switched["optimizer"]["state"][index], f"optimizer state {index}", near=True
         )
