@@ -206,10 +206,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 config = load_config(args.config, args.overrides, values)
             from selfsup.data.faults import TooManyFaultsError
             from selfsup.engine.guard import CollapseError, Interrupted, NonFiniteLossError
-            from selfsup.launch import is_global_zero
+            from selfsup.launch import OtherProcessFailed, is_global_zero
 
             try:
                 run_dir = pretrain(config, resume=args.resume, overwrite=args.overwrite)
+            except OtherProcessFailed as err:  # process 0 prints the error itself
+                print(f"selfsup: stopped: {err}", file=sys.stderr)
+                return 1
             except (NonFiniteLossError, CollapseError, TooManyFaultsError) as err:
                 if is_global_zero():  # every process stopped alike: one message
                     print(f"selfsup: run stopped: {err}", file=sys.stderr)

@@ -4,12 +4,21 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from lightning_fabric import Fabric
 
 from selfsup.config import ConfigError, RunConfig
+
+T = TypeVar("T")
+
+
+class OtherProcessFailed(RuntimeError):
+    """Process 0 failed at work only it does (writing the run directory, a checkpoint, the
+    export); the other processes stop with this instead of waiting for it until the process
+    group's timeout. Process 0 reports its own error."""
 
 
 def launcher_processes(environ: dict[str, str] | None = None) -> tuple[int, int] | None:
@@ -90,6 +99,28 @@ def fsdp_strategy(processes: int) -> Any:  # noqa: ANN401 - Fabric's ModelParall
     return ModelParallelStrategy(
         parallelize_fn=shard_method, data_parallel_size=processes, tensor_parallel_size=1
     )
+
+
+def on_rank_zero(fabric: Fabric, what: str, work: Callable[[], T]) -> T | None:
+    """``work()`` on process 0 while the others wait for it; its result there, None elsewhere.
+
+    If it fails, process 0 raises its error and every other process raises
+    :class:`OtherProcessFailed` naming it, instead of waiting in its next collective until the
+    process group times out (30 minutes)."""
+    result, failure = None, None
+    if fabric.is_global_zero:
+        try:
+            result = work()
+        except BaseException as err:  # noqa: BLE001 - re-raised below, after telling the others
+            failure = err
+    if fabric.world_size > 1:
+        told = f"{type(failure).__name__}: {failure}" if failure is not None else None
+        told = fabric.broadcast(told, src=0)
+        if told is not None and not fabric.is_global_zero:
+            raise OtherProcessFailed(f"process 0 failed while {what} ({told})")
+    if failure is not None:
+        raise failure
+    return result
 
 
 def gather_objects(obj: Any, world_size: int) -> list[Any]:  # noqa: ANN401

@@ -47,7 +47,7 @@ from selfsup.engine.precision import resolve_precision
 from selfsup.engine.sharding import full_state, is_sharded
 from selfsup.evaluate.diagnostics import Probe
 from selfsup.evaluate.features import collate_for
-from selfsup.launch import gather_objects, make_fabric, skip_buffer_broadcast
+from selfsup.launch import gather_objects, make_fabric, on_rank_zero, skip_buffer_broadcast
 from selfsup.methods import METHODS, BuildContext, Method
 from selfsup.run_data import (
     decode_once,
@@ -97,7 +97,9 @@ def pretrain(
     fabric.seed_everything(config.seed, verbose=False)  # same initial weights everywhere
 
     tokenizer = (
-        prepare_tokenizer(config, source, run_dir, fabric, cls) if cls.kind != "image" else None
+        prepare_tokenizer(config, source, run_dir, fabric, cls, resume is not None)
+        if cls.kind != "image"
+        else None
     )
     ctx = BuildContext.from_config(config, tokenizer, fabric.world_size, source.num_samples)
     # config.yaml records what the method's defaults picked: its backbone, and the kind and
@@ -143,10 +145,11 @@ def pretrain(
             skip_buffer_broadcast(method)
         model, optimizer = fabric.setup(method, optimizer)
 
-    # Checks passed and the model is built: now the run directory may be written.
-    if fabric.is_global_zero:
-        write_run_directory(run_dir, config, ctx, tokenizer, source.faults, resume, overwrite)
+    # Checks passed and the model is built: now the run directory may be written, once every
+    # process has checked that it may (an existing run directory is refused, not overwritten).
     fabric.barrier()
+    on_rank_zero(fabric, f"writing the run directory {run_dir}", lambda: write_run_directory(
+        run_dir, config, ctx, tokenizer, source.faults, resume, overwrite))  # fmt: skip
     faults_path = run_dir / (
         "faults.jsonl" if fabric.global_rank == 0 else f"faults-rank{fabric.global_rank}.jsonl"
     )
@@ -173,27 +176,25 @@ def pretrain(
         # whole tensors, as one process holds them (sharded ones are gathered by all processes)
         whole_method = full_state(method.state_dict(), keep=fabric.is_global_zero)
         whole_optimizer = full_state(optimizer.state_dict(), keep=fabric.is_global_zero)
-        if fabric.is_global_zero:
-            save_checkpoint(
-                run_dir / "checkpoints",
-                current.step,
-                {"method": whole_method, "optimizer": whole_optimizer, "ranks": ranks},
-                {
-                    "state": asdict(current),
-                    "method": config.method,
-                    "config": config.to_dict(),
-                    "world_size": fabric.world_size,
-                },  # fmt: skip
-                keep=config.keep_checkpoints,
-            )
-        fabric.barrier()
+        on_rank_zero(fabric, f"writing the checkpoint of step {current.step}", lambda: save_checkpoint(
+            run_dir / "checkpoints",
+            current.step,
+            {"method": whole_method, "optimizer": whole_optimizer, "ranks": ranks},
+            {"state": asdict(current), "method": config.method, "config": config.to_dict(),
+             "world_size": fabric.world_size},
+            keep=config.keep_checkpoints,
+        ))  # fmt: skip
 
-    logger = MetricLogger(
-        run_dir,
-        config.to_dict() if config.wandb else None,
-        enabled=fabric.is_global_zero,
-        resume_step=state.step if resume is not None else None,
-    )
+    def open_logs(enabled: bool) -> MetricLogger:
+        return MetricLogger(
+            run_dir,
+            config.to_dict() if config.wandb else None,
+            enabled=enabled,
+            resume_step=state.step if resume is not None else None,
+        )
+
+    logger = on_rank_zero(fabric, "opening the metric logs", lambda: open_logs(True))
+    logger = logger if logger is not None else open_logs(False)
     collate = collate_for(method, tokenizer, config.seq_len)
     probe = None
     if config.diagnostics_every > 0:
@@ -214,16 +215,20 @@ def pretrain(
         save(state)  # the final checkpoint, unless the loop just wrote it
     if tokenizer is not None:  # the exported tokenizer truncates where embed does
         tokenizer.model_max_length = config.seq_len
-    exported = method
-    if is_sharded(method):  # the export is written from a whole copy
-        whole = full_state(method.state_dict(), keep=fabric.is_global_zero)
-        if fabric.is_global_zero:
+    # under FSDP the export is written from a whole copy, gathered by every process
+    whole = (
+        full_state(method.state_dict(), keep=fabric.is_global_zero) if is_sharded(method) else None
+    )
+
+    def finish() -> None:
+        exported = method
+        if whole is not None:
             exported = _build_method(config, cls, ctx, 1)
             exported.load_state_dict(whole)
-    if fabric.is_global_zero:
         _finish(run_dir, exported, state, monitor, faults_path, loader.steps_per_epoch,
                 fabric.world_size)  # fmt: skip
-    fabric.barrier()
+
+    on_rank_zero(fabric, "exporting the encoder", finish)
     return run_dir
 
 

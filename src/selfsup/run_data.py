@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import logging
 import tempfile
 from pathlib import Path
@@ -30,16 +31,15 @@ DEFAULT_VOCAB = {"wordlevel": 10_000_000}
 
 
 def texts_of(source: DataSource, limit: int = 200_000) -> list[str]:
-    """Up to ``limit`` training texts (documents or captions) for tokenizer training."""
+    """Up to ``limit`` training texts (documents or captions) for tokenizer training: the first
+    of the whole training set, whatever this process's share of a stream (so that a run's
+    vocabulary does not depend on its number of processes)."""
+    from selfsup.data.word_blocks import all_documents
+
     captions = getattr(source.train, "captions", None)
     if captions is not None:
         return list(captions[:limit])
-    texts = []
-    for sample in source.train:
-        texts.append(sample["text"])
-        if len(texts) >= limit:
-            break
-    return texts
+    return list(itertools.islice(all_documents(source.train), limit))
 
 
 def prepare_tokenizer(
@@ -48,13 +48,15 @@ def prepare_tokenizer(
     run_dir: Path,
     fabric: Fabric,
     method_cls: type[Method] | None = None,
+    resumed: bool = False,
 ) -> Any:  # noqa: ANN401
-    """The run's tokenizer: saved with the run (resume), given by ``tokenizer.path``, or trained on
-    the training texts by rank 0 and broadcast to the other processes. The kind is the config's,
-    else the method's ``tokenizer_kind``; the method may add special tokens."""
+    """The run's tokenizer: saved with the run (``resumed``), given by ``tokenizer.path``, or
+    trained on the training texts by rank 0 and broadcast to the other processes. The kind is the
+    config's, else the method's ``tokenizer_kind``; the method may add special tokens."""
     from selfsup.data.tokenizer import load_tokenizer, train_tokenizer
+    from selfsup.launch import on_rank_zero
 
-    if (run_dir / "tokenizer").exists():
+    if resumed and (run_dir / "tokenizer").exists():
         return load_tokenizer(run_dir / "tokenizer")
     if config.tokenizer.path is not None:
         return load_tokenizer(config.tokenizer.path)
@@ -68,13 +70,10 @@ def prepare_tokenizer(
                 f"({type(err).__name__}); give a folder written by save_pretrained with its "
                 "tokenizer, such as a masked-LM run's export/"
             ) from None
-    tokenizer = None
-    if fabric.is_global_zero:
-        kind, vocab_size = _tokenizer_choice(config, method_cls)
-        extras = method_cls.tokenizer_specials(config.method_args) if method_cls else []
-        tokenizer = train_tokenizer(
-            texts_of(source), kind=kind, vocab_size=vocab_size, extra_special_tokens=extras
-        )
+    kind, vocab_size = _tokenizer_choice(config, method_cls)
+    extras = method_cls.tokenizer_specials(config.method_args) if method_cls else []
+    tokenizer = on_rank_zero(fabric, "training the tokenizer", lambda: train_tokenizer(
+        texts_of(source), kind=kind, vocab_size=vocab_size, extra_special_tokens=extras))  # fmt: skip
     return fabric.broadcast(tokenizer, src=0) if fabric.world_size > 1 else tokenizer
 
 

@@ -118,3 +118,55 @@ def test_pretrain_flags_set_processes_nodes_and_strategy():
     values = {k: getattr(args, k) for k in PRETRAIN_FLAGS if getattr(args, k) is not None}
     config = load_config(values=values)
     assert (config.devices, config.num_nodes, config.strategy) == (8, 2, "fsdp")
+
+
+RANK_ZERO_FAILS = """
+import sys, torch.distributed as dist
+from selfsup.launch import OtherProcessFailed, on_rank_zero
+
+class Fabric:  # what on_rank_zero uses of Lightning Fabric
+    world_size = 2
+    def __init__(self, rank):
+        self.is_global_zero = rank == 0
+    def broadcast(self, obj, src=0):
+        box = [obj]
+        dist.broadcast_object_list(box, src=src)
+        return box[0]
+
+def work():
+    raise OSError("No space left on device")
+
+rank = int(sys.argv[2])
+dist.init_process_group("gloo", init_method=f"file://{sys.argv[1]}", rank=rank, world_size=2)
+fabric = Fabric(rank)
+print("result:", on_rank_zero(fabric, "counting", lambda: 7))
+try:
+    on_rank_zero(fabric, "writing the checkpoint of step 2", work)
+except OtherProcessFailed as err:
+    print("other:", err)
+except OSError as err:
+    print("own:", err)
+"""
+
+
+def test_a_failure_of_rank_zero_alone_stops_the_other_processes(tmp_path):
+    # rank 0 alone writes the run directory, checkpoints and the export; if that fails, the
+    # others must stop too, not wait in their next collective until the 30-minute timeout
+    script = tmp_path / "fails.py"
+    script.write_text(RANK_ZERO_FAILS)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path / "store"), str(rank)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    out = [p.communicate(timeout=120)[0].splitlines() for p in procs]
+    assert out[0] == ["result: 7", "own: No space left on device"]
+    assert out[1] == [
+        "result: None",
+        "other: process 0 failed while writing the checkpoint of step 2 "
+        "(OSError: No space left on device)",
+    ]

@@ -158,3 +158,18 @@ def test_summary_counts_epochs_and_resume_reads_past_a_torn_metrics_line(tmp_pat
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert steps == list(range(1, 13))
     assert not list((tmp_path / "run" / "checkpoints").glob(".tmp-*"))
+
+
+def test_overwrite_trains_a_new_tokenizer(tmp_path):
+    # the replaced run's tokenizer is not the new run's, whose config may ask another one
+    def mlm(vocab):
+        values = {**RUNS["mlm"], "budget": "1steps", "out": str(tmp_path / "run"),
+                  "num_workers": 0, "progress": False, "tokenizer": {"vocab_size": vocab}}  # fmt: skip
+        return load_config(values=values)
+
+    from selfsup.data.tokenizer import load_tokenizer
+
+    pretrain(mlm(300))
+    assert len(load_tokenizer(tmp_path / "run" / "tokenizer")) <= 300
+    pretrain(mlm(600), overwrite=True)
+    assert 300 < len(load_tokenizer(tmp_path / "run" / "tokenizer")) <= 600
