@@ -312,11 +312,11 @@ def _finish(
         epochs = round(state.epoch + state.batch_in_epoch / batches_per_epoch, 3)
     summary = {"steps": state.step, "epochs": epochs, "seconds": round(state.elapsed, 1),
                "samples": state.samples, "samples_per_s": round(rate, 1),
-               "bad_samples": monitor.count, "skipped_steps": state.skipped_steps}  # fmt: skip
-    if monitor.count:
+               "bad_samples": monitor.total, "skipped_steps": state.skipped_steps}  # fmt: skip
+    if monitor.total:
         others = " (other processes: faults-rank*.jsonl)" if world_size > 1 else ""
         log.warning("%d unreadable samples were skipped; each is listed in %s%s",
-                    monitor.count, faults_path, others)  # fmt: skip
+                    monitor.total, faults_path, others)  # fmt: skip
     if state.skipped_steps:
         log.warning("%d non-finite steps were skipped", state.skipped_steps)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -104,3 +104,30 @@ def test_monitor_counts_complete_lines_and_forgets_redone_steps(tmp_path):
     assert not monitor.over_limit(0)
     monitor.count = 11
     assert monitor.over_limit(0) and not monitor.over_limit(2000)
+
+
+def test_the_limit_counts_the_faults_of_every_process(tmp_path):
+    # max_bad_fraction is a share of the whole run's samples: 6 faults here and 6 on the other
+    # process pass 1 % of 1000 samples, though neither process's own 6 do
+    import torch
+
+    from selfsup.data.faults import FaultLog, FaultMonitor
+    from selfsup.engine.guard import StepGuard
+
+    class TwoProcesses:  # the other process: 6 faults, finite, no Ctrl-C
+        world_size, device = 2, torch.device("cpu")
+
+        def all_reduce(self, flags, reduce_op):
+            assert reduce_op == "sum"
+            return flags + torch.tensor([0.0, 6.0, 0.0])
+
+    path = tmp_path / "faults.jsonl"
+    for i in range(6):
+        FaultLog(path).record(f"image {i}.jpg is broken")
+    monitor = FaultMonitor(path, max_fraction=0.01)
+    guard = StepGuard(TwoProcesses(), "stop", manual=False, faults=monitor)
+    finite, too_many = guard.verdict(torch.tensor(1.0), None, samples=500)
+    assert finite and too_many and not guard.stop_after_step
+    assert (monitor.count, monitor.total) == (6, 12)
+    error = str(monitor.error(500))
+    assert error.startswith("12 unreadable samples") and "faults-rank*.jsonl" in error

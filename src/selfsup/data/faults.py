@@ -165,7 +165,9 @@ class TooManyFaultsError(DataError):
 
 
 class FaultMonitor:
-    """Follows one process's :class:`FaultLog` during training.
+    """Follows one process's :class:`FaultLog` during training; :attr:`total` adds the other
+    processes' counts, as the last step's verdict summed them (``max_bad_fraction`` is a share
+    of the whole run's samples).
 
     Args:
         path: The log file (need not exist yet).
@@ -175,9 +177,15 @@ class FaultMonitor:
     def __init__(self, path: str | os.PathLike[str], max_fraction: float) -> None:
         self.path = Path(path)
         self.max_fraction = max_fraction
-        self.count = 0
+        self.count = 0  # this process's
+        self.others = 0  # the other processes', at the last step
         self.examples: list[str] = []
         self.offset = 0  # bytes of the log already read
+
+    @property
+    def total(self) -> int:
+        """Unreadable samples skipped by every process of the run."""
+        return self.count + self.others
 
     def truncate(self, offset: int) -> None:
         """Forget faults recorded after ``offset`` bytes (those of steps a resumed run redoes)."""
@@ -217,20 +225,23 @@ class FaultMonitor:
         return new
 
     def allowed(self, samples: int) -> float:
-        """Faults tolerated after ``samples`` good samples."""
-        return self.max_fraction * max(samples + self.count, MIN_DENOMINATOR)
+        """Faults tolerated after ``samples`` good samples (of every process)."""
+        return self.max_fraction * max(samples + self.total, MIN_DENOMINATOR)
 
     def over_limit(self, samples: int) -> bool:
-        """Whether the faults exceed ``max_bad_fraction`` of the samples read."""
-        return self.count > self.allowed(samples)
+        """Whether the faults of every process exceed ``max_bad_fraction`` of the samples read."""
+        return self.total > self.allowed(samples)
 
     def error(self, samples: int) -> TooManyFaultsError:
         """The error that stops a run for bad data."""
+        where = str(self.path)
+        if self.others:
+            where += f" and, for the other processes, {self.path.parent / 'faults-rank*.jsonl'}"
+        examples = "; ".join(self.examples) or "see the other processes' lists"
         return TooManyFaultsError(
-            f"{self.count} unreadable sample{'s' if self.count != 1 else ''} skipped by the time "
+            f"{self.total} unreadable sample{'s' if self.total != 1 else ''} skipped by the time "
             f"{samples} had been trained on, more than max_bad_fraction={self.max_fraction:g} "
-            f"allows (of at least {MIN_DENOMINATOR} samples); for example: "
-            + "; ".join(self.examples)
-            + f". Every one is listed in {self.path}. Fix or remove the files, or raise "
-            "max_bad_fraction, then resume"
+            f"allows (of at least {MIN_DENOMINATOR} samples); for example: {examples}. Every "
+            f"one is listed in {where}. Fix or remove the files, or raise max_bad_fraction, "
+            "then resume"
         )

@@ -60,22 +60,30 @@ class StepGuard:
 
     def verdict(self, loss: Tensor, grad_norm: Tensor | None, samples: int) -> tuple[bool, bool]:
         """(finite, too many faults after ``samples`` read) as agreed by every process: one
-        all-reduce per step, which also carries a Ctrl-C on any process (``stop_after_step``)."""
+        all-reduce per step sums the processes' non-finite flags, unreadable samples and
+        Ctrl-Cs (a Ctrl-C on any process sets ``stop_after_step``)."""
+        count = 0
         if self.faults is not None:
             self.faults.poll()
+            count = self.faults.count
         finite = torch.isfinite(loss)
         if grad_norm is not None:
             finite = finite & torch.isfinite(grad_norm)
-        over = self.faults is not None and self.faults.over_limit(samples)
-        others = [0.0 if over else 1.0, 0.0 if self.interrupt_requested else 1.0]
-        flags = torch.cat([finite.float().reshape(1), torch.tensor(others, device=finite.device)])
+        others = [float(count), 1.0 if self.interrupt_requested else 0.0]
+        flags = torch.cat(
+            [(~finite).float().reshape(1), torch.tensor(others, device=finite.device)]
+        )
         if self.fabric.world_size > 1:  # every process must decide alike, or the others hang
-            flags = self.fabric.all_reduce(flags.to(self.fabric.device), reduce_op="min")
-        self.stop_after_step = bool(flags[2] < 1)
-        finite_everywhere = bool(flags[0] > 0)
-        if finite_everywhere:
+            flags = self.fabric.all_reduce(flags.to(self.fabric.device), reduce_op="sum")
+        non_finite, total, interrupts = flags.tolist()
+        self.stop_after_step = interrupts > 0
+        over = False
+        if self.faults is not None:
+            self.faults.others = round(total) - count
+            over = self.faults.over_limit(samples)
+        if non_finite == 0:
             self.skipped_in_a_row = 0
-        return finite_everywhere, bool(flags[1] < 1)
+        return non_finite == 0, over
 
     @contextlib.contextmanager
     def catch_ctrl_c(self) -> Iterator[None]:

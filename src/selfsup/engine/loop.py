@@ -353,8 +353,8 @@ class Loop:
                 rate = window_samples / max(1e-9, time.perf_counter() - window_start)
                 metrics = {k: float(v) / window_steps for k, v in self._mean(sums).items()}
                 metrics.update(lr=lr, samples_per_s=rate, epoch=state.epoch, **diagnosed)
-                if self.faults is not None and self.faults.count:
-                    metrics["bad_samples"] = self.faults.count
+                if self.faults is not None and self.faults.total:
+                    metrics["bad_samples"] = self.faults.total  # of every process
                 if state.skipped_steps:
                     metrics["skipped_steps"] = state.skipped_steps
                 self.logger.log(state.step, metrics)
