@@ -345,3 +345,22 @@ def test_ctrl_c_finishes_the_step_saves_it_and_stops(tmp_path):
               checkpoint_every=5)  # fmt: skip
     assert saved == [3]  # step 3's verdict carried the request: saved, then stopped
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_collapse_found_by_another_process_stops_this_one(tmp_path, monkeypatch):
+    # with stop_on_collapse every process stops alike, or the ones that go on hang in their next
+    # collective; here the other process (a stream's probe differs) finds a collapse
+    from selfsup.engine.guard import CollapseError
+    from selfsup.evaluate.diagnostics import Probe
+
+    def all_reduce(self, tensor, group=None, reduce_op="mean"):
+        if reduce_op == "max":  # the other process's verdict: collapsed
+            return torch.ones_like(tensor)
+        return tensor
+
+    monkeypatch.setattr(Fabric, "world_size", property(lambda self: 2))
+    monkeypatch.setattr(Fabric, "all_reduce", all_reduce)
+    probe = Probe([{"x": torch.randn(8, 3)}])
+    with pytest.raises(CollapseError, match="step 2: another process found the embeddings"):
+        train(tmp_path, 4, steps=4, method=Labelled(), probe=probe, diagnostics_every=2,
+              stop_on_collapse=True)  # fmt: skip

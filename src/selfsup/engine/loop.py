@@ -211,14 +211,20 @@ class Loop:
         figures.update(found)
         verdict = self.alarm.check(verdicts)
         figures["collapse"] = float(COLLAPSE_CODES[verdict.kind])
+        message = f"step {step}: {verdict.message}"
         if verdict.kind == "none":
             self.collapse_message = ""
-            return figures
-        self.collapse_message = f"{verdict.kind}, effective rank {verdict.effective_rank:.1f}"
-        message = f"step {step}: {verdict.message}"
-        if self.fabric.is_global_zero:
-            log.warning(message)
-        if self.settings.stop_on_collapse:
+        else:
+            self.collapse_message = f"{verdict.kind}, effective rank {verdict.effective_rank:.1f}"
+            if self.fabric.is_global_zero:
+                log.warning(message)
+        stop = self.settings.stop_on_collapse and verdict.kind != "none"
+        if self.settings.stop_on_collapse and self.fabric.world_size > 1:
+            # every process stops alike (a stream's probe samples differ per process)
+            flag = torch.tensor([float(stop)], device=self.fabric.device)
+            if self.fabric.all_reduce(flag, reduce_op="max").item() > 0 and not stop:
+                stop, message = True, f"step {step}: another process found the embeddings collapsed"
+        if stop:
             raise CollapseError(
                 f"{message}; stopping (stop_on_collapse=true). The last checkpoint is intact; "
                 "check the method's arguments and learning rate"
