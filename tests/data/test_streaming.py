@@ -16,7 +16,9 @@ class Numbers(PartitionedStream[int]):
 
 
 def run_as(monkeypatch, dataset, rank, world, worker, workers):
-    monkeypatch.setattr(streaming, "consumer_index", lambda: (rank, world, worker, workers))
+    monkeypatch.setattr(
+        streaming, "consumer_index", lambda placement=None: (rank, world, worker, workers)
+    )
     return [s["x"] for s in dataset]
 
 
@@ -32,20 +34,42 @@ def test_seeded_rng_depends_on_every_key():
     assert seeded_rng(3, 4).random() == seeded_rng(3, 4).random()
 
 
-@pytest.mark.parametrize("parts", [["0:10", "10:20", "20:30", "30:40", "40:50"], ["0:50"]])
+@pytest.mark.parametrize(
+    "parts",
+    [["0:10", "10:20", "20:30", "30:40", "40:50"], ["0:20", "20:35", "35:50"], ["0:50"]],
+)
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_ranks_and_workers_partition_exactly(monkeypatch, parts, shuffle):
-    # 2 ranks x 2 workers: with 5 parts each consumer reads whole parts, with 1 part every
-    # consumer reads it and keeps every 4th sample. Either way each sample appears once.
+    # 2 ranks x 2 workers: with 5 parts each consumer reads whole parts; with 3, each part is
+    # read by one process, whose 2 workers keep every 2nd sample of it; with 1 part every
+    # consumer reads it and keeps every 4th sample. Each sample appears once.
     dataset = Numbers(parts, shuffle=shuffle, buffer_size=7, seed=1)
     dataset.set_epoch(3)
-    seen = []
+    seen, parts_of_rank = [], [set(), set()]
     for rank in range(2):
         for worker in range(2):
             mine = run_as(monkeypatch, dataset, rank, 2, worker, 2)
             assert mine, "no consumer may sit idle"
             seen += mine
+            parts_of_rank[rank] |= {
+                next(p for p in parts if x < int(p.split(":")[1])) for x in mine
+            }
     assert sorted(seen) == list(range(50))
+    if len(parts) >= 2:  # no part is read by both processes
+        assert not parts_of_rank[0] & parts_of_rank[1]
+
+
+def test_a_spawned_worker_reads_its_process_share(monkeypatch):
+    # A DataLoader worker started by spawn or forkserver gets the dataset pickled and has no
+    # process group: the place of its process travels with the dataset.
+    import pickle
+
+    dataset = Numbers(["0:10", "10:20"], shuffle=False, buffer_size=0, seed=0)
+    monkeypatch.setattr(streaming, "process_placement", lambda: (1, 2))
+    shipped = pickle.dumps(dataset)  # in process 1 of 2
+    monkeypatch.setattr(streaming, "process_placement", lambda: None)
+    assert [s["x"] for s in pickle.loads(shipped)] == list(range(10, 20))
+    assert [s["x"] for s in dataset] == list(range(20))  # a plain process reads everything
 
 
 def test_order_is_deterministic_per_epoch(monkeypatch):
@@ -71,7 +95,9 @@ def take(iterator, n):
 
 
 def resampled_as(monkeypatch, dataset, rank, world, worker, workers, n, epoch=0):
-    monkeypatch.setattr(streaming, "consumer_index", lambda: (rank, world, worker, workers))
+    monkeypatch.setattr(
+        streaming, "consumer_index", lambda placement=None: (rank, world, worker, workers)
+    )
     dataset.set_epoch(epoch)
     return take(iter(dataset), n)
 

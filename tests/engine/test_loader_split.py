@@ -61,3 +61,29 @@ def test_shard_epoch_covers_each_sample_once_across_workers(tmp_path):
     loader = EpochLoader(source.train, 2, seed=0, num_workers=2)
     labels = torch.cat([b["image"][:, 0, 0, 0] for b in loader.epoch(0)]).tolist()
     assert sorted(labels) == list(range(24))
+
+
+def test_workers_leave_a_schedulers_signals_to_the_main_process():
+    # SLURM signals every process of a job before it preempts it; the main process finishes its
+    # step and saves it (tests/engine/test_loop.py), which a worker killed by the signal would
+    # prevent (torch's SIGCHLD handler raises in the main process)
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    loader = EpochLoader(torch.arange(64).float().reshape(64, 1), 4, num_workers=1)
+    batches = loader.epoch(0)
+    try:
+        next(batches)
+        (worker,) = multiprocessing.active_children()
+        os.kill(worker.pid, signal.SIGUSR1)  # ignored
+        time.sleep(0.3)
+        assert worker.is_alive()
+        next(batches)
+        os.kill(worker.pid, signal.SIGTERM)  # a quiet exit: nothing raised here
+        worker.join(timeout=10)
+        time.sleep(0.3)
+        assert worker.exitcode == 0
+    finally:
+        batches.close()

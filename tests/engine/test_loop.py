@@ -327,24 +327,26 @@ def test_a_resumed_runs_first_window_is_averaged_over_its_own_steps(tmp_path):
     assert [(step, m["loss"]) for step, m in lines.lines] == [(4, 5.0)]  # one step, not 5 / 4
 
 
-def test_ctrl_c_finishes_the_step_saves_it_and_stops(tmp_path):
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM", "SIGUSR1"])
+def test_ctrl_c_or_a_schedulers_signal_finishes_the_step_saves_it_and_stops(tmp_path, signum):
     import os
     import signal
 
+    signum = getattr(signal, signum)
     saved = []
 
     class CtrlC(Toy):
         def forward(self, batch):
-            if self.forwards == 2:  # during step 2 (the user presses Ctrl-C)
-                os.kill(os.getpid(), signal.SIGINT)
+            if self.forwards == 2:  # during step 2 (the user presses Ctrl-C, SLURM preempts)
+                os.kill(os.getpid(), signum)
             return super().forward(batch)
 
-    before = signal.getsignal(signal.SIGINT)
+    before = signal.getsignal(signum)
     with pytest.raises(Interrupted, match="interrupted at step 3"):
         train(tmp_path, batch=8, steps=10, method=CtrlC(), save=lambda s: saved.append(s.step),
               checkpoint_every=5)  # fmt: skip
     assert saved == [3]  # step 3's verdict carried the request: saved, then stopped
-    assert signal.getsignal(signal.SIGINT) is before
+    assert signal.getsignal(signum) is before
 
 
 def test_a_collapse_found_by_another_process_stops_this_one(tmp_path, monkeypatch):

@@ -54,15 +54,22 @@ def seeded_rng(*key: int) -> random.Random:
     return random.Random(int(state[0]) << 32 | int(state[1]))
 
 
-def consumer_index() -> tuple[int, int, int, int]:
-    """Where the calling code runs.
+def process_placement() -> tuple[int, int] | None:
+    """``(rank, world_size)`` of this process in its process group; None outside one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return None
+
+
+def consumer_index(placement: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+    """Where the calling code runs; ``placement``: the process's ``(rank, world_size)`` as a
+    dataset recorded it, for a DataLoader worker that was spawned rather than forked (it has no
+    process group).
 
     Returns:
         ``(rank, world_size, worker, num_workers)``; ``(0, 1, 0, 1)`` in a plain process.
     """
-    rank, world = 0, 1
-    if dist.is_available() and dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
+    rank, world = process_placement() or placement or (0, 1)
     info = get_worker_info()
     worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
     return rank, world, worker, num_workers
@@ -122,6 +129,13 @@ class PartitionedStream(IterableDataset, Generic[Raw]):
         """Select the epoch whose shuffled order the next iteration produces."""
         self.epoch = int(epoch)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A DataLoader worker started by spawn or forkserver (Python 3.14's default on Linux)
+        # receives the dataset pickled, without the process group: it carries its process's place.
+        state = self.__dict__.copy()
+        state["placement"] = process_placement() or state.get("placement")
+        return state
+
     def read_part(self, part: str) -> Iterator[Raw]:
         """Yield the raw records of one part, in file order."""
         raise NotImplementedError
@@ -148,14 +162,20 @@ class PartitionedStream(IterableDataset, Generic[Raw]):
         while True:
             yield from self._read(rng.choice(self.parts), report=True)
 
-    def _records(self, consumer: int, consumers: int) -> Iterator[Raw]:
+    def _records(self, rank: int, world: int, worker: int, workers: int) -> Iterator[Raw]:
+        """This consumer's records: whole parts when there are as many as consumers; else each
+        process's whole parts dealt record by record among its workers; else, with fewer parts
+        than processes, every part's records dealt among all consumers."""
         order = list(self.parts)
         if self.shuffle:
             seeded_rng(self.seed, self.epoch).shuffle(order)
+        consumer, consumers = rank * workers + worker, world * workers
         if len(order) >= consumers:
             for part in order[consumer::consumers]:
                 yield from self._read(part, report=True)
             return
+        if len(order) >= world:  # a part is read by one process's workers only
+            order, consumer, consumers = order[rank::world], worker, workers
         index = 0
         for part in order:
             for raw in self._read(part, report=consumer == 0):
@@ -164,11 +184,11 @@ class PartitionedStream(IterableDataset, Generic[Raw]):
                 index += 1
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        rank, world, worker, num_workers = consumer_index()
+        rank, world, worker, num_workers = consumer_index(getattr(self, "placement", None))
         if self.resample and self.shuffle:
             records = self._resampled(seeded_rng(self.seed, self.epoch, rank, worker, 1))
         else:
-            records = self._records(rank * num_workers + worker, world * num_workers)
+            records = self._records(rank, world, worker, num_workers)
         if self.shuffle:
             rng = seeded_rng(self.seed, self.epoch, rank, worker)
             records = shuffle_buffer(records, self.buffer_size, rng)

@@ -1,5 +1,5 @@
-"""Why a training run stops early: a non-finite step, too many unreadable samples, Ctrl-C
-(or a collapse, which the loop's diagnostics raise as :class:`CollapseError`).
+"""Why a training run stops early: a non-finite step, too many unreadable samples, Ctrl-C or a
+scheduler's SIGTERM (or a collapse, which the loop's diagnostics raise as :class:`CollapseError`).
 
 Every process must take the same decision, or the others hang in their next collective: the
 three conditions travel in one all-reduce per step (:meth:`StepGuard.verdict`).
@@ -36,7 +36,8 @@ class CollapseError(RuntimeError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C (SIGINT): the run finished its step, saved a checkpoint of it and stopped."""
+    """Ctrl-C (SIGINT), SIGTERM or SIGUSR1: the run finished its step, saved a checkpoint of it
+    and stopped."""
 
 
 class StepGuard:
@@ -87,8 +88,10 @@ class StepGuard:
 
     @contextlib.contextmanager
     def catch_ctrl_c(self) -> Iterator[None]:
-        """While training, a first Ctrl-C asks to stop after the current step, with a checkpoint
-        of it; a second one stops at once (KeyboardInterrupt)."""
+        """While training, a first Ctrl-C (SIGINT), SIGTERM or SIGUSR1 (what a cluster's
+        scheduler sends before it preempts or times out a job: SLURM's SIGTERM, or
+        ``--signal=USR1@120``) asks to stop after the current step, with a checkpoint of it; a
+        second one stops at once (KeyboardInterrupt)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -98,14 +101,21 @@ class StepGuard:
                 raise KeyboardInterrupt
             self.interrupt_requested = True
             if self.fabric.is_global_zero:
-                print("\nselfsup: stopping after this step, with a checkpoint of it "
-                      "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)  # fmt: skip
+                name = signal.Signals(signum).name
+                print(f"\nselfsup: {name}: stopping after this step, with a checkpoint of it "
+                      "(once more to stop at once)", file=sys.stderr, flush=True)  # fmt: skip
 
-        previous = signal.signal(signal.SIGINT, request)
+        caught = [
+            signal.SIGINT,
+            signal.SIGTERM,
+            *([signal.SIGUSR1] if hasattr(signal, "SIGUSR1") else []),
+        ]
+        previous = {signum: signal.signal(signum, request) for signum in caught}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     def non_finite(self, loss: Tensor, grad_norm: Tensor | None, step: int) -> None:
         """Stop for a non-finite step; or, with ``nonfinite="skip"``, return so that the caller

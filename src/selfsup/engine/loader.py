@@ -131,6 +131,7 @@ class EpochLoader:
             # it would draw from the global RNG, which the views use, and a resumed run (which
             # opens its iterator mid-epoch) would see different augmentations.
             "generator": torch.Generator().manual_seed(self.seed * 1_000_003 + epoch),
+            "worker_init_fn": leave_stop_signals_to_the_main_process if self.num_workers else None,
         }
         if self.iterable:
             if hasattr(self.dataset, "set_epoch"):
@@ -143,3 +144,17 @@ class EpochLoader:
         if len(indices) < self.batch_size:
             return
         yield from DataLoader(self.dataset, sampler=indices, **common)
+
+
+def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """A training DataLoader worker leaves SIGUSR1 and SIGTERM to its main process: a cluster's
+    scheduler signals every process of a job before preempting it, and a worker killed by the
+    signal would make the main process fail (torch's SIGCHLD handler) before the checkpoint it
+    is finishing its step for. SIGUSR1 is ignored; SIGTERM ends the worker quietly (exit code
+    0), as torch's own handler does when the main process sends it."""
+    import os
+    import signal
+
+    if hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
