@@ -165,9 +165,16 @@ def jpeg_bytes(image: Any, orientation: int | None = None) -> bytes:  # noqa: AN
     return buffer.getvalue()
 
 
+def broken_jpeg(data: bytes) -> bytes:
+    """``data``, a JPEG, with its first Huffman table broken: the header reads, and the file
+    looks whole (it ends with its end-of-image marker), but no decoder can decode it."""
+    table = data.index(b"\xff\xc4") + 5  # the table's 16 code-length counts
+    return data[:table] + b"\xff" * 16 + data[table + 16 :]
+
+
 def jpeg_folder(root: Any, bad: int | None = None) -> Any:  # noqa: ANN401
     """Write ``root/train/class{0,1}``: 6 JPEGs of 160 x 200 each (class 1 tinted blue); class
-    0's image number ``bad`` truncated after its header (a corrupt file). Returns ``root``."""
+    0's image number ``bad`` broken after its header (:func:`broken_jpeg`). Returns ``root``."""
     import numpy as np
     from PIL import Image
 
@@ -178,20 +185,18 @@ def jpeg_folder(root: Any, bad: int | None = None) -> Any:  # noqa: ANN401
             picture = np.asarray(gradient_picture(160, 200, 6 * c + i)).copy()
             picture[..., 2] = 220 if c else 20
             data = jpeg_bytes(Image.fromarray(picture))
-            (folder / f"{i}.jpg").write_bytes(
-                data[: len(data) // 2] if (c, i) == (0, bad) else data
-            )
+            (folder / f"{i}.jpg").write_bytes(broken_jpeg(data) if (c, i) == (0, bad) else data)
     return root
 
 
 def jpeg_captions(root: Any, count: int = 13, bad: int | None = None) -> Any:  # noqa: ANN401
     """Write ``count`` 60 x 80 JPEGs and ``root/pairs.csv`` captioning them ("a picture number
-    i"); image ``bad`` truncated after its header. Row 9 falls in the test split of
+    i"); image ``bad`` broken after its header (:func:`broken_jpeg`). Row 9 falls in the test split of
     ``captions:``, so 13 rows give 12 training pairs. Returns the CSV's path."""
     rows = ["image,caption"]
     for i in range(count):
         data = jpeg_bytes(gradient_picture(60, 80, i))
-        (root / f"{i}.jpg").write_bytes(data[: len(data) // 2] if i == bad else data)
+        (root / f"{i}.jpg").write_bytes(broken_jpeg(data) if i == bad else data)
         rows.append(f"{i}.jpg,a picture number {i}")
     (root / "pairs.csv").write_text("\n".join(rows) + "\n")
     return root / "pairs.csv"

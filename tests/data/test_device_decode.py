@@ -15,7 +15,7 @@ from selfsup.data.device_decode import (
 )
 from selfsup.data.faults import FaultLog, read_faults, set_fault_log
 from selfsup.data.source import DataError
-from selfsup.testing import gradient_picture, jpeg_bytes, jpeg_captions, jpeg_folder
+from selfsup.testing import broken_jpeg, gradient_picture, jpeg_bytes, jpeg_captions, jpeg_folder
 
 CPU = torch.device("cpu")
 # torchvision's CPU decoder stands in for the GPU; on a machine with one, nvJPEG is tested too
@@ -78,7 +78,7 @@ def test_a_jpeg_the_device_fails_on_is_named_or_recorded(tmp_path, device):
     folder = tmp_path / "train" / "a"
     folder.mkdir(parents=True)
     (folder / "0.jpg").write_bytes(good)
-    (folder / "1.jpg").write_bytes(good[: len(good) // 2])  # a valid header, then truncated
+    (folder / "1.jpg").write_bytes(broken_jpeg(good))  # a valid header, then broken
     (folder / "2.jpg").write_bytes(good)
     source = build_source(f"folder:{tmp_path}", image_size=16)
     with pytest.raises(DataError, match=r"1\.jpg"):
@@ -119,6 +119,29 @@ def test_shard_jpegs_decode_on_the_device(tmp_path, make_tar):
     by_label = on_device.labels.argsort(), on_cpu.labels.argsort()  # the shards stream shuffled
     difference = on_device.images[by_label[0]].float() - on_cpu.images[by_label[1]].float()
     assert difference.abs().mean() < 4
+
+
+def test_a_truncated_jpeg_is_left_to_pil():
+    # nvJPEG may fill in the rows of a file cut short; PIL names its fault
+    from selfsup.data.device_decode import _device_header
+
+    good = jpeg_bytes(gradient_picture(200, 200, 0))
+    assert _device_header(good) == 1 and _device_header(good + b"\0\0") == 1
+    assert _device_header(good[: len(good) // 2]) is None
+
+
+def test_the_decoding_gpu_is_the_local_process_one(monkeypatch):
+    # the cache is decoded before Fabric sets each process's device: torchrun's LOCAL_RANK,
+    # srun's SLURM_LOCALID, modulo the GPUs this process sees (srun --gpus-per-task=1 shows one)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setenv("SLURM_LOCALID", "3")
+    assert jpeg_decode_device("auto") == torch.device("cuda", 3)
+    monkeypatch.setenv("LOCAL_RANK", "5")
+    assert jpeg_decode_device("cuda") == torch.device("cuda", 5)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert jpeg_decode_device("cuda") == torch.device("cuda", 0)
 
 
 def test_the_decoding_device_follows_the_accelerator():

@@ -760,3 +760,14 @@ def test_threads_share_a_steps_blocks(lee):
         Word2Vec.build(BuildContext(tokenizer=tok), threads=2, kernel="torch")
     with pytest.raises(ValueError, match="threads"):
         Word2Vec.build(BuildContext(tokenizer=tok), threads=0)
+
+
+def test_several_processes_get_dense_gradients(lee):
+    # NCCL cannot all-reduce sparse gradients: a multi-process run's tables are dense unless
+    # method_args.sparse says otherwise
+    _, tok = lee
+    sparse = [
+        Word2Vec.build(BuildContext(tokenizer=tok, world_size=w), dim=8, **kw).input.sparse
+        for w, kw in [(1, {}), (2, {}), (2, {"sparse": True})]
+    ]
+    assert sparse == [True, False, True]

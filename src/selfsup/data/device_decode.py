@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
+_JPEG_END = b"\xff\xd9"  # the end-of-image marker
 _ORIENTATION = 0x0112  # the EXIF tag
 
 
@@ -65,13 +66,17 @@ def jpeg_decode_device(accelerator: str, strategy: str = "auto") -> torch.device
         return None
     if "fork" in strategy or "notebook" in strategy:
         return None
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    # before Fabric sets the process's device: torchrun's LOCAL_RANK, or srun's SLURM_LOCALID
+    local = os.environ.get("LOCAL_RANK") or os.environ.get("SLURM_LOCALID") or 0
+    return torch.device("cuda", int(local) % torch.cuda.device_count())
 
 
 def _device_header(data: bytes) -> int | None:
-    """The EXIF orientation of ``data`` when it is a JPEG whose header the device decoder
-    handles (RGB or greyscale, not a bomb); None when PIL should decode it."""
-    if not data.startswith(_JPEG_MAGIC):
+    """The EXIF orientation of ``data`` when it is a whole JPEG whose header the device decoder
+    handles (RGB or greyscale, not a bomb); None when PIL should decode it. A file must end with
+    the end-of-image marker: a truncated one goes to PIL, which names the fault, where a device
+    decoder may fill in the missing rows."""
+    if not data.startswith(_JPEG_MAGIC) or not data.rstrip(b"\0\r\n ").endswith(_JPEG_END):
         return None
     try:
         with warnings.catch_warnings():
