@@ -36,6 +36,7 @@ def test_yaml_then_values_then_overrides(tmp_path):
         ("optim.weight_decay=-0.1", "optim.weight_decay"),
         ("seed=-1", "seed"),
         ("strategy=ddp_spawn", "strategy=ddp_spawn"),
+        ("strategy=ddp_notebook", "strategy=ddp_notebook"),
         ("budget=0.5", "whole number of steps"),
     ],
 )

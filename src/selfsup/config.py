@@ -250,7 +250,7 @@ class RunConfig:
             raise ConfigError(f"decode_device must be 'auto' or 'cpu', got {self.decode_device!r}")
         if not 0 <= self.seed < 2**31:  # seed + rank must stay a valid seed on every process
             raise ConfigError(f"seed must be in [0, 2^31), got {self.seed}")
-        if "spawn" in self.strategy or "fork" in self.strategy:
+        if any(word in self.strategy for word in ("spawn", "fork", "notebook")):
             raise ConfigError(
                 f"strategy={self.strategy} is not supported: selfsup starts its processes with "
                 "Fabric's launcher or torchrun. Use strategy=ddp"

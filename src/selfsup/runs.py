@@ -69,7 +69,7 @@ def load_run(
         config, tokenizer, context.get("world_size", 1), context.get("num_samples")
     )
     with torch.random.fork_rng(devices=[]):  # the run's initialisation, without touching ours
-        torch.manual_seed(config.seed)
+        torch.default_generator.manual_seed(config.seed)  # built on the CPU: its generator only
         method = cls.build(ctx, **config.method_args)
     step, written = 0, ""
     if ckpt is not None:

@@ -26,6 +26,15 @@ def test_auto_follows_the_cpu(monkeypatch, bf16_cpu, accelerator, expected):
     assert precision.resolve_precision("auto", accelerator) == expected
 
 
+@pytest.mark.parametrize(("capability", "expected"), [((7, 0), "32-true"), ((8, 0), "bf16-mixed")])
+def test_auto_picks_bf16_only_on_gpus_that_compute_it(monkeypatch, capability, expected):
+    # a V100 (7.0) or T4 (7.5) emulates bf16, slower than fp32; from Ampere (8.0) on it is native
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert precision.resolve_precision("auto") == expected
+
+
 def test_a_run_records_what_auto_resolved_to(tmp_path):
     from selfsup.config import load_config
     from selfsup.pipeline import pretrain

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["cpu_computes_bf16", "resolve_precision"]
+__all__ = ["cpu_computes_bf16", "gpu_computes_bf16", "resolve_precision"]
 
 
 def cpu_computes_bf16() -> bool:
@@ -21,6 +21,16 @@ def cpu_computes_bf16() -> bool:
     return False
 
 
+def gpu_computes_bf16() -> bool:
+    """Whether the GPU computes bfloat16 natively (Ampere and later), not by emulation as
+    ``torch.cuda.is_bf16_supported()`` also counts on a V100 or T4, where it is slower than
+    fp32."""
+    if torch.version.hip:
+        return torch.cuda.is_bf16_supported()
+    major, _ = torch.cuda.get_device_capability(0)
+    return major >= 8
+
+
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:
     """``precision``, with ``"auto"`` made concrete: ``"bf16-mixed"`` on a GPU that supports
     bfloat16 or a CPU that computes it natively (:func:`cpu_computes_bf16`), else ``"32-true"``.
@@ -29,7 +39,7 @@ def resolve_precision(precision: str, accelerator: str = "auto") -> str:
     if precision != "auto":
         return precision
     if accelerator in ("auto", "cuda", "gpu") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+        return "bf16-mixed" if gpu_computes_bf16() else "32-true"
     if accelerator in ("auto", "cpu") and cpu_computes_bf16():
         return "bf16-mixed"
     return "32-true"

@@ -235,7 +235,9 @@ def method_section(run: Any, shown: Embedded, split: Any, collate: Any, device: 
     batch = next(iter(DataLoader(fixed_subset(split, 256), batch_size=256, collate_fn=collate)))
     batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
     panels: list[Panel] = []
-    with torch.random.fork_rng(devices=[]):
+    # the panels' draws (masks, views) seeded, on the device, and the generators left as they were
+    gpu = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=gpu):
         torch.manual_seed(0)
         panels.extend(method.report_panels(batch))
     parts = []
