@@ -45,20 +45,20 @@ print("GPU", torch.cuda.get_device_name() if torch.cuda.is_available() else "non
 EOF
 
 # 1. the CUDA tests
-want tests && timeout 150 "$py" -m pytest -q -p no:cacheprovider -rs tests/test_gpu.py \
+want tests && timeout 240 "$py" -m pytest -v -p no:cacheprovider -rs tests/test_gpu.py \
     tests/data/test_device_decode.py 2>&1 | tee "$out/tests.txt"
 
 # 2. JPEG decoding: the workers' PIL path, torchvision on the CPU and nvJPEG
-want decode && timeout 60 "$py" benchmarks/bench_decode.py --images 256 --out "$out/decode.md"
+want decode && timeout 45 "$py" benchmarks/bench_decode.py --images 256 --out "$out/decode.md"
 
 # 3. SimCLR end to end against its ceiling and the per-image pipeline, bf16 and fp32
-want simclr && timeout 150 "$py" benchmarks/throughput.py --device cuda --cache --precision bf16-mixed 32-true \
+want simclr && timeout 140 "$py" benchmarks/throughput.py --device cuda --cache --precision bf16-mixed 32-true \
     --no-memory 2>&1 | tee "$out/throughput_simclr.md"
 
 # 4. MLM (BERT-mini, 128-token blocks) tokens/s against its ceiling
-want mlm && timeout 60 "$py" benchmarks/throughput.py --device cuda --method mlm --batch 32 \
+want mlm && timeout 45 "$py" benchmarks/throughput.py --device cuda --method mlm --batch 32 \
     --precision bf16-mixed --no-memory 2>&1 | tee "$out/throughput_mlm.md"
 
 # 5. word2vec on the GPU beside gensim on all the machine's cores (issue: ahead of gensim on a GPU)
-want word2vec && timeout 150 "$py" benchmarks/bench_word2vec.py --device cuda --repeats 1 --workers "$(nproc)" \
+want word2vec && timeout 90 "$py" benchmarks/bench_word2vec.py --device cuda --repeats 1 --workers "$(nproc)" \
     --batch-size 16 --out "$out/word2vec_gpu.md" 2>&1 | tail -n 5
