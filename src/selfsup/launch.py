@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import torch
 from lightning_fabric import Fabric
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 
 from selfsup.config import ConfigError, RunConfig
 
@@ -38,6 +39,24 @@ def launcher_processes(environ: dict[str, str] | None = None) -> tuple[int, int]
     return None
 
 
+def check_not_interactive_srun(environ: dict[str, str] | None = None) -> None:
+    """Refuse several tasks of ``srun`` inside an interactive job (``salloc``, ``srun --pty
+    bash``): Lightning Fabric does not read SLURM's variables there, so each task would train
+    alone, all in one run directory and on the same GPU."""
+    env = os.environ if environ is None else environ
+    try:
+        tasks = int(env.get("SLURM_NTASKS") or 1)
+    except ValueError:
+        return
+    if "SLURM_PROCID" in env and tasks > 1 and env.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        raise ConfigError(
+            f"srun started {tasks} tasks in an interactive job (SLURM_JOB_NAME="
+            f"{env['SLURM_JOB_NAME']}), whose SLURM settings Lightning Fabric ignores: each "
+            "task would train alone. Give srun another --job-name, submit the job with sbatch, "
+            "or start one task and let --devices start the others"
+        )
+
+
 def is_global_zero(environ: dict[str, str] | None = None) -> bool:
     """Whether this is the first process of a run, from the environment that torchrun, srun or
     Fabric's own launcher set (True without any of them): what a run prints once, it prints
@@ -60,6 +79,7 @@ def make_fabric(config: RunConfig) -> Fabric:
     (and the run's config.yaml records them); numbers that contradict it are refused."""
     if config.precision == "16-mixed" and not torch.cuda.is_available():
         raise ConfigError("precision=16-mixed needs a GPU; use bf16-mixed on CPU")
+    check_not_interactive_srun()
     launched = launcher_processes()
     if launched is not None and (config.devices, config.num_nodes) == (1, 1):
         config.devices, config.num_nodes = launched
@@ -82,11 +102,21 @@ def make_fabric(config: RunConfig) -> Fabric:
             strategy=strategy,
             precision=config.precision,  # type: ignore[arg-type]
         )
-    except (ValueError, RuntimeError) as err:  # e.g. devices that contradict torchrun or srun
+    except (ValueError, RuntimeError, MisconfigurationException) as err:  # e.g. devices that
+        # contradict torchrun or srun
         raise ConfigError(
             f"devices={config.devices}, num_nodes={config.num_nodes}, "
             f"strategy={config.strategy}, precision={config.precision}: {err}"
         ) from None
+
+
+def launch(fabric: Fabric) -> None:
+    """Start the run's other processes (or join those a launcher started), with Fabric's checks
+    of the cluster's settings as configuration errors."""
+    try:
+        fabric.launch()
+    except MisconfigurationException as err:  # e.g. srun --gpus-per-task=1 with devices=8
+        raise ConfigError(f"devices, num_nodes and the cluster disagree: {err}") from None
 
 
 def fsdp_strategy(processes: int) -> Any:  # noqa: ANN401 - Fabric's ModelParallelStrategy

@@ -47,7 +47,13 @@ from selfsup.engine.precision import resolve_precision
 from selfsup.engine.sharding import full_state, is_sharded
 from selfsup.evaluate.diagnostics import Probe
 from selfsup.evaluate.features import collate_for
-from selfsup.launch import gather_objects, make_fabric, on_rank_zero, skip_buffer_broadcast
+from selfsup.launch import (
+    gather_objects,
+    launch,
+    make_fabric,
+    on_rank_zero,
+    skip_buffer_broadcast,
+)
 from selfsup.methods import METHODS, BuildContext, Method
 from selfsup.run_data import (
     decode_once,
@@ -91,7 +97,7 @@ def pretrain(
     cls, source = _checked_source(config)
 
     fabric = make_fabric(config)
-    fabric.launch()
+    launch(fabric)
     if config.sync_batchnorm and fabric.world_size > 1 and fabric.device.type == "cpu":
         raise ConfigError("sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel)")
     fabric.seed_everything(config.seed, verbose=False)  # same initial weights everywhere

@@ -170,3 +170,16 @@ def test_a_failure_of_rank_zero_alone_stops_the_other_processes(tmp_path):
         "other: process 0 failed while writing the checkpoint of step 2 "
         "(OSError: No space left on device)",
     ]
+
+
+def test_srun_tasks_in_an_interactive_job_are_refused():
+    # Fabric ignores SLURM in an interactive job: each of srun's tasks would train alone
+    from selfsup.launch import check_not_interactive_srun
+
+    interactive = {"SLURM_JOB_NAME": "bash", "SLURM_NTASKS": "8", "SLURM_PROCID": "3"}
+    with pytest.raises(ConfigError, match="srun started 8 tasks in an interactive job"):
+        check_not_interactive_srun(interactive)
+    check_not_interactive_srun({**interactive, "SLURM_JOB_NAME": "train"})  # sbatch's name
+    check_not_interactive_srun({**interactive, "SLURM_NTASKS": "1"})
+    salloc_shell = {k: v for k, v in interactive.items() if k != "SLURM_PROCID"}
+    check_not_interactive_srun(salloc_shell)  # one process, which --devices may multiply
