@@ -90,11 +90,15 @@ def check_evaluable(method: str, kind: str, source: DataSource, what: str) -> No
 
 # What a resumed run may change: how long it trains and how it reports and saves, not what it
 # computes (changing those would make "resume" a different experiment). The strategy is how the
-# processes share the work: DDP and FSDP write the same whole-tensor checkpoints.
+# processes share the work: DDP and FSDP write the same whole-tensor checkpoints. The processes
+# may be laid out on other machines (4 x 4 GPUs for 8 x 2), as long as there are as many
+# (check_resumable: each resumes its own data position).
 RESUMABLE_CHANGES = frozenset(
     {
         "budget",
         "strategy",
+        "devices",
+        "num_nodes",
         "out",
         "num_workers",
         "log_every",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -81,11 +82,13 @@ def make_fabric(config: RunConfig) -> Fabric:
         raise ConfigError("precision=16-mixed needs a GPU; use bf16-mixed on CPU")
     check_not_interactive_srun()
     launched = launcher_processes()
-    if launched is not None and (config.devices, config.num_nodes) == (1, 1):
+    given = (config.devices, config.num_nodes)
+    if launched is not None and (given == (1, 1) or given[0] * given[1] == math.prod(launched)):
+        # unset, or as many processes laid out otherwise (a run resumed on 4 x 4 GPUs for 8 x 2)
         config.devices, config.num_nodes = launched
         if config.devices * config.num_nodes > 1 and config.strategy == "auto":
             config.strategy = "ddp"
-    elif launched is not None and (config.devices, config.num_nodes) != launched:
+    elif launched is not None and given != launched:
         raise ConfigError(
             f"devices={config.devices}, num_nodes={config.num_nodes} contradict the launcher "
             f"(torchrun or srun), which started {launched[0]} processes per node on "

@@ -57,6 +57,11 @@ def test_devices_that_contradict_torchrun_are_refused(monkeypatch):
     followed = load_config(values=cpu)
     make_fabric(followed)  # not launched: building Fabric starts no process group
     assert (followed.devices, followed.num_nodes, followed.strategy) == (2, 1, "ddp")
+    # as many processes, laid out otherwise (a run saved on 1 x 2 resumed on 2 x 1): the
+    # launcher's layout
+    relaid = load_config(values={"devices": 1, "num_nodes": 2, "strategy": "ddp", **cpu})
+    make_fabric(relaid)
+    assert (relaid.devices, relaid.num_nodes) == (2, 1)
 
 
 def torchrun_pretrain(*args: str) -> subprocess.CompletedProcess:
