@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
+import subprocess
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -120,6 +123,23 @@ def launch(fabric: Fabric) -> None:
         fabric.launch()
     except MisconfigurationException as err:  # e.g. srun --gpus-per-task=1 with devices=8
         raise ConfigError(f"devices, num_nodes and the cluster disagree: {err}") from None
+    children = getattr(getattr(fabric.strategy, "launcher", None), "procs", None)
+    if children:  # Fabric's own launcher: this first process started the others
+        atexit.register(stop_children, children)
+
+
+def stop_children(children: list[subprocess.Popen], grace: float = 30.0) -> None:
+    """At the exit of the first process, for the processes it started: they end on their own
+    within seconds of it; one still running after ``grace`` seconds waits for the first process
+    in a collective it will never reach (it failed alone, say at a full disk while logging), and
+    is killed, rather than left waiting for the process group's 30-minute timeout."""
+    deadline = time.monotonic() + grace
+    for child in children:
+        try:
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def fsdp_strategy(processes: int) -> Any:  # noqa: ANN401 - Fabric's ModelParallelStrategy

@@ -1,10 +1,11 @@
 """Runs a two-process (gloo, CPU) SimCLR pretraining; used by test_ddp.py as a subprocess, since
 Lightning Fabric starts the second process by re-running this script.
 
-    python ddp_run.py OUT [--crash-at STEP] [--resume] [--moco]
+    python ddp_run.py OUT [--crash-at STEP] [--resume] [--moco] [--fail-save]
 
 ``--moco`` trains MoCo instead, whose queue DDP does not broadcast (each process fills it with
 the same gathered keys); each process then writes its queue to ``OUT/queue-rank{R}.pt``.
+``--fail-save``: writing a checkpoint fails (on the first process, which alone writes them).
 """
 
 import sys
@@ -21,6 +22,13 @@ def main() -> None:
     out = sys.argv[1]
     if "--crash-at" in sys.argv:
         crash_at(Method, int(sys.argv[sys.argv.index("--crash-at") + 1]))
+    if "--fail-save" in sys.argv:
+        import selfsup.pipeline
+
+        def full_disk(*args, **kwargs):
+            raise OSError("No space left on device")
+
+        selfsup.pipeline.save_checkpoint = full_disk
     if "--moco" in sys.argv:
         import torch
         import torch.distributed as dist

@@ -38,3 +38,15 @@ def test_moco_queue_stays_alike_on_both_processes_without_broadcast(tmp_path):
     saved = final_state(tmp_path / "moco")["method"]
     assert torch.equal(saved["queue"], first["queue"])
     assert int(saved["queue_ptr"]) == 4 * 2 * 8 % 64
+
+
+def test_a_failure_of_the_first_process_alone_stops_the_other(tmp_path):
+    # the first process alone writes checkpoints: when that fails, the second must stop too,
+    # not wait for it in the next collective until the process group's 30-minute timeout
+    done = run(tmp_path / "run", "--fail-save")
+    assert done.returncode != 0
+    assert "OSError: No space left on device" in done.stderr  # the first process's error
+    assert (
+        "process 0 failed while writing the checkpoint of step 2 "
+        "(OSError: No space left on device)" in done.stderr
+    )

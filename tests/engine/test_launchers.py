@@ -188,3 +188,14 @@ def test_srun_tasks_in_an_interactive_job_are_refused():
     check_not_interactive_srun({**interactive, "SLURM_NTASKS": "1"})
     salloc_shell = {k: v for k, v in interactive.items() if k != "SLURM_PROCID"}
     check_not_interactive_srun(salloc_shell)  # one process, which --devices may multiply
+
+
+def test_children_left_waiting_for_a_failed_first_process_are_stopped():
+    # Fabric's launcher starts the other processes from the first; if the first fails alone
+    # (a full disk while logging), they would wait for it until the process group's timeout
+    from selfsup.launch import stop_children
+
+    quick = subprocess.Popen([sys.executable, "-c", "pass"])
+    stuck = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    stop_children([quick, stuck], grace=5)
+    assert quick.returncode == 0 and stuck.returncode != 0
