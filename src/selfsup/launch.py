@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import math
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -46,13 +48,18 @@ def launcher_processes(environ: dict[str, str] | None = None) -> tuple[int, int]
 def check_not_interactive_srun(environ: dict[str, str] | None = None) -> None:
     """Refuse several tasks of ``srun`` inside an interactive job (``salloc``, ``srun --pty
     bash``): Lightning Fabric does not read SLURM's variables there, so each task would train
-    alone, all in one run directory and on the same GPU."""
+    alone, all in one run directory and on the same GPU. The tasks after the first stop with
+    this error (``srun --kill-on-bad-exit=1`` stops the first too)."""
     env = os.environ if environ is None else environ
+    if "LOCAL_WORLD_SIZE" in env:  # torchrun inside the allocation: it sets the processes
+        return
     try:
-        tasks = int(env.get("SLURM_NTASKS") or 1)
+        task, tasks = int(env.get("SLURM_PROCID") or 0), int(env.get("SLURM_NTASKS") or 1)
     except ValueError:
         return
-    if "SLURM_PROCID" in env and tasks > 1 and env.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+    # the first task may be the shell of `srun --pty bash`, from which one process (with
+    # --devices) or torchrun starts the run; the tasks after it are srun's several
+    if task > 0 and tasks > 1 and env.get("SLURM_JOB_NAME") in ("bash", "interactive"):
         raise ConfigError(
             f"srun started {tasks} tasks in an interactive job (SLURM_JOB_NAME="
             f"{env['SLURM_JOB_NAME']}), whose SLURM settings Lightning Fabric ignores: each "
@@ -88,6 +95,13 @@ def make_fabric(config: RunConfig) -> Fabric:
     given = (config.devices, config.num_nodes)
     if launched is not None and (given == (1, 1) or given[0] * given[1] == math.prod(launched)):
         # unset, or as many processes laid out otherwise (a run resumed on 4 x 4 GPUs for 8 x 2)
+        if given not in ((1, 1), launched):
+            logging.getLogger("selfsup").warning(
+                "devices=%d, num_nodes=%d: the launcher laid the processes out as %d per node on "
+                "%d node(s); the run records that",
+                *given,
+                *launched,
+            )
         config.devices, config.num_nodes = launched
         if config.devices * config.num_nodes > 1 and config.strategy == "auto":
             config.strategy = "ddp"
@@ -123,6 +137,9 @@ def launch(fabric: Fabric) -> None:
         fabric.launch()
     except MisconfigurationException as err:  # e.g. srun --gpus-per-task=1 with devices=8
         raise ConfigError(f"devices, num_nodes and the cluster disagree: {err}") from None
+    from selfsup.engine.guard import catch_early_stop_signals
+
+    catch_early_stop_signals()  # a scheduler's notice during the set-up is not fatal
     children = getattr(getattr(fabric.strategy, "launcher", None), "procs", None)
     if children:  # Fabric's own launcher: this first process started the others
         atexit.register(stop_children, children)
@@ -133,6 +150,10 @@ def stop_children(children: list[subprocess.Popen], grace: float = 30.0) -> None
     within seconds of it; one still running after ``grace`` seconds waits for the first process
     in a collective it will never reach (it failed alone, say at a full disk while logging), and
     is killed, rather than left waiting for the process group's 30-minute timeout."""
+    for thread in threading.enumerate():  # Fabric's watcher would kill this process (and its
+        # exit code) when a child ends with an error, as children stopped alike do (exit code 3)
+        if thread.name == "child-process-observer" and hasattr(thread, "_run"):
+            thread._run = lambda: True  # type: ignore[attr-defined]
     deadline = time.monotonic() + grace
     for child in children:
         try:

@@ -107,7 +107,9 @@ def pretrain(
         if cls.kind != "image"
         else None
     )
-    ctx = BuildContext.from_config(config, tokenizer, fabric.world_size, source.num_samples)
+    ctx = BuildContext.from_config(
+        config, tokenizer, fabric.world_size, source.num_samples, fabric.device.type
+    )
     # config.yaml records what the method's defaults picked: its backbone, and the kind and
     # vocabulary of a tokenizer trained on the data
     if config.backbone is None:

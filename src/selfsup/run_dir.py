@@ -136,6 +136,10 @@ def restore(
         saved, meta = load_checkpoint(ckpt)
         method.load_state_dict(shard_state_like(saved["method"], method.state_dict()), strict=True)
         load_optimizer_state(optimizer, saved["optimizer"])
+        for entries in optimizer.state.values():  # CPU tensors the optimizer kept as loaded
+            for key, value in entries.items():  # alias the mapped file: own copies instead
+                if torch.is_tensor(value) and value.device.type == "cpu":
+                    entries[key] = value.clone()
     except (CheckpointError, RuntimeError, ValueError, KeyError, IndexError) as err:
         raise ConfigError(
             f"--resume: {ckpt} does not fit this run: {err}. Earlier checkpoints may still "

@@ -188,6 +188,9 @@ def test_srun_tasks_in_an_interactive_job_are_refused():
     check_not_interactive_srun({**interactive, "SLURM_NTASKS": "1"})
     salloc_shell = {k: v for k, v in interactive.items() if k != "SLURM_PROCID"}
     check_not_interactive_srun(salloc_shell)  # one process, which --devices may multiply
+    # the shell of `srun -n 8 --pty bash` is task 0: one process or torchrun starts from it
+    check_not_interactive_srun({**interactive, "SLURM_PROCID": "0"})
+    check_not_interactive_srun({**interactive, "LOCAL_WORLD_SIZE": "8", "WORLD_SIZE": "8"})
 
 
 def test_children_left_waiting_for_a_failed_first_process_are_stopped():

@@ -2,6 +2,8 @@
 the remainder that does not fill a global batch, exactly once: for image folders, in-memory arrays,
 decoded caches and tar shards."""
 
+import subprocess
+
 import pytest
 import torch
 
@@ -63,13 +65,11 @@ def test_shard_epoch_covers_each_sample_once_across_workers(tmp_path):
     assert sorted(labels) == list(range(24))
 
 
-def test_workers_leave_a_schedulers_signals_to_the_main_process():
-    # SLURM signals every process of a job before it preempts it; the main process finishes its
-    # step and saves it (tests/engine/test_loop.py), which a worker killed by the signal would
-    # prevent (torch's SIGCHLD handler raises in the main process)
+def test_workers_leave_stop_signals_to_the_main_process():
+    # A scheduler or a terminal signals every process of a job; the main process finishes its
+    # step, fetching batches from its workers, and saves it (tests/engine/test_loop.py), which a
+    # worker that ended would prevent. Only the main process's own SIGTERM ends a worker.
     import multiprocessing
-    import os
-    import signal
     import time
 
     loader = EpochLoader(torch.arange(64).float().reshape(64, 1), 4, num_workers=1)
@@ -77,13 +77,20 @@ def test_workers_leave_a_schedulers_signals_to_the_main_process():
     try:
         next(batches)
         (worker,) = multiprocessing.active_children()
-        os.kill(worker.pid, signal.SIGUSR1)  # ignored
-        time.sleep(0.3)
+        for name in ("SIGINT", "SIGUSR1", "SIGTERM"):  # sent by another process (`kill`)
+            subprocess.run(["kill", f"-{name[3:]}", str(worker.pid)], check=True)
+        time.sleep(0.5)
         assert worker.is_alive()
+        assert len(list(batches)) == 15  # the rest of the epoch
+    finally:
+        batches.close()
+    loader = EpochLoader(torch.arange(64).float().reshape(64, 1), 4, num_workers=1)
+    batches = loader.epoch(0)
+    try:
         next(batches)
-        os.kill(worker.pid, signal.SIGTERM)  # a quiet exit: nothing raised here
+        (worker,) = multiprocessing.active_children()
+        worker.terminate()  # the main process's SIGTERM (as at its exit): the worker ends
         worker.join(timeout=10)
-        time.sleep(0.3)
         assert worker.exitcode == 0
     finally:
         batches.close()

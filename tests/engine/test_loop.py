@@ -1,5 +1,7 @@
 """The loop with a toy method: accumulation, clipping, NaN handling, after_step and budgets."""
 
+import time
+
 import pytest
 import torch
 from lightning_fabric import Fabric
@@ -341,12 +343,61 @@ def test_ctrl_c_or_a_schedulers_signal_finishes_the_step_saves_it_and_stops(tmp_
                 os.kill(os.getpid(), signum)
             return super().forward(batch)
 
+    class Twice(Toy):  # the signal relayed at once (torchrun's agent): still one request
+        def forward(self, batch):
+            if self.forwards == 2:
+                os.kill(os.getpid(), signum)
+                os.kill(os.getpid(), signum)
+            return super().forward(batch)
+
     before = signal.getsignal(signum)
-    with pytest.raises(Interrupted, match="interrupted at step 3"):
-        train(tmp_path, batch=8, steps=10, method=CtrlC(), save=lambda s: saved.append(s.step),
-              checkpoint_every=5)  # fmt: skip
-    assert saved == [3]  # step 3's verdict carried the request: saved, then stopped
-    assert signal.getsignal(signum) is before
+    for method in (CtrlC(), Twice()):
+        saved.clear()
+        with pytest.raises(Interrupted, match="interrupted at step 3"):
+            train(tmp_path, batch=8, steps=10, method=method,
+                  save=lambda s: saved.append(s.step), checkpoint_every=5)  # fmt: skip
+        assert saved == [3]  # step 3's verdict carried the request: saved, then stopped
+        assert signal.getsignal(signum) is before
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import selfsup.engine.guard as guard
+
+    monkeypatch.setattr(guard, "RELAYED_WITHIN_S", 0.0)
+
+    class Impatient(Toy):
+        def forward(self, batch):
+            if self.forwards == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.01)
+                os.kill(os.getpid(), signal.SIGINT)
+            return super().forward(batch)
+
+    saved = []
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        train(tmp_path, batch=8, steps=10, method=Impatient(), save=lambda s: saved.append(s.step))
+    assert not isinstance(stopped.value, Interrupted) and saved == []
+
+
+def test_a_schedulers_notice_before_training_stops_after_the_first_step(tmp_path):
+    import os
+    import signal
+
+    from selfsup.engine.guard import catch_early_stop_signals
+
+    before = signal.getsignal(signal.SIGUSR1)
+    try:
+        catch_early_stop_signals()  # as at launch
+        os.kill(os.getpid(), signal.SIGUSR1)  # while the run is being set up: not fatal
+        saved = []
+        with pytest.raises(Interrupted, match="interrupted at step 1"):
+            train(tmp_path, batch=8, steps=10, save=lambda s: saved.append(s.step))
+        assert saved == [1]
+    finally:
+        signal.signal(signal.SIGUSR1, before)
 
 
 def test_a_collapse_found_by_another_process_stops_this_one(tmp_path, monkeypatch):
@@ -360,9 +411,15 @@ def test_a_collapse_found_by_another_process_stops_this_one(tmp_path, monkeypatc
             return torch.ones_like(tensor)
         return tensor
 
+    import selfsup.engine.loop as loop_module
+
+    def gather_objects(mine, world_size):  # the other process's verdict
+        return [mine, "step 2: complete collapse (effective rank 1.0)"]
+
     monkeypatch.setattr(Fabric, "world_size", property(lambda self: 2))
     monkeypatch.setattr(Fabric, "all_reduce", all_reduce)
+    monkeypatch.setattr(loop_module, "gather_objects", gather_objects)
     probe = Probe([{"x": torch.randn(8, 3)}])
-    with pytest.raises(CollapseError, match="step 2: another process found the embeddings"):
+    with pytest.raises(CollapseError, match=r"step 2: complete collapse .* \(on process 1\)"):
         train(tmp_path, 4, steps=4, method=Labelled(), probe=probe, diagnostics_every=2,
               stop_on_collapse=True)  # fmt: skip

@@ -762,12 +762,15 @@ def test_threads_share_a_steps_blocks(lee):
         Word2Vec.build(BuildContext(tokenizer=tok), threads=0)
 
 
-def test_several_processes_get_dense_gradients(lee):
-    # NCCL cannot all-reduce sparse gradients: a multi-process run's tables are dense unless
-    # method_args.sparse says otherwise
+def test_several_gpu_processes_get_dense_gradients(lee):
+    # NCCL cannot all-reduce sparse gradients (gloo can): a multi-GPU run's tables are dense
+    # unless method_args.sparse says otherwise
     _, tok = lee
+    cases = [(1, "cuda", {}), (2, "cpu", {}), (2, "cuda", {}), (2, "cuda", {"sparse": True})]
     sparse = [
-        Word2Vec.build(BuildContext(tokenizer=tok, world_size=w), dim=8, **kw).input.sparse
-        for w, kw in [(1, {}), (2, {}), (2, {"sparse": True})]
+        Word2Vec.build(
+            BuildContext(tokenizer=tok, world_size=w, device_type=d), dim=8, **kw
+        ).input.sparse
+        for w, d, kw in cases
     ]
-    assert sparse == [True, False, True]
+    assert sparse == [True, True, False, True]

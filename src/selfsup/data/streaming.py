@@ -163,9 +163,10 @@ class PartitionedStream(IterableDataset, Generic[Raw]):
             yield from self._read(rng.choice(self.parts), report=True)
 
     def _records(self, rank: int, world: int, worker: int, workers: int) -> Iterator[Raw]:
-        """This consumer's records: whole parts when there are as many as consumers; else each
-        process's whole parts dealt record by record among its workers; else, with fewer parts
-        than processes, every part's records dealt among all consumers."""
+        """This consumer's records: whole parts when there are as many as consumers; else, when
+        the parts divide evenly between the processes, each process's whole parts dealt record by
+        record among its workers; else every part's records dealt among all consumers (equal
+        shares, each part read by every consumer)."""
         order = list(self.parts)
         if self.shuffle:
             seeded_rng(self.seed, self.epoch).shuffle(order)
@@ -174,7 +175,7 @@ class PartitionedStream(IterableDataset, Generic[Raw]):
             for part in order[consumer::consumers]:
                 yield from self._read(part, report=True)
             return
-        if len(order) >= world:  # a part is read by one process's workers only
+        if len(order) % world == 0:  # a part is read by one process's workers only
             order, consumer, consumers = order[rank::world], worker, workers
         index = 0
         for part in order:

@@ -108,11 +108,15 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 def load_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Return ``(state, meta)`` of checkpoint directory ``path``. The tensors are mapped from
-    the file (copy-on-write), not read into each process's memory: the processes of a machine
-    that resume a run share one copy in the page cache."""
+    the file (copy-on-write) where the file system allows, not read into each process's memory:
+    the processes of a machine that resume a run share one copy in the page cache while they
+    load it."""
     try:
         meta = json.loads((path / "meta.json").read_text())
-        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True, mmap=True)
+        try:
+            state = torch.load(path / "state.pt", map_location="cpu", weights_only=True, mmap=True)
+        except (OSError, RuntimeError):  # a file system without mmap, or a torn file: read it
+            state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"checkpoint {path} cannot be read: {first_line}") from None

@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,25 @@ from torch import Tensor
 from selfsup.data.faults import FaultMonitor
 
 log = logging.getLogger("selfsup")
+
+RELAYED_WITHIN_S = 2.0  # a second Ctrl-C this soon is the first one relayed (torchrun's agent)
+STOP_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    *([signal.SIGUSR1] if hasattr(signal, "SIGUSR1") else []),
+)
+EARLY: list[int] = []  # SIGUSR1 received after launch, before training (catch_early_stop_signals)
+
+
+def catch_early_stop_signals() -> None:
+    """From launch until training starts, SIGUSR1 (a scheduler's notice that the job will end)
+    is recorded, not fatal: training then stops after its first step, with a checkpoint. Called
+    by :func:`selfsup.launch.launch`; the handler stays for the rest of the process (during the
+    export a notice is simply ignored)."""
+    EARLY.clear()
+    if hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGUSR1, lambda signum, frame: EARLY.append(signum))
+
 
 MAX_SKIPPED_IN_A_ROW = 20  # nonfinite="skip" still stops after this many non-finite steps in a row
 
@@ -90,27 +110,32 @@ class StepGuard:
     def catch_ctrl_c(self) -> Iterator[None]:
         """While training, a first Ctrl-C (SIGINT), SIGTERM or SIGUSR1 (what a cluster's
         scheduler sends before it preempts or times out a job: SLURM's SIGTERM, or
-        ``--signal=USR1@120``) asks to stop after the current step, with a checkpoint of it; a
-        second one stops at once (KeyboardInterrupt)."""
+        ``--signal=USR1@120``; one received since launch counts, see
+        :func:`catch_early_stop_signals`) asks to stop after the current step, with a checkpoint
+        of it. A second Ctrl-C stops at once (KeyboardInterrupt), unless it comes within
+        :data:`RELAYED_WITHIN_S` of the first: torchrun's agent relays the signals it receives
+        to its workers, which then see one event twice. Other repeats are ignored."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
+        requested_at = 0.0
 
         def request(signum: int, frame: Any) -> None:  # noqa: ANN401
+            nonlocal requested_at
+            now = time.monotonic()
             if self.interrupt_requested:
-                raise KeyboardInterrupt
-            self.interrupt_requested = True
+                if signum == signal.SIGINT and now - requested_at > RELAYED_WITHIN_S:
+                    raise KeyboardInterrupt
+                return
+            self.interrupt_requested, requested_at = True, now
             if self.fabric.is_global_zero:
                 name = signal.Signals(signum).name
                 print(f"\nselfsup: {name}: stopping after this step, with a checkpoint of it "
-                      "(once more to stop at once)", file=sys.stderr, flush=True)  # fmt: skip
+                      "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)  # fmt: skip
 
-        caught = [
-            signal.SIGINT,
-            signal.SIGTERM,
-            *([signal.SIGUSR1] if hasattr(signal, "SIGUSR1") else []),
-        ]
-        previous = {signum: signal.signal(signum, request) for signum in caught}
+        previous = {signum: signal.signal(signum, request) for signum in STOP_SIGNALS}
+        if EARLY:  # received between launch and now
+            request(EARLY.pop(), None)
         try:
             yield
         finally:

@@ -12,6 +12,7 @@ budgets meaningful and the replay on resume shorter than one epoch.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -147,14 +148,29 @@ class EpochLoader:
 
 
 def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
-    """A training DataLoader worker leaves SIGUSR1 and SIGTERM to its main process: a cluster's
-    scheduler signals every process of a job before preempting it, and a worker killed by the
-    signal would make the main process fail (torch's SIGCHLD handler) before the checkpoint it
-    is finishing its step for. SIGUSR1 is ignored; SIGTERM ends the worker quietly (exit code
-    0), as torch's own handler does when the main process sends it."""
-    import os
+    """A training DataLoader worker leaves Ctrl-C, SIGTERM and SIGUSR1 to its main process,
+    which finishes its step (fetching batches from the workers), saves it and stops (see
+    :meth:`selfsup.engine.guard.StepGuard.catch_ctrl_c`): a cluster's scheduler and a terminal
+    signal every process of a job, and a worker that ended would fail the main process first.
+    SIGINT and SIGUSR1 are ignored; SIGTERM ends the worker only when the main process sends it
+    (its loader shutting down, multiprocessing's exit), as torch's own handler tells them apart.
+    The worker still ends with its loader, and when the main process dies."""
+    import multiprocessing
     import signal
+    import threading
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "SIGUSR1"):
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
+    if not hasattr(signal, "sigwaitinfo"):  # not on macOS or Windows: torch's handling stays
+        return
+    parent = multiprocessing.parent_process()
+    main_pid = parent.pid if parent is not None else os.getppid()
+
+    def exit_on_the_main_process_sigterm() -> None:
+        while True:
+            if signal.sigwaitinfo({signal.SIGTERM}).si_pid == main_pid:
+                os._exit(0)
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # for every thread from now on
+    threading.Thread(target=exit_on_the_main_process_sigterm, daemon=True).start()

@@ -31,6 +31,7 @@ from selfsup.engine.logging import MetricLogger, Progress
 from selfsup.engine.optim import lr_factor, set_lr
 from selfsup.engine.sharding import gathered, grad_norm
 from selfsup.evaluate.diagnostics import COLLAPSE_CODES, CollapseAlarm, OnlineKnn, Probe
+from selfsup.launch import gather_objects
 
 log = logging.getLogger("selfsup")
 
@@ -220,10 +221,14 @@ class Loop:
                 log.warning(message)
         stop = self.settings.stop_on_collapse and verdict.kind != "none"
         if self.settings.stop_on_collapse and self.fabric.world_size > 1:
-            # every process stops alike (a stream's probe samples differ per process)
+            # every process stops alike (a stream's probe samples differ per process), with the
+            # verdict of the first that found the collapse
             flag = torch.tensor([float(stop)], device=self.fabric.device)
-            if self.fabric.all_reduce(flag, reduce_op="max").item() > 0 and not stop:
-                stop, message = True, f"step {step}: another process found the embeddings collapsed"
+            if self.fabric.all_reduce(flag, reduce_op="max").item() > 0:
+                found = gather_objects(message if stop else None, self.fabric.world_size)
+                rank, message = next((r, m) for r, m in enumerate(found) if m is not None)
+                message = message if stop else f"{message} (on process {rank})"
+                stop = True
         if stop:
             raise CollapseError(
                 f"{message}; stopping (stop_on_collapse=true). The last checkpoint is intact; "

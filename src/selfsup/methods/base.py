@@ -61,6 +61,7 @@ class BuildContext:
         world_size: number of processes (global batch = ``batch_size * world_size``).
         num_samples: training samples per epoch when the source knows it (memory banks need it).
         accumulate: micro-batches per optimizer step.
+        device_type: where the run trains ("cpu", "cuda", ...).
     """
 
     backbone: str | None = None
@@ -71,6 +72,7 @@ class BuildContext:
     world_size: int = 1
     num_samples: int | None = None
     accumulate: int = 1
+    device_type: str = "cpu"
 
     @classmethod
     def from_config(
@@ -79,6 +81,7 @@ class BuildContext:
         tokenizer: Any = None,  # noqa: ANN401
         world_size: int = 1,
         num_samples: int | None = None,
+        device_type: str = "cpu",
     ) -> BuildContext:
         """The context of a :class:`selfsup.config.RunConfig` (and the run's tokenizer)."""
         return cls(
@@ -90,6 +93,7 @@ class BuildContext:
             world_size,
             num_samples,
             config.optim.accumulate,
+            device_type,
         )
 
     @property

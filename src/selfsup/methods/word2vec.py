@@ -144,7 +144,7 @@ class Word2Vec(Method):
         shared_negatives: skip-gram draws one set of noise words per centre, shared by its
             context words, instead of one per pair (the same expected gradient, less work).
         sparse: sparse gradients for the embedding tables (SGD then touches only the used rows);
-            dense by default with several processes (NCCL all-reduces dense tensors only).
+            dense by default with several GPU processes (NCCL all-reduces dense tensors only).
         fused: apply the SGD updates inside ``forward`` without autograd (:meth:`sgd_update`,
             with the ``kernel`` below); one process only (with several, and with
             ``fused=False``, gradients go through the engine's optimizer).
@@ -256,7 +256,7 @@ class Word2Vec(Method):
         tok = ctx.tokenizer
         if tok is None or tok.sep_token_id is None or tok.pad_token_id is None:
             raise ValueError("word2vec needs a tokenizer with [SEP] and [PAD] (tokenizer.kind)")
-        kwargs.setdefault("sparse", ctx.world_size == 1)
+        kwargs.setdefault("sparse", ctx.world_size == 1 or ctx.device_type != "cuda")
         return cls(len(tok), tok.all_special_ids, tok.sep_token_id, tokenizer=tok, **kwargs)
 
     # -- vocabulary and sampling tables
