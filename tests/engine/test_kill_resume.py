@@ -68,3 +68,28 @@ def test_sigkill_twice_then_resume_matches_uninterrupted(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), f"{key} differs after two kills and resumes"
+
+
+def test_a_schedulers_sigterm_to_every_process_saves_and_stops(tmp_path):
+    # SLURM signals every process of the job, DataLoader workers included: the run finishes
+    # its step (fetching batches from the workers), saves it and stops with exit code 130
+    config = {**CONFIG, "num_workers": 2, "budget": "1000steps", "checkpoint_every": 1000,
+              "decode_cache": "off"}  # fmt: skip
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "selfsup", "pretrain", "--config", str(tmp_path / "run.yaml"),
+         "--out", str(run)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    metrics = run / "metrics.jsonl"
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
+        assert process.poll() is None, process.stderr.read().decode()[-3000:]
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGTERM)  # the main process and its workers
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr.decode()[-3000:]
+    assert "continue with: selfsup pretrain --resume" in stderr.decode()
+    step = newest_step(run)
+    assert 2 <= step < 1000 and load_checkpoint(latest_checkpoint(run / "checkpoints"))
