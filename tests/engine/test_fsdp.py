@@ -67,40 +67,34 @@ def test_sharded_run_trains_as_ddp_does(runs):
     assert_close(*exported, "export")
 
 
-def test_sharded_run_resumes_where_it_stopped_under_either_strategy(runs, tmp_path):
-    crashed = run(tmp_path / "cut", "fsdp", "--crash-at", 3)
+def crash_at_step_3(out, strategy):
+    crashed = run(out, strategy, "--crash-at", 3)
     assert crashed.returncode != 0 and "simulated crash" in crashed.stderr
-    shutil.copytree(tmp_path / "cut", tmp_path / "cut-ddp")
-    resumed = run(tmp_path / "cut", "fsdp", "--resume")
+
+
+def assert_resumes_to(uninterrupted, out, strategy, near=False):
+    """Resumed under ``strategy``, the cut run ``out`` ends where ``uninterrupted`` did."""
+    resumed = run(out, strategy, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    full, cut = final_state(runs / "fsdp"), final_state(tmp_path / "cut")
+    full, cut = final_state(uninterrupted), final_state(out)
     assert_close(full["method"], cut["method"], "method")
     for index, state in full["optimizer"]["state"].items():
-        assert_close(state, cut["optimizer"]["state"][index], f"optimizer state {index}")
+        assert_close(state, cut["optimizer"]["state"][index], f"optimizer state {index}", near)
+
+
+def test_sharded_run_resumes_where_it_stopped_under_either_strategy(runs, tmp_path):
+    crash_at_step_3(tmp_path / "cut", "fsdp")
+    shutil.copytree(tmp_path / "cut", tmp_path / "cut-ddp")
+    assert_resumes_to(runs / "fsdp", tmp_path / "cut", "fsdp")
     # the same checkpoint continued by DDP: where the uninterrupted DDP run ends
-    resumed = run(tmp_path / "cut-ddp", "ddp", "--resume")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    ddp, switched = final_state(runs / "ddp"), final_state(tmp_path / "cut-ddp")
-    assert_close(ddp["method"], switched["method"], "method")
-    for index, state in ddp["optimizer"]["state"].items():
-        assert_close(
-            state, switched["optimizer"]["state"][index], f"optimizer state {index}", near=True
-        )
+    assert_resumes_to(runs / "ddp", tmp_path / "cut-ddp", "ddp", near=True)
 
 
 def test_ddp_checkpoint_resumes_sharded(runs, tmp_path):
     """The other direction: a DDP run's checkpoint, cut into shares, continues under FSDP to where
     the uninterrupted FSDP run ends."""
-    crashed = run(tmp_path / "cut", "ddp", "--crash-at", 3)
-    assert crashed.returncode != 0 and "simulated crash" in crashed.stderr
-    resumed = run(tmp_path / "cut", "fsdp", "--resume")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    full, switched = final_state(runs / "fsdp"), final_state(tmp_path / "cut")
-    assert_close(full["method"], switched["method"], "method")
-    for index, state in full["optimizer"]["state"].items():
-        assert_close(
-            state, switched["optimizer"]["state"][index], f"optimizer state {index}", near=True
-        )
+    crash_at_step_3(tmp_path / "cut", "ddp")
+    assert_resumes_to(runs / "fsdp", tmp_path / "cut", "fsdp", near=True)
 
 
 UNITS = """
