@@ -91,9 +91,10 @@ def test_sharded_run_resumes_where_it_stopped_under_either_strategy(runs, tmp_pa
 
 
 def test_ddp_checkpoint_resumes_sharded(runs, tmp_path):
-    """The other direction: a DDP run's checkpoint, cut into shares, continues under FSDP to where
-    the uninterrupted FSDP run ends."""
-    crash_at_step_3(tmp_path / "cut", "ddp")
+    """The other direction: a DDP run's checkpoint of step 2, cut into shares, continues under
+    FSDP to where the uninterrupted FSDP run ends."""
+    shutil.copytree(runs / "ddp", tmp_path / "cut")
+    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "step-00000004")  # as if it stopped at 2
     assert_resumes_to(runs / "fsdp", tmp_path / "cut", "fsdp", near=True)
 
 
