@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import io
 import os
+import queue as queue_module
 import tempfile
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -69,11 +71,18 @@ def spawn_gloo(
         for p in procs:
             p.start()
         results: dict[int, Any] = {}
+        deadline = time.monotonic() + timeout
         try:
-            for _ in procs:
-                rank, data = queue.get(timeout=timeout)
+            while len(results) < world_size:
+                try:
+                    rank, data = queue.get(timeout=1.0)
+                except queue_module.Empty:  # a process that died says so at once
+                    died = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+                    if died or time.monotonic() > deadline:
+                        raise RuntimeError(f"exit codes {died}" if died else "no answer") from None
+                    continue
                 results[rank] = torch.load(io.BytesIO(data), weights_only=True)
-        except Exception as exc:  # queue.Empty: a process died or hung
+        except Exception as exc:  # a process died or hung
             for p in procs:
                 p.kill()
             raise RuntimeError(f"a gloo process failed or timed out: {exc!r}") from exc
