@@ -205,7 +205,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 config = load_config(args.config, args.overrides, values)
             from selfsup.data.faults import TooManyFaultsError
-            from selfsup.engine.guard import CollapseError, Interrupted, NonFiniteLossError
+            from selfsup.engine.guard import (
+                CollapseError,
+                Interrupted,
+                NonFiniteLossError,
+                WriteFailed,
+            )
             from selfsup.launch import OtherProcessFailed, is_global_zero
 
             try:
@@ -221,6 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if is_global_zero():
                     print(f"selfsup: {err}", file=sys.stderr)
                 return 130  # the shell's code for Ctrl-C
+            except WriteFailed as err:  # raised by every process for the metrics, by process 0
+                if is_global_zero():  # alone for a checkpoint (the others: OtherProcessFailed)
+                    print(f"selfsup: run stopped: {err}", file=sys.stderr)
+                return 1
             if is_global_zero():
                 print(f"run directory: {run_dir}")
         elif args.command == "evaluate":

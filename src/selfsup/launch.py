@@ -130,19 +130,21 @@ def make_fabric(config: RunConfig) -> Fabric:
         ) from None
 
 
-def launch(fabric: Fabric) -> None:
+def launch(fabric: Fabric) -> Callable[[], None]:
     """Start the run's other processes (or join those a launcher started), with Fabric's checks
-    of the cluster's settings as configuration errors."""
+    of the cluster's settings as configuration errors. Returns what restores the handling of
+    SIGUSR1 that the run replaced (see :func:`catch_early_stop_signals`)."""
     try:
         fabric.launch()
     except MisconfigurationException as err:  # e.g. srun --gpus-per-task=1 with devices=8
         raise ConfigError(f"devices, num_nodes and the cluster disagree: {err}") from None
     from selfsup.engine.guard import catch_early_stop_signals
 
-    catch_early_stop_signals()  # a scheduler's notice during the set-up is not fatal
+    restore = catch_early_stop_signals()  # a scheduler's notice during the set-up is not fatal
     children = getattr(getattr(fabric.strategy, "launcher", None), "procs", None)
     if children:  # Fabric's own launcher: this first process started the others
         atexit.register(stop_children, children)
+    return restore
 
 
 def stop_children(children: list[subprocess.Popen], grace: float = 30.0) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning_fabric import Fabric
 
 from selfsup.checks import (
     check_backbone,
@@ -35,11 +36,8 @@ from selfsup.data.faults import (
     FaultMonitor,
     set_fault_log,
 )
-from selfsup.engine.checkpoint import (
-    rng_state,
-    save_checkpoint,
-)
-from selfsup.engine.guard import Interrupted
+from selfsup.engine.checkpoint import latest_checkpoint, rng_state, save_checkpoint
+from selfsup.engine.guard import Interrupted, WriteFailed
 from selfsup.engine.logging import MetricLogger
 from selfsup.engine.loop import Loop, LoopSettings, TrainState
 from selfsup.engine.optim import build_optimizer
@@ -97,7 +95,24 @@ def pretrain(
     cls, source = _checked_source(config)
 
     fabric = make_fabric(config)
-    launch(fabric)
+    restore_signals = launch(fabric)
+    try:
+        return _launched(config, fabric, cls, source, run_dir, ckpt, resume, overwrite)
+    finally:
+        restore_signals()  # the caller's handling of SIGUSR1, for library calls
+
+
+def _launched(
+    config: RunConfig,
+    fabric: Fabric,
+    cls: type[Method],
+    source: DataSource,
+    run_dir: Path,
+    ckpt: Path | None,
+    resume: str | Path | None,
+    overwrite: bool,
+) -> Path:
+    """:func:`pretrain` on each launched process: build, train, checkpoint and export."""
     if config.sync_batchnorm and fabric.world_size > 1 and fabric.device.type == "cpu":
         raise ConfigError("sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel)")
     fabric.seed_everything(config.seed, verbose=False)  # same initial weights everywhere
@@ -184,14 +199,22 @@ def pretrain(
         # whole tensors, as one process holds them (sharded ones are gathered by all processes)
         whole_method = full_state(method.state_dict(), keep=fabric.is_global_zero)
         whole_optimizer = full_state(optimizer.state_dict(), keep=fabric.is_global_zero)
-        on_rank_zero(fabric, f"writing the checkpoint of step {current.step}", lambda: save_checkpoint(
-            run_dir / "checkpoints",
-            current.step,
-            {"method": whole_method, "optimizer": whole_optimizer, "ranks": ranks},
-            {"state": asdict(current), "method": config.method, "config": config.to_dict(),
-             "world_size": fabric.world_size},
-            keep=config.keep_checkpoints,
-        ))  # fmt: skip
+
+        def write() -> None:
+            try:
+                save_checkpoint(
+                    run_dir / "checkpoints",
+                    current.step,
+                    {"method": whole_method, "optimizer": whole_optimizer, "ranks": ranks},
+                    {"state": asdict(current), "method": config.method,
+                     "config": config.to_dict(), "world_size": fabric.world_size},
+                    keep=config.keep_checkpoints,
+                )  # fmt: skip
+            except OSError as err:  # e.g. a full disk: the earlier checkpoints are intact
+                raise WriteFailed(f"could not write the checkpoint of step {current.step} in "
+                                  f"{run_dir / 'checkpoints'} ({err}); stopping") from err  # fmt: skip
+
+        on_rank_zero(fabric, f"writing the checkpoint of step {current.step}", write)
 
     def open_logs(enabled: bool) -> MetricLogger:
         return MetricLogger(
@@ -214,13 +237,24 @@ def pretrain(
     )  # fmt: skip
     saved_step = state.step if resume is not None else -1
     try:
-        state = loop.run(state)
+        try:
+            state = loop.run(state)
+        finally:
+            logger.close()
+        loop.guard.agree_on_failure(logger.failure)  # the last steps' metrics, and closing them
+        if state.step != saved_step and state.step % config.checkpoint_every != 0:
+            save(state)  # the final checkpoint, unless the loop just wrote it
     except Interrupted as err:
         raise Interrupted(f"{err}; continue with: selfsup pretrain --resume {run_dir}") from None
-    finally:
-        logger.close()
-    if state.step != saved_step and state.step % config.checkpoint_every != 0:
-        save(state)  # the final checkpoint, unless the loop just wrote it
+    except WriteFailed as err:
+        last = latest_checkpoint(run_dir / "checkpoints")
+        then = (
+            f". Checkpoint {last.name} is intact: fix the cause, then continue with: "
+            f"selfsup pretrain --resume {run_dir}"
+            if last is not None
+            else ". No checkpoint was written: fix the cause, then run again with --overwrite"
+        )
+        raise WriteFailed(f"{err}{then}") from None
     if tokenizer is not None:  # the exported tokenizer truncates where embed does
         tokenizer.model_max_length = config.seq_len
     # under FSDP the export is written from a whole copy, gathered by every process

@@ -1,5 +1,7 @@
 """The README's Python API, as written there: pretrain, evaluate, embed and report."""
 
+import signal
+
 import numpy as np
 
 import selfsup
@@ -20,7 +22,9 @@ def test_readme_python_api(tmp_path):
             "method_args": {"proj_hidden_dim": 32, "proj_dim": 16},
         }
     )
+    before = signal.getsignal(signal.SIGUSR1)
     run_dir = selfsup.pretrain(config)
+    assert signal.getsignal(signal.SIGUSR1) == before  # the caller's handling is restored
     # config.yaml records the backbone the method's default picked; the caller's config is kept
     assert "backbone: resnet18" in (run_dir / "config.yaml").read_text()
     assert config.backbone is None

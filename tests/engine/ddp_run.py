@@ -1,11 +1,13 @@
 """Runs a two-process (gloo, CPU) SimCLR pretraining; used by test_ddp.py as a subprocess, since
 Lightning Fabric starts the second process by re-running this script.
 
-    python ddp_run.py OUT [--crash-at STEP] [--resume] [--moco] [--fail-save]
+    python ddp_run.py OUT [--crash-at STEP] [--resume] [--moco] [--fail-save] [--fail-log]
 
 ``--moco`` trains MoCo instead, whose queue DDP does not broadcast (each process fills it with
 the same gathered keys); each process then writes its queue to ``OUT/queue-rank{R}.pt``.
 ``--fail-save``: writing a checkpoint fails (on the first process, which alone writes them).
+``--fail-log``: the disk of the metrics is full from the first step (the first process alone
+logs them).
 """
 
 import sys
@@ -29,6 +31,17 @@ def main() -> None:
             raise OSError("No space left on device")
 
         selfsup.pipeline.save_checkpoint = full_disk
+    if "--fail-log" in sys.argv:
+        from selfsup.engine.logging import MetricLogger
+
+        opened = MetricLogger.__init__
+
+        def full_disk_log(self, *args, **kwargs):
+            opened(self, *args, **kwargs)
+            if self.enabled:
+                self._file = open("/dev/full", "w", buffering=1)  # noqa: SIM115
+
+        MetricLogger.__init__ = full_disk_log
     if "--moco" in sys.argv:
         import torch
         import torch.distributed as dist

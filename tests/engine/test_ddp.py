@@ -3,6 +3,7 @@ mid-way and resumed ends with the same weights as an uninterrupted one."""
 
 from pathlib import Path
 
+import pytest
 import torch
 from processes import final_state, run_script
 
@@ -45,8 +46,20 @@ def test_a_failure_of_the_first_process_alone_stops_the_other(tmp_path):
     # not wait for it in the next collective until the process group's 30-minute timeout
     done = run(tmp_path / "run", "--fail-save")
     assert done.returncode != 0
-    assert "OSError: No space left on device" in done.stderr  # the first process's error
-    assert (
-        "process 0 failed while writing the checkpoint of step 2 "
-        "(OSError: No space left on device)" in done.stderr
+    cause = f"could not write the checkpoint of step 2 in {tmp_path / 'run' / 'checkpoints'}"
+    assert f"WriteFailed: {cause} (No space left on device); stopping" in done.stderr
+    assert f"process 0 failed while writing the checkpoint of step 2 (WriteFailed: {cause}" in (
+        done.stderr
     )
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_metrics_that_cannot_be_written_stop_both_processes(tmp_path):
+    # the first process alone logs: the step's verdict carries its failure to the other
+    done = run(tmp_path / "run", "--fail-log")
+    assert done.returncode != 0
+    told = (
+        f"WriteFailed: could not log step 1 to {tmp_path / 'run' / 'metrics.jsonl'} "
+        "(OSError: [Errno 28] No space left on device); stopping"
+    )
+    assert done.stderr.count(told) == 2, done.stderr[-3000:]  # raised by each process

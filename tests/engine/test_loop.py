@@ -423,3 +423,63 @@ def test_a_collapse_found_by_another_process_stops_this_one(tmp_path, monkeypatc
     with pytest.raises(CollapseError, match=r"step 2: complete collapse .* \(on process 1\)"):
         train(tmp_path, 4, steps=4, method=Labelled(), probe=probe, diagnostics_every=2,
               stop_on_collapse=True)  # fmt: skip
+
+
+class FullDisk:
+    """A metrics file on a full disk: writes fail from the ``after``-th line on."""
+
+    def __init__(self, after=1):
+        self.lines, self.after = 0, after
+
+    def write(self, text):
+        self.lines += 1
+        if self.lines >= self.after:
+            raise OSError(28, "No space left on device")
+
+    def close(self):
+        if self.lines >= self.after:  # the unwritten buffer
+            raise OSError(28, "No space left on device")
+
+
+def test_metrics_that_cannot_be_written_stop_the_run_at_the_next_step(tmp_path):
+    from selfsup.engine.guard import WriteFailed
+
+    logger = MetricLogger(tmp_path)
+    logger._file = FullDisk(after=2)
+    logger._tb = None
+    method = Toy()
+    with pytest.raises(WriteFailed, match=r"could not log step 2 to .*metrics.jsonl "
+                       r"\(OSError: \[Errno 28\] No space left on device\); stopping$"):  # fmt: skip
+        train(tmp_path, batch=4, steps=10, method=method, logger=logger)
+    assert method.forwards == 3  # step 3's verdict stopped it, before its optimizer step
+    logger.close()  # the full disk fails again, and the first failure is the one kept
+    assert logger.failure.startswith("could not log step 2")
+
+
+def test_a_write_failure_on_another_process_stops_this_one(tmp_path, monkeypatch):
+    # only process 0 logs: the others learn of its failure through the step's verdict
+    import selfsup.engine.guard as guard_module
+    from selfsup.engine.guard import WriteFailed
+
+    def all_reduce(self, tensor, group=None, reduce_op="mean"):
+        if reduce_op == "sum" and tensor.numel() == 4:  # the verdict: process 0's failure
+            return tensor + torch.tensor([0.0, 0.0, 0.0, 1.0])
+        return tensor
+
+    told = "could not log step 3 to run/metrics.jsonl (OSError: [Errno 28] No space left)"
+    monkeypatch.setattr(Fabric, "world_size", property(lambda self: 2))
+    monkeypatch.setattr(Fabric, "all_reduce", all_reduce)
+    monkeypatch.setattr(guard_module, "gather_objects", lambda mine, world_size: [told, mine])
+    method = Toy()
+    with pytest.raises(WriteFailed, match=r"could not log step 3 .*; stopping"):
+        train(tmp_path, batch=4, steps=4, method=method)
+    assert method.forwards == 1
+
+
+def test_a_failure_of_the_last_steps_is_agreed_on_after_closing(tmp_path):
+    from selfsup.engine.guard import StepGuard, WriteFailed
+
+    guard = StepGuard(Fabric(accelerator="cpu", devices=1), "stop", False, None)
+    guard.agree_on_failure(None)  # nothing failed: nothing raised
+    with pytest.raises(WriteFailed, match="could not close .*; stopping"):
+        guard.agree_on_failure("could not close run/tensorboard (OSError: disk)")

@@ -1,8 +1,9 @@
 """Why a training run stops early: a non-finite step, too many unreadable samples, Ctrl-C or a
-scheduler's SIGTERM (or a collapse, which the loop's diagnostics raise as :class:`CollapseError`).
+scheduler's SIGTERM, metrics that could not be written (or a collapse, which the loop's
+diagnostics raise as :class:`CollapseError`).
 
 Every process must take the same decision, or the others hang in their next collective: the
-three conditions travel in one all-reduce per step (:meth:`StepGuard.verdict`).
+four conditions travel in one all-reduce per step (:meth:`StepGuard.verdict`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ from lightning_fabric import Fabric
 from torch import Tensor
 
 from selfsup.data.faults import FaultMonitor
+from selfsup.launch import gather_objects
 
 log = logging.getLogger("selfsup")
 
@@ -33,14 +35,22 @@ STOP_SIGNALS = (
 EARLY: list[int] = []  # SIGUSR1 received after launch, before training (catch_early_stop_signals)
 
 
-def catch_early_stop_signals() -> None:
+def catch_early_stop_signals() -> Callable[[], None]:
     """From launch until training starts, SIGUSR1 (a scheduler's notice that the job will end)
     is recorded, not fatal: training then stops after its first step, with a checkpoint. Called
-    by :func:`selfsup.launch.launch`; the handler stays for the rest of the process (during the
-    export a notice is simply ignored)."""
+    by :func:`selfsup.launch.launch`; the handler stays until the run returns (during the export
+    a notice is simply ignored), which calls what this returns to restore the one before."""
     EARLY.clear()
-    if hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGUSR1, lambda signum, frame: EARLY.append(signum))
+    if not hasattr(signal, "SIGUSR1") or threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    before = signal.signal(signal.SIGUSR1, lambda signum, frame: EARLY.append(signum))
+
+    def restore() -> None:
+        if before is not None:  # None: a handler not set from Python, which cannot be put back
+            signal.signal(signal.SIGUSR1, before)
+        EARLY.clear()
+
+    return restore
 
 
 MAX_SKIPPED_IN_A_ROW = 20  # nonfinite="skip" still stops after this many non-finite steps in a row
@@ -53,6 +63,11 @@ class NonFiniteLossError(FloatingPointError):
 
 class CollapseError(RuntimeError):
     """The diagnostics found the embeddings collapsed and ``stop_on_collapse`` is set."""
+
+
+class WriteFailed(OSError):
+    """The run could not write its metrics or a checkpoint (a full disk, a lost mount); what it
+    wrote before is intact."""
 
 
 class Interrupted(KeyboardInterrupt):
@@ -79,10 +94,13 @@ class StepGuard:
         self.stop_after_step = False  # Ctrl-C on any process, as the step's verdict agreed
         self.skipped_in_a_row = 0
 
-    def verdict(self, loss: Tensor, grad_norm: Tensor | None, samples: int) -> tuple[bool, bool]:
+    def verdict(
+        self, loss: Tensor, grad_norm: Tensor | None, samples: int, failure: str | None = None
+    ) -> tuple[bool, bool]:
         """(finite, too many faults after ``samples`` read) as agreed by every process: one
-        all-reduce per step sums the processes' non-finite flags, unreadable samples and
-        Ctrl-Cs (a Ctrl-C on any process sets ``stop_after_step``)."""
+        all-reduce per step sums the processes' non-finite flags, unreadable samples, Ctrl-Cs
+        (a Ctrl-C on any process sets ``stop_after_step``) and failures to write the metrics
+        (``failure``, process 0's, which every process then raises as :class:`WriteFailed`)."""
         count = 0
         if self.faults is not None:
             self.faults.poll()
@@ -90,13 +108,15 @@ class StepGuard:
         finite = torch.isfinite(loss)
         if grad_norm is not None:
             finite = finite & torch.isfinite(grad_norm)
-        others = [float(count), 1.0 if self.interrupt_requested else 0.0]
+        others = [float(count), float(self.interrupt_requested), float(failure is not None)]
         flags = torch.cat(
             [(~finite).float().reshape(1), torch.tensor(others, device=finite.device)]
         )
         if self.fabric.world_size > 1:  # every process must decide alike, or the others hang
             flags = self.fabric.all_reduce(flags.to(self.fabric.device), reduce_op="sum")
-        non_finite, total, interrupts = flags.tolist()
+        non_finite, total, interrupts, failures = flags.tolist()
+        if failures > 0:
+            self.write_failed(failure)
         self.stop_after_step = interrupts > 0
         over = False
         if self.faults is not None:
@@ -141,6 +161,24 @@ class StepGuard:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+    def agree_on_failure(self, failure: str | None) -> None:
+        """At the end of training: :class:`WriteFailed` on every process if ``failure`` is set on
+        any (the metrics of the last steps, which no step's verdict carries)."""
+        failed = failure is not None
+        if self.fabric.world_size > 1:
+            flag = torch.tensor([float(failed)], device=self.fabric.device)
+            failed = self.fabric.all_reduce(flag, reduce_op="sum").item() > 0
+        if failed:
+            self.write_failed(failure)
+
+    def write_failed(self, failure: str | None) -> None:
+        """Raise :class:`WriteFailed` for the failure of this process or, with ``failure``
+        None, another's (asked for: every process calls this alike)."""
+        if self.fabric.world_size > 1:
+            found = gather_objects(failure, self.fabric.world_size)
+            failure = next(f for f in found if f is not None)
+        raise WriteFailed(f"{failure}; stopping")
 
     def non_finite(self, loss: Tensor, grad_norm: Tensor | None, step: int) -> None:
         """Stop for a non-finite step; or, with ``nonfinite="skip"``, return so that the caller

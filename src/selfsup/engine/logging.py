@@ -29,6 +29,10 @@ class MetricLogger:
         enabled: False on non-zero ranks, which log nothing.
         resume_step: when resuming, records after this step (logged by the interrupted run
             after its last checkpoint) are dropped, so no step appears twice.
+
+    A sink that fails while training (a full disk, W&B unreachable) does not raise: ``failure``
+    says what failed, logging stops, and the training loop stops the run on every process at
+    its next step (:meth:`selfsup.engine.guard.StepGuard.verdict`).
     """
 
     def __init__(
@@ -39,8 +43,10 @@ class MetricLogger:
         resume_step: int | None = None,
     ) -> None:
         self.enabled = enabled
+        self.failure: str | None = None
         self._tb = None
         self._wandb = None
+        self._run_dir = run_dir
         if not enabled:
             return
         path = run_dir / "metrics.jsonl"
@@ -64,24 +70,42 @@ class MetricLogger:
             self._wandb = wandb.init(project="selfsup", dir=str(run_dir), config=wandb_config)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        if not self.enabled:
+        if not self.enabled or self.failure is not None:
             return
         record = {"step": step, "time": round(time.time(), 3), **metrics}
-        self._file.write(json.dumps(record) + "\n")
-        if self._tb is not None:
-            for key, value in metrics.items():
-                self._tb.add_scalar(key, value, step)
-        if self._wandb is not None:
-            self._wandb.log(metrics, step=step)
+        sink = "metrics.jsonl"
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            sink = "tensorboard"
+            if self._tb is not None:
+                for key, value in metrics.items():
+                    self._tb.add_scalar(key, value, step)
+            sink = "Weights & Biases"
+            if self._wandb is not None:
+                self._wandb.log(metrics, step=step)
+        except Exception as err:  # noqa: BLE001 - reported through ``failure``
+            self._failed(f"log step {step} to", sink, err)
 
     def close(self) -> None:
+        """Close the sinks; one that fails to is reported through ``failure``, as in :meth:`log`
+        (the caller agrees on it across processes before the final checkpoint)."""
         if not self.enabled:
             return
-        self._file.close()
+        sinks = [("metrics.jsonl", self._file.close)]
         if self._tb is not None:
-            self._tb.close()
+            sinks.append(("tensorboard", self._tb.close))
         if self._wandb is not None:
-            self._wandb.finish()
+            sinks.append(("Weights & Biases", self._wandb.finish))
+        for sink, close in sinks:
+            try:
+                close()
+            except Exception as err:  # noqa: BLE001 - reported through ``failure``
+                self._failed("close", sink, err)
+
+    def _failed(self, doing: str, sink: str, err: Exception) -> None:
+        if self.failure is None:  # the first failure is the one told
+            where = sink if sink == "Weights & Biases" else self._run_dir / sink
+            self.failure = f"could not {doing} {where} ({type(err).__name__}: {err})"
 
 
 def _step_of(line: str) -> float:

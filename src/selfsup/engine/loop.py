@@ -91,7 +91,9 @@ class Loop:
         loader: resumable epochs of batches; its ``steps_per_epoch`` must be known for an epoch
             budget.
         settings: budget, schedule and logging settings.
-        logger: metric sinks (rank 0 only).
+        logger: metric sinks (rank 0 only). A failure to log stops the run at the next step's
+            verdict (:class:`WriteFailed`); one in the last steps is the caller's to check,
+            after closing the logger (:meth:`StepGuard.agree_on_failure`).
         save: callback writing a checkpoint for a given state.
         global_batch: samples per optimizer step over all processes.
         probe: training samples for the label-free diagnostics (``diagnostics_every``).
@@ -267,6 +269,7 @@ class Loop:
 
         Raises:
             Interrupted: Ctrl-C; the step under way was finished and saved.
+            WriteFailed: the metrics could not be written; nothing more was saved.
         """
         s = self.settings
         bar = Progress(
@@ -327,7 +330,9 @@ class Loop:
                     step_sums[key] = step_sums[key] + value if key in step_sums else value
             grad_norm = None if manual else self._grad_norm()
             read = state.samples + self.global_batch  # this step's samples included
-            finite, too_many_faults = self.guard.verdict(step_loss, grad_norm, read)
+            finite, too_many_faults = self.guard.verdict(
+                step_loss, grad_norm, read, self.logger.failure
+            )
             if too_many_faults:
                 raise self.faults.error(read)  # type: ignore[union-attr]
             if not finite:
