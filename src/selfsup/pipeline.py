@@ -244,6 +244,28 @@ def _launched(
         loop.guard.agree_on_failure(logger.failure)  # the last steps' metrics, and closing them
         if state.step != saved_step and state.step % config.checkpoint_every != 0:
             save(state)  # the final checkpoint, unless the loop just wrote it
+        if tokenizer is not None:  # the exported tokenizer truncates where embed does
+            tokenizer.model_max_length = config.seq_len
+        # under FSDP the export is written from a whole copy, gathered by every process
+        whole = (
+            full_state(method.state_dict(), keep=fabric.is_global_zero)
+            if is_sharded(method)
+            else None
+        )
+
+        def finish() -> None:
+            exported = method
+            if whole is not None:
+                exported = _build_method(config, cls, ctx, 1)
+                exported.load_state_dict(whole)
+            try:
+                _finish(run_dir, exported, state, monitor, faults_path, loader.steps_per_epoch,
+                        fabric.world_size)  # fmt: skip
+            except OSError as err:
+                raise WriteFailed(f"could not write the export in {run_dir / 'export'} or "
+                                  f"summary.json ({err}); stopping") from err  # fmt: skip
+
+        on_rank_zero(fabric, "exporting the encoder", finish)
     except Interrupted as err:
         raise Interrupted(f"{err}; continue with: selfsup pretrain --resume {run_dir}") from None
     except WriteFailed as err:
@@ -255,22 +277,6 @@ def _launched(
             else ". No checkpoint was written: fix the cause, then run again with --overwrite"
         )
         raise WriteFailed(f"{err}{then}") from None
-    if tokenizer is not None:  # the exported tokenizer truncates where embed does
-        tokenizer.model_max_length = config.seq_len
-    # under FSDP the export is written from a whole copy, gathered by every process
-    whole = (
-        full_state(method.state_dict(), keep=fabric.is_global_zero) if is_sharded(method) else None
-    )
-
-    def finish() -> None:
-        exported = method
-        if whole is not None:
-            exported = _build_method(config, cls, ctx, 1)
-            exported.load_state_dict(whole)
-        _finish(run_dir, exported, state, monitor, faults_path, loader.steps_per_epoch,
-                fabric.world_size)  # fmt: skip
-
-    on_rank_zero(fabric, "exporting the encoder", finish)
     return run_dir
 
 

@@ -41,7 +41,7 @@ TINY = ["--method", "simclr", "--data", "digits", "--budget", "6steps", "--batch
         "progress=false", "method_args.proj_hidden_dim=32", "method_args.proj_dim=8"]  # fmt: skip
 
 
-@pytest.mark.parametrize("where", ["metrics", "checkpoint"])
+@pytest.mark.parametrize("where", ["metrics", "checkpoint", "export"])
 def test_a_full_disk_stops_the_run_with_one_line_and_it_resumes(monkeypatch, capsys, tmp_path,
                                                                   where):  # fmt: skip
     from selfsup.engine.logging import MetricLogger
@@ -56,6 +56,12 @@ def test_a_full_disk_stops_the_run_with_one_line_and_it_resumes(monkeypatch, cap
                 self._file = FullDisk(self._file, after=3)
 
             patch.setattr(MetricLogger, "__init__", full_later)
+        elif where == "export":  # after the last checkpoint, which resuming exports again
+
+            def full_disk(*args, **kwargs):
+                raise OSError(28, "No space left on device")
+
+            patch.setattr(selfsup.pipeline, "_finish", full_disk)
         else:  # the checkpoint of step 4
             saving = selfsup.pipeline.save_checkpoint
 
@@ -69,12 +75,15 @@ def test_a_full_disk_stops_the_run_with_one_line_and_it_resumes(monkeypatch, cap
     cause = {
         "metrics": f"could not log step 3 to {run / 'metrics.jsonl'} (OSError: ",
         "checkpoint": f"could not write the checkpoint of step 4 in {run / 'checkpoints'} (",
+        "export": f"could not write the export in {run / 'export'} or summary.json (",
     }[where]
+    intact = "step-00000006" if where == "export" else "step-00000002"
     assert capsys.readouterr().err.strip() == (
         f"selfsup: run stopped: {cause}[Errno 28] No space left on device); stopping. "
-        f"Checkpoint step-00000002 is intact: fix the cause, then continue with: "
+        f"Checkpoint {intact} is intact: fix the cause, then continue with: "
         f"selfsup pretrain --resume {run}"
     )
     assert main(["pretrain", "--resume", str(run)]) == 0  # nothing was lost
+    assert (run / "export").is_dir() and (run / "summary.json").is_file()
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
