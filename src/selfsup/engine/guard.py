@@ -66,8 +66,8 @@ class CollapseError(RuntimeError):
 
 
 class WriteFailed(OSError):
-    """The run could not write its metrics or a checkpoint (a full disk, a lost mount); what it
-    wrote before is intact."""
+    """The run could not write its metrics, a checkpoint or its export (a full disk, a lost
+    mount); what it wrote before is intact."""
 
 
 class Interrupted(KeyboardInterrupt):
