@@ -162,7 +162,8 @@ class RunConfig:
             then nominal (the source's samples / global batch, or 1,000 batches when unknown).
         seed: global seed.
         out: run directory (default ``runs/METHOD-DATA-TIMESTAMP``).
-        log_every: optimizer steps between metric log lines.
+        log_every: optimizer steps between metric log lines (the last steps are logged at the
+            end).
         checkpoint_every: optimizer steps between checkpoints (a final one is always written).
         keep_checkpoints: how many recent checkpoints to keep.
         diagnostics_every: optimizer steps between label-free diagnostics of the embeddings of

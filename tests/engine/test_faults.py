@@ -114,12 +114,12 @@ def test_the_limit_counts_the_faults_of_every_process(tmp_path):
     from selfsup.data.faults import FaultLog, FaultMonitor
     from selfsup.engine.guard import StepGuard
 
-    class TwoProcesses:  # the other process: 6 faults, finite, no Ctrl-C
+    class TwoProcesses:  # the other process: 6 faults, finite, no Ctrl-C, no write failure
         world_size, device = 2, torch.device("cpu")
 
         def all_reduce(self, flags, reduce_op):
             assert reduce_op == "sum"
-            return flags + torch.tensor([0.0, 6.0, 0.0])
+            return flags + torch.tensor([0.0, 6.0, 0.0, 0.0])
 
     path = tmp_path / "faults.jsonl"
     for i in range(6):

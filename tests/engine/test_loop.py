@@ -483,3 +483,10 @@ def test_a_failure_of_the_last_steps_is_agreed_on_after_closing(tmp_path):
     guard.agree_on_failure(None)  # nothing failed: nothing raised
     with pytest.raises(WriteFailed, match="could not close .*; stopping"):
         guard.agree_on_failure("could not close run/tensorboard (OSError: disk)")
+
+
+def test_the_last_steps_are_logged_when_the_budget_ends_between_records(tmp_path):
+    logger = Recorder(tmp_path)
+    train(tmp_path, batch=4, steps=5, logger=logger, log_every=2)
+    assert [step for step, _ in logger.lines] == [2, 4, 5]
+    assert all("loss" in m and "samples_per_s" in m for _, m in logger.lines)

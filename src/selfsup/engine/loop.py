@@ -365,7 +365,10 @@ class Loop:
             elapsed = self._elapsed(start)
             self.method.after_step(state.step, self._total_steps_estimate(state, elapsed))
             diagnosed = self._diagnose(state.step)
-            if state.step % s.log_every == 0:
+            # the window's figures every log_every steps, and those of the last steps (which
+            # the run's budget or a stop cut short) at the end
+            last = self.progress(state, elapsed) >= 1 or self.guard.stop_after_step
+            if state.step % s.log_every == 0 or last:
                 rate = window_samples / max(1e-9, time.perf_counter() - window_start)
                 metrics = {k: float(v) / window_steps for k, v in self._mean(sums).items()}
                 metrics.update(lr=lr, samples_per_s=rate, epoch=state.epoch, **diagnosed)
