@@ -195,7 +195,8 @@ def test_list_shows_every_kind(capsys):
         assert name in out
 
 
-def test_corrupt_image_in_a_worker_is_skipped_or_stops_the_run_naming_it(tmp_path, capsys):
+def test_corrupt_image_in_a_worker_is_skipped_or_stops_the_run_naming_it(tmp_path, capsys,
+                                                                           caplog):  # fmt: skip
     data = image_folder(tmp_path / "imgs")
     bad = data / "train" / "class0" / "3.png"
     bad.write_bytes(b"this is not a png")
@@ -204,6 +205,16 @@ def test_corrupt_image_in_a_worker_is_skipped_or_stops_the_run_naming_it(tmp_pat
             "method_args.proj_hidden_dim=16", "decode_cache=off"]  # fmt: skip
     assert main([*args, "--out", str(tmp_path / "run")]) == 0  # skipped, counted, listed
     assert str(bad) in (tmp_path / "run" / "faults.jsonl").read_text()
+    # evaluating the run skips it too, and says so
+    caplog.clear()
+    capsys.readouterr()
+    with caplog.at_level("WARNING", logger="selfsup"):
+        assert main(["evaluate", str(tmp_path / "run"), "--k", "3"]) == 0
+        assert json.loads(capsys.readouterr().out)["bank"] == 11
+        assert main(["embed", str(tmp_path / "run"), "--split", "train", "--out",
+                     str(tmp_path / "emb.npy")]) == 0  # fmt: skip
+    assert np.load(tmp_path / "emb.npy").shape[0] == 11
+    assert caplog.text.count(f"skipped an unreadable sample: cannot decode image {bad}") == 2
     capsys.readouterr()
     code = main([*args, "--out", str(tmp_path / "strict"), "max_bad_fraction=0"])
     err = capsys.readouterr().err

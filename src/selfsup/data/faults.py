@@ -4,7 +4,8 @@ A long run should not die at hour ten on one truncated JPEG, nor train for ten h
 that is half garbage. So, while training, a sample that cannot be read is skipped and recorded:
 
 - A dataset that supports skipping has a ``faults`` attribute, ``None`` by default (every fault
-  raises :class:`DataError`, as evaluation wants). The training pipeline sets it to a
+  raises :class:`DataError`; evaluation reads past those, dropping the sample, see
+  :class:`selfsup.evaluate.features.Readable`). The training pipeline sets it to a
   :class:`FaultLog`, a JSON-lines file that any process (DataLoader workers, distributed ranks)
   appends one line to per fault: ``{"error": "cannot decode image /data/x.jpg: ...", "pid": 12}``.
 - Map-style datasets replace an unreadable sample ``i`` by the next readable one of a fixed

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, default_collate
+from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate
 
+from selfsup.data.faults import FaultCounter
+from selfsup.data.source import DataError
 from selfsup.engine.logging import SHOW_PROGRESS, Progress
 from selfsup.methods import Method
+
+log = logging.getLogger("selfsup")
 
 
 class TextCollate:
@@ -58,8 +63,9 @@ def _length(dataset: Dataset, limit: int | None) -> int | None:
     return n if limit is None else min(n, limit)
 
 
-def fixed_subset(dataset: Dataset, limit: int | None) -> Dataset:
-    """``limit`` samples of a map-style dataset drawn from all of it, in index order.
+def fixed_subset(dataset: Dataset, limit: int | None) -> Readable:
+    """``limit`` samples of a map-style dataset drawn from all of it, in index order, without
+    those that cannot be read (see :class:`Readable`).
 
     Datasets are often sorted by class (a folder lists its images class by class, ``polarity``
     its negative reviews first), so the first ``limit`` samples could be one class. The draw is
@@ -67,11 +73,69 @@ def fixed_subset(dataset: Dataset, limit: int | None) -> Dataset:
     feature file of a dataset uses the same samples. Streams are cut while iterating, in their
     own order.
     """
-    if limit is None or isinstance(dataset, IterableDataset) or limit >= len(dataset):  # type: ignore[arg-type]
-        return dataset
+    if isinstance(dataset, IterableDataset):
+        return Readable(dataset, None)
+    size = len(dataset)  # type: ignore[arg-type]
+    if limit is None or limit >= size:
+        return Readable(dataset, range(size))
     generator = torch.Generator().manual_seed(SUBSET_SEED)
-    index = torch.randperm(len(dataset), generator=generator)[:limit].sort().values  # type: ignore[arg-type]
-    return Subset(dataset, index.tolist())
+    index = torch.randperm(size, generator=generator)[:limit].sort().values
+    return Readable(dataset, index.tolist())
+
+
+class Readable(IterableDataset):
+    """The samples ``indices`` of a map-style dataset (with None, all of a stream), in order,
+    skipping those that cannot be read: evaluating a run skips the truncated JPEG its
+    pretraining skipped, rather than stop at it. The skipped samples are logged, with the first
+    error, once the reading ends. Read in the main process (``num_workers=0``).
+
+    Raises:
+        DataError: not one sample could be read.
+    """
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int] | None) -> None:
+        self.dataset, self.indices = dataset, indices
+        self.skipped: list[str] = []
+
+    def __len__(self) -> int:
+        if self.indices is None:
+            return len(self.dataset)  # type: ignore[arg-type] - a TypeError for most streams
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[Any]:
+        self.skipped, read = [], 0
+        samples = self._samples()
+        try:
+            for sample in samples:
+                read += 1
+                yield sample
+        finally:
+            samples.close()  # a stream's own fault sink back, its faults in ``skipped``
+            if self.skipped:
+                more = f" (the first of {len(self.skipped)})" if len(self.skipped) > 1 else ""
+                log.warning("skipped an unreadable sample: %s%s", self.skipped[0], more)
+                if read == 0:
+                    raise DataError(f"none of the {len(self.skipped)} samples could be read; "
+                                    f"the first: {self.skipped[0]}")  # fmt: skip
+
+    def _samples(self) -> Iterator[Any]:
+        if self.indices is not None:
+            for index in self.indices:
+                try:
+                    yield self.dataset[index]
+                except DataError as err:
+                    self.skipped.append(str(err))
+            return
+        # a stream drops what it cannot read once it has a fault sink (its own, in training)
+        saved = getattr(self.dataset, "faults", False)
+        if saved is None:
+            self.dataset.faults = counter = FaultCounter()  # type: ignore[attr-defined]
+        try:
+            yield from self.dataset  # type: ignore[misc]
+        finally:
+            if saved is None:
+                self.dataset.faults = None  # type: ignore[attr-defined]
+                self.skipped = counter.errors
 
 
 def data_fingerprint(dataset: Dataset) -> dict[str, Any]:
