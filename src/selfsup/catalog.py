@@ -39,16 +39,18 @@ def describe_protocol(name: str) -> str:
     measures, its paper and its ``--arg`` options)."""
     from selfsup.evaluate.protocols import EVAL_PROTOCOLS
 
-    builtin = {  # protocol -> module; options are `selfsup evaluate`'s own flags
-        "knn": "selfsup.evaluate.knn",
-        "linear": "selfsup.evaluate.linear",
-        "zeroshot": "selfsup.evaluate.zeroshot",
-        "retrieval": "selfsup.evaluate.zeroshot",
+    subsets = "--bank-size, --query-size, --pooling"
+    builtin = {  # protocol -> module and the `selfsup evaluate` flags that set it
+        "knn": ("selfsup.evaluate.knn", f"--k, --temperature, {subsets}"),
+        "linear": ("selfsup.evaluate.linear", subsets),
+        "zeroshot": ("selfsup.evaluate.zeroshot", "--query-size (test images)"),
+        "retrieval": ("selfsup.evaluate.zeroshot", "--query-size (test pairs)"),
     }
     if name in builtin:
-        head = f"{name}: built in; its options are selfsup evaluate's flags\n(--k, --temperature, "
-        head += "--bank-size, --query-size, --pooling; see selfsup evaluate --help)"
-        module = importlib.import_module(builtin[name])
+        path, flags = builtin[name]
+        head = f"{name}: built in; its options are selfsup evaluate's flags\n({flags}; see "
+        head += "selfsup evaluate --help)"
+        module = importlib.import_module(path)
     else:
         head = f"{name}: {EVAL_PROTOCOLS.describe()[name]}"
         module = inspect.getmodule(EVAL_PROTOCOLS.get(name))

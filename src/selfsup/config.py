@@ -363,6 +363,20 @@ def load_config(
     return config
 
 
+def run_config_path(run_dir: str | Path) -> Path:
+    """``run_dir/config.yaml``, the config a run directory was made with.
+
+    Raises:
+        ConfigError: ``run_dir`` does not exist, or is not a run directory.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise ConfigError(f"{run_dir} does not exist")
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
+    return run_dir / "config.yaml"
+
+
 def save_config(config: RunConfig, path: Path) -> None:
     """Write the resolved config as plain YAML (tuples as lists)."""
     path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from selfsup.config import ConfigError, RunConfig, load_config
+from selfsup.config import ConfigError, RunConfig, load_config, run_config_path
 from selfsup.engine.checkpoint import latest_checkpoint, load_checkpoint
 from selfsup.methods import METHODS, BuildContext, Method
 
@@ -50,9 +50,7 @@ def load_run(
     that a pretrained encoder has to beat.
     """
     path = Path(path)
-    if not (path / "config.yaml").is_file():
-        raise ConfigError(f"{path} is not a run directory (no config.yaml)")
-    config = load_config(path / "config.yaml")
+    config = load_config(run_config_path(path))
     ckpt = None if random_init else latest_checkpoint(path / "checkpoints")
     if ckpt is None and not random_init:
         raise ConfigError(f"{path} has no complete checkpoint yet")

@@ -238,3 +238,15 @@ def test_a_relative_data_path_is_found_from_another_folder(tmp_path, monkeypatch
     capsys.readouterr()
     assert main(["evaluate", "project/run", "--k", "3"]) == 0
     assert json.loads(capsys.readouterr().out)["data"].endswith("project/imgs")
+
+
+def test_a_missing_or_foreign_run_directory_is_named(tmp_path, capsys):
+    for command in (["evaluate"], ["report"], ["compare", "--out", str(tmp_path / "c.html")]):
+        assert main([*command, str(tmp_path / "nope")]) == 2
+        assert (
+            capsys.readouterr().err.strip() == f"selfsup: error: {tmp_path / 'nope'} does not exist"
+        )
+        assert main([*command, str(tmp_path)]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"selfsup: error: {tmp_path} is not a run directory (no config.yaml)"
+        )

@@ -27,3 +27,15 @@ def test_disabled_progress_prints_nothing(capsys):
     bar.update(1, "step 1")
     bar.close()
     assert capsys.readouterr().out == ""
+
+
+def test_progress_of_a_stream_of_unknown_length_counts_without_a_percentage(capsys):
+    stream = Progress(None, "batches", every=0.0, label="embed", stderr=True)
+    for step in (1, 2):
+        stream.update(step, f"{step * 256:,} samples")
+    stream.close()
+    assert capsys.readouterr().err.splitlines() == [
+        "embed  0:00:00  256 samples",
+        "embed  0:00:00  512 samples",
+        "embed  0:00:00  512 samples",  # the end
+    ]

@@ -132,10 +132,18 @@ def test_compare_puts_runs_side_by_side(image_run, tmp_path, capsys):
     out = tmp_path / "compare.html"
     assert main(["compare", str(image_run), str(other), "--out", str(out)]) == 0
     html = out.read_text()
-    assert html.count("<td>simclr</td>") == 2 and "knn (random init) top1" in html
-    assert len(images_of(html)) == 1
+    assert html.count("<td>simclr</td>") == 2
+    sizes = re.search(r"knn \(random init\) \[(\d+)/(\d+)\] top1", html).groups()
+    # results of other subset sizes or data get their own column
+    with open(other / "results.jsonl", "a") as f:
+        f.write(json.dumps({"protocol": "knn", "top1": 50.0, "bank": 7, "queries": 3}) + "\n")
+        f.write(json.dumps({"protocol": "knn", "data": "lee", "top1": 9.0}) + "\n")
+    assert main(["compare", str(image_run), str(other), "--out", str(out)]) == 0
+    html = out.read_text()
+    assert f"knn [{sizes[0]}/{sizes[1]}] top1" in html and "knn [7/3] top1" in html
+    assert "knn on lee top1" in html and len(images_of(html)) == 1
     assert main(["compare", str(tmp_path / "nothing"), "--out", str(out)]) == 2
-    assert "not a run directory" in capsys.readouterr().err
+    assert "nothing does not exist" in capsys.readouterr().err
 
 
 def test_text_neighbours_are_sentences():

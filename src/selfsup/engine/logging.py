@@ -123,12 +123,13 @@ class Progress:
     SLURM job's output) a bar that redraws itself would leave one squeezed line at the end, so
     plain lines are printed instead: at the first update, every ``every`` seconds and at the
     end. ``label`` names the work; ``stderr`` keeps stdout for results (``selfsup evaluate``
-    prints JSON there).
+    prints JSON there). With ``total`` None (a stream of unknown length) there is no
+    percentage and no ETA: the time so far and ``info``, which says how far the work got.
     """
 
     def __init__(
         self,
-        total: float,
+        total: float | None,
         unit: str,
         enabled: bool = True,
         every: float = 30.0,
@@ -153,13 +154,12 @@ class Progress:
             self._start, self._printed = time.perf_counter(), -math.inf  # the first update prints
             self._first: tuple[float, float] | None = None  # (progress, time) at the first update
             return
+        eta = [TextColumn("{task.percentage:>5.1f}%"), TimeElapsedColumn(), TextColumn("ETA"),
+               TimeRemainingColumn()] if total is not None else [TimeElapsedColumn()]  # fmt: skip
         self._bar = RichProgress(
             TextColumn(f"[bold]{label}"),
-            BarColumn(),
-            TextColumn("{task.percentage:>5.1f}%"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            BarColumn(),  # a pulse without a total
+            *eta,
             TextColumn("{task.fields[info]}"),
             console=console,
             refresh_per_second=4,
@@ -177,10 +177,14 @@ class Progress:
         if self._first is None:  # the rate leaves out the first step (and a resumed run's past)
             self._first = (done, now)
         first_done, first_time = self._first
-        rate = (done - first_done) / (now - first_time) if now > first_time else 0.0
-        eta = _clock((self.total - done) / rate) if rate > 0 else "-"
-        percent = 100.0 * done / self.total if self.total else 100.0
-        self._line = f"{self.label} {percent:5.1f}%  {_clock(now - self._start)}  ETA {eta}  {info}"
+        elapsed = _clock(now - self._start)
+        if self.total is None:
+            self._line = f"{self.label}  {elapsed}  {info}"
+        else:
+            rate = (done - first_done) / (now - first_time) if now > first_time else 0.0
+            eta = _clock((self.total - done) / rate) if rate > 0 else "-"
+            percent = 100.0 * done / self.total if self.total else 100.0
+            self._line = f"{self.label} {percent:5.1f}%  {elapsed}  ETA {eta}  {info}"
         if now - self._printed >= self._every:
             print(self._line, file=self._stream, flush=True)
             self._printed = now

@@ -186,11 +186,11 @@ def extract(
     loader = DataLoader(
         subset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn, num_workers=num_workers
     )
-    count = _length(subset, limit)
+    count = _length(subset, limit)  # None: a stream of unknown length
     bar = Progress(
-        math.ceil(count / batch_size) if count else 0,
+        math.ceil(count / batch_size) if count is not None else None,
         "batches",
-        enabled=SHOW_PROGRESS.get() and count is not None and count > batch_size,
+        enabled=SHOW_PROGRESS.get() and (count is None or count > batch_size),
         label="embed",
         stderr=True,
     )
@@ -210,7 +210,7 @@ def extract(
         texts.extend(list(batch.get("text", []))[:take])
         seen += take
         if bar.enabled:
-            bar.update(step, f"{seen:,} of {count:,} samples")
+            bar.update(step, f"{seen:,} of {count:,} samples" if count else f"{seen:,} samples")
     bar.close()
     if not feats:
         raise ValueError("the dataset yielded no samples")

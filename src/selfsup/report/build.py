@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from selfsup.config import ConfigError
+from selfsup.config import ConfigError, run_config_path
 from selfsup.report import page, plots
 
 CONTEXT_KEYS = ("time", "step", "protocol", "data", "random_init", "pooling", "seed")
@@ -126,8 +126,7 @@ def report(
         embeddings: False leaves out everything that needs the encoder (curves and results only).
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
+    run_config_path(run_dir)
     if samples < 2 or bank_size < 1 or queries < 1:
         raise ConfigError("report needs samples >= 2, bank_size >= 1 and queries >= 1")
     config_text = (run_dir / "config.yaml").read_text()

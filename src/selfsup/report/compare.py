@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from selfsup.config import ConfigError
+from selfsup.config import ConfigError, run_config_path
 from selfsup.report import page, plots
 from selfsup.report.build import read_jsonl
 
@@ -54,9 +54,7 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
     runs = []
     for given in run_dirs:
         run_dir = Path(given)
-        if not (run_dir / "config.yaml").is_file():
-            raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
-        config = load_config(run_dir / "config.yaml")
+        config = load_config(run_config_path(run_dir))
         summary = (
             json.loads((run_dir / "summary.json").read_text())
             if (run_dir / "summary.json").is_file()
@@ -64,8 +62,8 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
         )
         results = read_jsonl(run_dir / "results.jsonl")
         latest: dict[str, Any] = {}
-        for r in results:  # the last result of each protocol, trained and at random init
-            key = f"{r.get('protocol')}{' (random init)' if r.get('random_init') else ''}"
+        for r in results:  # the last result of each protocol and setting
+            key = _column(r, config.data)
             figure = headline(r)
             if figure is not None:
                 latest[key] = r[figure]
@@ -97,8 +95,11 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
             "Runs and results",
             page.table(headers, rows),
             page.note(
-                "Each result column holds the last result of that protocol in the run's "
-                "results.jsonl; compare runs at equal budget (the budget column)."
+                "Each result column holds the last result of that protocol and setting in the "
+                "run's results.jsonl: evaluation data other than the run's, random "
+                "initialisation, and [bank/queries], the samples a kNN or linear result used "
+                "(figures of other sizes do not compare). Compare runs at equal budget (the "
+                "budget column)."
             ),
         )  # fmt: skip
     ]
@@ -115,3 +116,15 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
         )
     )
     return path
+
+
+def _column(result: dict[str, Any], run_data: str) -> str:
+    """The column of a result: its protocol and what changes its figure besides the encoder."""
+    parts = [str(result.get("protocol"))]
+    if result.get("data") not in (None, run_data):
+        parts.append(f"on {result['data']}")
+    if result.get("random_init"):
+        parts.append("(random init)")
+    if "bank" in result and "queries" in result:
+        parts.append(f"[{result['bank']}/{result['queries']}]")
+    return " ".join(parts)
