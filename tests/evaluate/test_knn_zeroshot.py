@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from selfsup.evaluate.knn import knn_accuracy, knn_scores
@@ -45,3 +46,15 @@ def test_retrieval_recall_counts_duplicates_as_correct():
     assert r["i2t_R@1"] == 50.0 and r["i2t_R@2"] == 100.0 and r["t2i_R@1"] == 50.0
     r = retrieval_recall(img, txt, ["a", "a", "c", "d"], ks=(1,))  # same caption
     assert r["i2t_R@1"] == 50.0 and r["i2t_R@1_same_caption"] == 100.0
+
+
+def test_same_caption_recall_ranks_distinct_captions():
+    # 6 copies of "x" (identical embeddings, as identical captions embed) and one "y"; the "y"
+    # image is closest to "x": its own caption is second among the distinct captions, though
+    # seventh among the texts
+    x, y = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    txt = torch.stack([x] * 6 + [y])
+    img = torch.stack([x] * 6 + [torch.tensor([1.0, 0.8])])
+    r = retrieval_recall(img, txt, ["x"] * 6 + ["y"], ks=(1, 2, 5))
+    same = [r[f"i2t_R@{k}_same_caption"] for k in (1, 2, 5)]
+    assert same == pytest.approx([600 / 7, 100.0, 100.0])
