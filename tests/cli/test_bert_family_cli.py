@@ -39,8 +39,10 @@ def test_pretrain_evaluate_and_export_on_lee(name, tmp_path, capsys):
     assert 0 <= masked["masked_token_acc"] <= 100 and "pooling" not in masked  # nothing pooled
     pppl = ["evaluate", str(run), "--protocol", "pseudo_perplexity", "--arg", "max_tokens=40"]
     assert main([*pppl, *data]) == 0
-    result = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
     assert result["scored_tokens"] == 40 and 1 < result["pseudo_perplexity"] < 10 * 300
+    assert "40 of 40 tokens scored" in captured.err  # its progress, on stderr
 
     from transformers import AutoModel, AutoTokenizer
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from selfsup.config import ConfigError
+from selfsup.engine.logging import SHOW_PROGRESS, Progress
 from selfsup.evaluate.protocols import EvalOptions, register_protocol
 
 DEFAULT_MAX_TOKENS = 5000
@@ -63,6 +64,10 @@ def pseudo_log_likelihood(
     was_training = method.training
     method.eval()
     total, count = 0.0, 0
+    # one forward per scored token: minutes on a CPU for a few thousand
+    bar = Progress(max_tokens, "tokens", SHOW_PROGRESS.get(), label="pseudo_perplexity",
+                   stderr=True)  # fmt: skip
+    of = f" of {max_tokens:,}" if max_tokens is not None else ""
     try:
         for block in blocks:
             if max_tokens is not None and count >= max_tokens:
@@ -94,7 +99,9 @@ def pseudo_log_likelihood(
                 log_p = F.log_softmax(logits.float(), dim=-1)[rows, ids[chunk]]  # (C,)
                 total += float(log_p.sum())
                 count += c
+                bar.update(count, f"{count:,}{of} tokens scored")
     finally:
+        bar.close()
         method.train(was_training)
     return total, count
 
