@@ -126,10 +126,10 @@ def report(
         embeddings: False leaves out everything that needs the encoder (curves and results only).
     """
     run_dir = Path(run_dir)
-    run_config_path(run_dir)
+    config_file = run_config_path(run_dir)
     if samples < 2 or bank_size < 1 or queries < 1:
         raise ConfigError("report needs samples >= 2, bank_size >= 1 and queries >= 1")
-    config_text = (run_dir / "config.yaml").read_text()
+    config_text = config_file.read_text()
     summary = (
         json.loads((run_dir / "summary.json").read_text())
         if (run_dir / "summary.json").is_file()
