@@ -114,6 +114,11 @@ def make_fabric(config: RunConfig) -> Fabric:
     strategy: Any = config.strategy
     if strategy == "fsdp":
         strategy = fsdp_strategy(config.devices * config.num_nodes)
+    # Lightning announces mixed precision on every run ("Using bfloat16 Automatic Mixed
+    # Precision"); the precision is selfsup's default, which config.yaml records. Its warnings stay.
+    lightning_info = logging.getLogger("lightning_fabric.utilities.rank_zero")
+    level = lightning_info.level
+    lightning_info.setLevel(logging.WARNING)
     try:
         return Fabric(
             accelerator=config.accelerator,
@@ -128,6 +133,8 @@ def make_fabric(config: RunConfig) -> Fabric:
             f"devices={config.devices}, num_nodes={config.num_nodes}, "
             f"strategy={config.strategy}, precision={config.precision}: {err}"
         ) from None
+    finally:
+        lightning_info.setLevel(level)
 
 
 def launch(fabric: Fabric) -> Callable[[], None]:

@@ -1,6 +1,7 @@
 """Outside launchers: torchrun and SLURM's srun set the process count, selfsup follows them."""
 
 import json
+import logging
 import math
 import os
 import subprocess
@@ -123,6 +124,12 @@ def test_pretrain_flags_set_processes_nodes_and_strategy():
     values = {k: getattr(args, k) for k in PRETRAIN_FLAGS if getattr(args, k) is not None}
     config = load_config(values=values)
     assert (config.devices, config.num_nodes, config.strategy) == (8, 2, "fsdp")
+
+
+def test_lightning_does_not_announce_mixed_precision(caplog):
+    with caplog.at_level(logging.INFO):
+        make_fabric(load_config(values={"precision": "bf16-mixed", "accelerator": "cpu"}))
+    assert "Automatic Mixed Precision" not in caplog.text  # config.yaml records the precision
 
 
 RANK_ZERO_FAILS = """

@@ -122,8 +122,8 @@ class Progress:
     A rich progress bar on a terminal (or in a notebook). Elsewhere (a log file, a pipe, a
     SLURM job's output) a bar that redraws itself would leave one squeezed line at the end, so
     plain lines are printed instead: at the first update, every ``every`` seconds and at the
-    end. ``label`` names the work; ``stderr`` keeps stdout for results (``selfsup evaluate``
-    prints JSON there). With ``total`` None (a stream of unknown length) there is no
+    end. It writes to stderr, which keeps stdout for results (``selfsup evaluate`` prints JSON
+    there, ``selfsup pretrain`` the run directory). With ``total`` None (a stream of unknown length) there is no
     percentage and no ETA: the time so far and ``info``, which says how far the work got.
     """
 
@@ -134,23 +134,21 @@ class Progress:
         enabled: bool = True,
         every: float = 30.0,
         label: str = "pretrain",
-        stderr: bool = False,
     ) -> None:
         self.enabled = enabled
         self.unit = unit
         self.total = total
         self.label = label
-        self._stream = sys.stderr if stderr else sys.stdout
         if not enabled:
             return
         from rich.console import Console
         from rich.progress import BarColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
         from rich.progress import Progress as RichProgress
 
-        console = Console(stderr=stderr)
+        console = Console(stderr=True)
         self.live = console.is_terminal or console.is_jupyter
         if not self.live:
-            self._every, self._line = every, ""
+            self._every, self._line, self._shown = every, "", ""
             self._start, self._printed = time.perf_counter(), -math.inf  # the first update prints
             self._first: tuple[float, float] | None = None  # (progress, time) at the first update
             return
@@ -186,7 +184,7 @@ class Progress:
             percent = 100.0 * done / self.total if self.total else 100.0
             self._line = f"{self.label} {percent:5.1f}%  {elapsed}  ETA {eta}  {info}"
         if now - self._printed >= self._every:
-            print(self._line, file=self._stream, flush=True)
+            self._print()
             self._printed = now
 
     def close(self) -> None:
@@ -194,8 +192,12 @@ class Progress:
             return
         if self.live:
             self._bar.stop()
-        elif self._line:
-            print(self._line, file=self._stream, flush=True)
+        elif self._line != self._shown:  # the end, unless it was just printed
+            self._print()
+
+    def _print(self) -> None:
+        print(self._line, file=sys.stderr, flush=True)
+        self._shown = self._line
 
 
 def _clock(seconds: float) -> str:

@@ -192,7 +192,6 @@ def extract(
         "batches",
         enabled=SHOW_PROGRESS.get() and (count is None or count > batch_size),
         label="embed",
-        stderr=True,
     )
     feats, labels, texts = [], [], []
     seen = 0

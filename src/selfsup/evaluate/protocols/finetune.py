@@ -259,7 +259,7 @@ def train_classifier(
         order_rng = torch.Generator().manual_seed(seed)
         per_epoch = math.ceil(train_size / settings.batch_size)
         total, step, losses = settings.epochs * per_epoch, 0, []
-        bar = Progress(total, "steps", SHOW_PROGRESS.get(), label="finetune", stderr=True)
+        bar = Progress(total, "steps", SHOW_PROGRESS.get(), label="finetune")
         for epoch in range(settings.epochs):
             order = torch.randperm(train_size, generator=order_rng).tolist()
             losses = []

@@ -65,8 +65,7 @@ def pseudo_log_likelihood(
     method.eval()
     total, count = 0.0, 0
     # one forward per scored token: minutes on a CPU for a few thousand
-    bar = Progress(max_tokens, "tokens", SHOW_PROGRESS.get(), label="pseudo_perplexity",
-                   stderr=True)  # fmt: skip
+    bar = Progress(max_tokens, "tokens", SHOW_PROGRESS.get(), label="pseudo_perplexity")
     of = f" of {max_tokens:,}" if max_tokens is not None else ""
     try:
         for block in blocks:
