@@ -258,11 +258,11 @@ def train_classifier(
         optimizer = build_optimizer(groups, "adamw", settings.learning_rate, settings.weight_decay)
         order_rng = torch.Generator().manual_seed(seed)
         per_epoch = math.ceil(train_size / settings.batch_size)
-        total, step, losses = settings.epochs * per_epoch, 0, []
+        total, step, epoch_loss, epoch_steps = settings.epochs * per_epoch, 0, 0.0, 0
         bar = Progress(total, "steps", SHOW_PROGRESS.get(), label="finetune")
         for epoch in range(settings.epochs):
             order = torch.randperm(train_size, generator=order_rng).tolist()
-            losses = []
+            epoch_loss, epoch_steps = 0.0, 0
             for inputs, labels in batches(order, True):
                 set_lr(optimizer, lr_factor((step + 1) / total, settings.warmup, 0.0, "linear"))
                 loss = F.cross_entropy(model(*inputs).float(), labels)
@@ -270,9 +270,10 @@ def train_classifier(
                 loss.backward()
                 nn.utils.clip_grad_norm_(params, settings.clip_grad)
                 optimizer.step()
-                losses.append(float(loss.detach()))
+                epoch_loss, epoch_steps = epoch_loss + float(loss.detach()), epoch_steps + 1
                 step += 1
-                bar.update(step, f"epoch {epoch + 1}/{settings.epochs}  loss {losses[-1]:.3f}")
+                mean = epoch_loss / epoch_steps  # the epoch's so far, as train_loss reports it
+                bar.update(step, f"epoch {epoch + 1}/{settings.epochs}  loss {mean:.3f}")
         bar.close()
     model.eval()
     correct = 0
@@ -290,7 +291,7 @@ def train_classifier(
     return {
         "top1": 100.0 * correct / len(test_labels),
         "chance": 100.0 * float(counts.max()) / len(test_labels),
-        "train_loss": sum(losses) / max(len(losses), 1),
+        "train_loss": epoch_loss / max(epoch_steps, 1),
         "steps": step,
         "trainable_params": trainable,
         "total_params": total_params,
