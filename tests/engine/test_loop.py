@@ -411,14 +411,14 @@ def test_a_collapse_found_by_another_process_stops_this_one(tmp_path, monkeypatc
             return torch.ones_like(tensor)
         return tensor
 
-    import selfsup.engine.loop as loop_module
+    import selfsup.engine.diagnosis as diagnosis_module
 
     def gather_objects(mine, world_size):  # the other process's verdict
         return [mine, "step 2: complete collapse (effective rank 1.0)"]
 
     monkeypatch.setattr(Fabric, "world_size", property(lambda self: 2))
     monkeypatch.setattr(Fabric, "all_reduce", all_reduce)
-    monkeypatch.setattr(loop_module, "gather_objects", gather_objects)
+    monkeypatch.setattr(diagnosis_module, "gather_objects", gather_objects)
     probe = Probe([{"x": torch.randn(8, 3)}])
     with pytest.raises(CollapseError, match=r"step 2: complete collapse .* \(on process 1\)"):
         train(tmp_path, 4, steps=4, method=Labelled(), probe=probe, diagnostics_every=2,

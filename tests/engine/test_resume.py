@@ -9,7 +9,7 @@ import torch
 from selfsup.config import ConfigError, load_config
 from selfsup.data import build_source
 from selfsup.data.tokenizer import train_tokenizer
-from selfsup.engine.loop import Loop
+from selfsup.engine.diagnosis import RunDiagnostics
 from selfsup.pipeline import pretrain
 from selfsup.testing import tar_shards
 
@@ -64,7 +64,7 @@ def test_resume_matches_uninterrupted(name, tmp_path, monkeypatch, tiny_tokenize
                         vocab_size=20_000).save_pretrained(tok)  # fmt: skip
     pretrain(config(name, tmp_path / "full", 4, tok))
 
-    original = Loop._diagnose
+    original = RunDiagnostics.at
 
     class Crash(Exception):
         pass
@@ -74,10 +74,10 @@ def test_resume_matches_uninterrupted(name, tmp_path, monkeypatch, tiny_tokenize
             raise Crash
         return original(self, step)
 
-    monkeypatch.setattr(Loop, "_diagnose", crash_after_two)
+    monkeypatch.setattr(RunDiagnostics, "at", crash_after_two)
     with pytest.raises(Crash):
         pretrain(config(name, tmp_path / "cut", 4, tok))
-    monkeypatch.setattr(Loop, "_diagnose", original)
+    monkeypatch.setattr(RunDiagnostics, "at", original)
     pretrain(config(name, tmp_path / "cut", 4, tok), resume=tmp_path / "cut")
 
     full, full_opt = weights(tmp_path / "full")

@@ -25,13 +25,13 @@ from torch.optim import Optimizer
 
 from selfsup.config import Budget, ConfigError
 from selfsup.data.faults import FaultMonitor
-from selfsup.engine.guard import CollapseError, Interrupted, StepGuard
+from selfsup.engine.diagnosis import RunDiagnostics
+from selfsup.engine.guard import Interrupted, StepGuard
 from selfsup.engine.loader import EpochLoader
 from selfsup.engine.logging import MetricLogger, Progress
 from selfsup.engine.optim import lr_factor, set_lr
-from selfsup.engine.sharding import gathered, grad_norm
-from selfsup.evaluate.diagnostics import COLLAPSE_CODES, CollapseAlarm, OnlineKnn, Probe
-from selfsup.launch import gather_objects
+from selfsup.engine.sharding import grad_norm
+from selfsup.evaluate.diagnostics import OnlineKnn, Probe
 
 log = logging.getLogger("selfsup")
 
@@ -128,12 +128,9 @@ class Loop:
         self.logger = logger
         self.save = save
         self.global_batch = global_batch
-        self.probe = probe
-        self.knn = knn
         self.faults = faults
-        self.knn_message = ""  # the last online kNN accuracy, shown on the progress line
-        self.collapse_message = ""  # the last diagnostics' collapse, shown on the progress line
-        self.alarm = CollapseAlarm()
+        self.diagnostics = RunDiagnostics(fabric, method, probe, knn, settings.diagnostics_every,
+                                          settings.knn_every, settings.stop_on_collapse)  # fmt: skip
         self.guard = StepGuard(fabric, settings.nonfinite, False, faults)
         budget = settings.budget
         if budget.unit == "steps":
@@ -196,59 +193,6 @@ class Loop:
     def _buffers(self) -> list[Tensor]:
         return [b.detach().clone() for b in self.method.buffers()]
 
-    def _diagnose(self, step: int) -> dict[str, float]:
-        """Online kNN accuracy every ``knn_every`` steps and label-free figures of the probe's
-        embeddings every ``diagnostics_every`` steps; a collapse is logged as a warning, shown on
-        the progress line and may stop the run."""
-        figures: dict[str, float] = {}
-        every = self.settings.knn_every
-        if self.knn is not None and every > 0 and step % every == 0:
-            with self.fabric.autocast(), gathered(self.method):
-                figures.update(self.knn.accuracy(self.method))
-            self.knn_message = f"kNN {figures['knn_top1']:.1f}"
-        every = self.settings.diagnostics_every
-        if self.probe is None or every < 1 or step % every:
-            return figures
-        with self.fabric.autocast(), gathered(self.method):
-            found, verdicts = self.probe.figures(self.method)
-        figures.update(found)
-        verdict = self.alarm.check(verdicts)
-        figures["collapse"] = float(COLLAPSE_CODES[verdict.kind])
-        message = f"step {step}: {verdict.message}"
-        if verdict.kind == "none":
-            self.collapse_message = ""
-        else:
-            self.collapse_message = f"{verdict.kind}, effective rank {verdict.effective_rank:.1f}"
-            if self.fabric.is_global_zero:
-                log.warning(message)
-        stop = self.settings.stop_on_collapse and verdict.kind != "none"
-        if self.settings.stop_on_collapse and self.fabric.world_size > 1:
-            # every process stops alike (a stream's probe samples differ per process), with the
-            # verdict of the first that found the collapse
-            flag = torch.tensor([float(stop)], device=self.fabric.device)
-            if self.fabric.all_reduce(flag, reduce_op="max").item() > 0:
-                found = gather_objects(message if stop else None, self.fabric.world_size)
-                rank, message = next((r, m) for r, m in enumerate(found) if m is not None)
-                message = message if stop else f"{message} (on process {rank})"
-                stop = True
-        if stop:
-            raise CollapseError(
-                f"{message}; stopping (stop_on_collapse=true). The last checkpoint is intact; "
-                "check the method's arguments and learning rate"
-            )
-        return figures
-
-    def _baseline(self) -> None:
-        """The diagnostics before the first step (or at the resumed state): the reference a
-        collapse must fall from (see :class:`CollapseAlarm`)."""
-        if self.probe is None or self.settings.diagnostics_every < 1:
-            return
-        with self.fabric.autocast(), gathered(self.method):
-            _, verdicts = self.probe.figures(self.method)
-        for note in self.alarm.baseline(verdicts):
-            if self.fabric.is_global_zero:
-                log.info("diagnostics: %s", note)
-
     def _check_plain_sgd(self) -> None:
         """A method that updates itself applies plain SGD: refuse settings it would ignore."""
         optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # Fabric's wrapper
@@ -286,7 +230,7 @@ class Loop:
             log.warning("the run has %d steps already: a budget of %s is spent, nothing to "
                         "train (give a larger --budget to go on)", state.step, s.budget)  # fmt: skip
         batches = self._batches(state)
-        self._baseline()
+        self.diagnostics.baseline()
         try:
             with guard.catch_ctrl_c():
                 self._train(state, batches, time.perf_counter() - state.elapsed, bar)
@@ -364,7 +308,7 @@ class Loop:
             window_steps += 1  # the steps summed (a resumed run's first window is shorter)
             elapsed = self._elapsed(start)
             self.method.after_step(state.step, self._total_steps_estimate(state, elapsed))
-            diagnosed = self._diagnose(state.step)
+            diagnosed = self.diagnostics.at(state.step)
             # the window's figures every log_every steps, and those of the last steps (which
             # the run's budget or a stop cut short) at the end
             last = self.progress(state, elapsed) >= 1 or self.guard.stop_after_step
@@ -381,11 +325,7 @@ class Loop:
                 sums, window_start, window_samples, window_steps = {}, time.perf_counter(), 0, 0
             elif diagnosed:
                 self.logger.log(state.step, diagnosed)
-            line = info
-            if self.knn_message:
-                line = f"{line}  {self.knn_message}"
-            if self.collapse_message:
-                line = f"{line}  COLLAPSE ({self.collapse_message})"
+            line = f"{info}  {self.diagnostics.note}" if self.diagnostics.note else info
             done = state.step if self.total_steps else min(elapsed, s.budget.amount)
             bar.update(done, f"step {state.step}  {line}")
             if state.step % s.checkpoint_every == 0 or self.guard.stop_after_step:
