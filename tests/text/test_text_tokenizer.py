@@ -90,6 +90,38 @@ def test_training_is_deterministic(text_corpus, kind):
     assert len(runs) == 1
 
 
+def test_wordpiece_training_on_real_text_is_deterministic():
+    # On real text many merges tie; the raw "##" trainer broke ties in hash-map order and gave
+    # another vocabulary each time (70 of 8,000 tokens on lee), so runs could not be repeated.
+    from selfsup.data import build_source
+
+    texts = [sample["text"] for sample in build_source("lee").train]
+    runs = {
+        train_tokenizer(texts, kind="wordpiece", vocab_size=3000).backend_tokenizer.to_str()
+        for _ in range(3)
+    }
+    assert len(runs) == 1
+
+
+def test_wordpiece_vocabulary_has_every_character_plain_and_continuing():
+    # "q" starts no word: it still gets its plain token ("qa" would otherwise be unknown), in
+    # place of the last merge, as the "##" trainer's alphabet gives it
+    texts = ["aq aqua baq caq"] * 10 + ["a b c"]
+    tok = train_tokenizer(texts, kind="wordpiece", vocab_size=16)
+    vocab = tok.get_vocab()
+    assert {"a", "b", "c", "q", "##q", "##u", "##a"} <= set(vocab) and len(vocab) == 16
+    assert tok.tokenize("qa") == ["q", "##a"]
+    assert tok.tokenize("aqua") != ["[UNK]"]
+
+
+def test_wordpiece_training_skips_words_it_cannot_mark():
+    # a character beyond plane 1 inside a word, or a private use mark of planes 15-16
+    texts = ["ab\U00020000c ab abc", "\U000f0061b ab"] * 5
+    tok = train_tokenizer(texts, kind="wordpiece", vocab_size=40)
+    assert tok.tokenize("abc") == ["abc"]
+    assert not any(ord(c) >= 0xF0000 for token in tok.get_vocab() for c in token)
+
+
 def test_lowercase_switch(text_corpus):
     lower = train_tokenizer(text_corpus, kind="wordpiece", vocab_size=500)
     assert lower.tokenize("ANAN Elpo") == lower.tokenize("anan elpo")

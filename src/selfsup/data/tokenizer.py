@@ -83,11 +83,12 @@ def _pipeline(
         tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece(prefix="##")
-        trainer = trainers.WordPieceTrainer(
+        # WordPiece's vocabulary is BPE's with "##" continuations, trained on marked words (see
+        # _train_wordpiece): no alphabet, so that every character is in the vocabulary
+        trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
             show_progress=False,  # library code never prints
             special_tokens=list(specials.values()),
-            continuing_subword_prefix="##",
         )
     elif kind == "bpe":
         specials = _ROBERTA_SPECIALS
@@ -136,14 +137,90 @@ def _pipeline(
     return tok, trainer, specials
 
 
+# A word's continuing characters, shifted into the supplementary private use planes (15 and 16)
+# while the WordPiece vocabulary is trained: "word" becomes "w" + the marks of "o", "r", "d".
+_MARK = 0xF0000
+_MARKABLE = 0x1FFFE  # planes 0 and 1 (the last two code points of plane 16 are non-characters)
+
+
+class _Marks(dict):
+    """``str.translate``'s table: the Basic Multilingual Plane's marks looked up, plane 1's
+    computed."""
+
+    def __missing__(self, code: int) -> int:
+        return _MARK + code
+
+
+_MARKS = _Marks((code, _MARK + code) for code in range(0x10000))
+
+
+def _marked(word: str) -> str | None:
+    """``word`` with its continuing characters marked; None for a word holding a character
+    that cannot be marked (beyond plane 1) past its first, or a mark already (planes 15-16)."""
+    if not word.isascii() and (
+        max(word) >= chr(_MARK) or (len(word) > 1 and max(word[1:]) >= chr(_MARKABLE))
+    ):
+        return None
+    return word[0] + word[1:].translate(_MARKS)
+
+
+def _unmarked(token: str) -> str:
+    """A trained token's WordPiece form: marked characters back, "##" before a continuation."""
+    plain = "".join(chr(ord(c) - _MARK) if ord(c) >= _MARK else c for c in token)
+    return "##" + plain if ord(token[0]) >= _MARK else plain
+
+
+def _train_wordpiece(
+    tok: Tokenizer, trainer: trainers.Trainer, texts: Iterable[str], unk: str, vocab_size: int
+) -> Tokenizer:
+    """Train BERT's WordPiece vocabulary deterministically.
+
+    The ``tokenizers`` WordPiece trainer is a BPE trainer that writes a ``##`` prefix before a
+    word's continuing characters. It numbers those ``##`` characters in hash-map order, and a
+    merge between pairs of equal count goes to the pair of lower ids: the same corpus gave a
+    different vocabulary on each training (70 of 8,000 tokens on ``lee``). Here the normaliser
+    and pre-tokeniser run first, each word's continuing characters are shifted into the
+    private use planes (:func:`_marked`), and a plain BPE trainer learns the merges: its
+    alphabet is sorted, so every choice is the same each time. The tokens are then unshifted,
+    with ``##`` before continuations. The algorithm is the same as the ``##`` trainer's; only
+    ties are broken in a fixed order. Each character seen only inside words also gets its
+    plain token (as the ``##`` trainer's alphabet does), in place of the last merges learnt.
+    Words holding a character beyond plane 1 past their first, or a plane 15-16 private use
+    character, are left out of the training (their characters stay unknown).
+    """
+    normalizer, pre_tokenizer = tok.normalizer, tok.pre_tokenizer
+
+    def marked_texts() -> Iterator[str]:
+        for text in texts:
+            words = pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
+            marked = (_marked(word) for word, _ in words)
+            yield " ".join(m for m in marked if m is not None)
+
+    learner = Tokenizer(models.BPE())
+    learner.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    learner.train_from_iterator(_batches(marked_texts()), trainer=trainer)
+    learnt = learner.get_vocab()  # specials, the sorted alphabet, then the merges in order
+    tokens = [_unmarked(t) for t in sorted(learnt, key=learnt.get)]
+    alphabet = {t for t in tokens if len(t) == 1 or (t.startswith("##") and len(t) == 3)}
+    missing = sorted({t[2:] for t in alphabet if t.startswith("##")} - set(tokens))
+    merges = len(tokens) - len(alphabet) - len(trainer.special_tokens)
+    over = len(tokens) + len(missing) - vocab_size  # the plain tokens replace the last merges
+    tokens = tokens[: len(tokens) - min(max(over, 0), merges)] + missing
+    vocab = {token: i for i, token in enumerate(tokens)}
+    trained = Tokenizer(models.WordPiece(vocab, unk_token=unk, continuing_subword_prefix="##"))
+    trained.normalizer, trained.pre_tokenizer, trained.decoder = (
+        normalizer, pre_tokenizer, tok.decoder)  # fmt: skip
+    return trained
+
+
 def _canonical_ids(tok: Tokenizer, kind: str, n_special: int) -> Tokenizer:
     """Renumber the trained vocabulary in a fixed order, so the same corpus gives the same ids.
 
-    The WordPiece and Unigram trainers number some tokens in hash-map order, which changes from
-    one training to the next (WordPiece: the ``##`` alphabet; Unigram: pieces of equal score).
-    Ids do not affect how either model splits text, so the regular tokens are renumbered: sorted
-    by string (WordPiece) or by descending score, then string (Unigram). The special tokens keep
-    ids ``0 .. n_special - 1``. Byte-level BPE's trainer is already deterministic.
+    Ids do not affect how WordPiece or Unigram split text, so their regular tokens are
+    renumbered: sorted by string (WordPiece, whose trainer numbers its alphabet in the order the
+    words come) or by descending score, then string (Unigram, whose trainer numbers pieces of
+    equal score in hash-map order). The special tokens keep ids ``0 .. n_special - 1``.
+    Byte-level BPE's trainer is already deterministic.
     Unigram is only nearly deterministic: the scores of the few characters the trainer adds back
     at the end (rare characters pruned from the pieces) are still handed out in hash-map order.
     """
@@ -202,7 +279,10 @@ def train_tokenizer(
         special tokens.
     """
     tok, trainer, specials = _pipeline(kind, vocab_size, lowercase)
-    tok.train_from_iterator(_batches(texts), trainer=trainer)
+    if kind == "wordpiece":
+        tok = _train_wordpiece(tok, trainer, texts, specials["unk_token"], vocab_size)
+    else:
+        tok.train_from_iterator(_batches(texts), trainer=trainer)
     tok = _canonical_ids(tok, kind, len(specials))
     tok.post_processor = _post_processor(kind, tok, specials)
     roles = dict(specials)
