@@ -210,9 +210,21 @@ def make_loader(
                 fabric.all_reduce(torch.tensor(steps, device=fabric.device), reduce_op="min")
             )
         loader.set_steps_per_epoch(steps)
-    if loader.steps_per_epoch == 0:
+    text = kind == "text" and custom is None
+    what = f"blocks of seq_len={config.seq_len} tokens" if text else "samples"
+    what = what if custom is None else "training examples"
+    share = " per process" if world > 1 else ""
+    short = f"fewer {what}{share} than one batch" if loader.steps_per_epoch == 0 else None
+    if loader.steps_per_epoch is None and not loader.endless:  # packed text, a method's examples
+        count = loader.first_examples()
+        if world > 1:  # every process stops alike
+            count = int(fabric.all_reduce(torch.tensor(count, device=fabric.device), "min"))
+        if count < config.batch_size:
+            short = f"only {count} {what}{share}, fewer than one batch"
+    if short is not None:
+        lower = "batch_size or seq_len" if text else "batch_size"
         raise ConfigError(
-            f"batch_size {config.batch_size}: {source.name!r} has fewer samples than one batch"
+            f"batch_size {config.batch_size}: {source.name!r} has {short}; lower {lower}"
         )
     return loader
 

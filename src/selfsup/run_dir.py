@@ -54,6 +54,11 @@ def run_directory(
     else:
         run_dir = Path(config.out) if config.out else default_run_dir(config)
         if (run_dir / "config.yaml").exists() and not overwrite:
+            if latest_checkpoint(run_dir / "checkpoints") is None:  # it stopped before saving
+                raise RunExistsError(
+                    f"{run_dir} already holds a run that saved no checkpoint; pass --overwrite "
+                    "to start it again, or choose another --out"
+                )
             raise RunExistsError(
                 f"{run_dir} already holds a run; pass --resume {run_dir} to continue it, "
                 "--overwrite to replace it, or choose another --out"

@@ -127,6 +127,33 @@ def test_text_pretrain_mlm_evaluate_and_export(tmp_path, capsys):
     assert tokenizer.model_max_length == 16 and long["input_ids"].shape == (1, 16)
 
 
+def test_a_corpus_short_of_one_batch_is_refused_before_the_run_starts(tmp_path, capsys):
+    # packed text has no known length: its start is read before the run directory is written
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"cats and dogs number {i}" for i in range(40)))
+    run = tmp_path / "run"
+    args = ["pretrain", "--method", "mlm", "--data", f"text:{corpus}", "--backbone", "bert-tiny",
+            "--batch-size", "64", "--out", str(run), *COMMON, "seq_len=16",
+            "tokenizer.vocab_size=100"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "batch_size 64:" in err and "has only " in err and "blocks of seq_len=16 tokens" in err
+    assert "lower batch_size or seq_len" in err and "Traceback" not in err
+    assert not run.exists()
+
+
+def test_a_run_that_saved_no_checkpoint_is_started_again_with_overwrite(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("method: simclr\n")  # a run stopped before step 1 was saved
+    data = image_folder(tmp_path / "imgs")
+    args = ["pretrain", "--method", "simclr", "--data", f"folder:{data}", "--batch-size", "4",
+            "--image-size", "16", "--out", str(run), *COMMON]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "saved no checkpoint; pass --overwrite" in err and "--resume" not in err
+
+
 def test_pairs_clip_zeroshot_and_retrieval(tmp_path, capsys):
     run = tmp_path / "run"
     args = ["pretrain", "--method", "clip", "--data", "shapes:64", "--batch-size", "8",

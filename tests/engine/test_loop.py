@@ -43,7 +43,7 @@ def data(n=32):
 
 
 def train(tmp_path, batch, accumulate=1, steps=4, clip=None, method=None, budget=None, probe=None,
-          logger=None, knn=None, optimizer=torch.optim.SGD, state=None, save=None,
+          logger=None, knn=None, optimizer=torch.optim.SGD, state=None, save=None, loader=None,
           **settings):  # fmt: skip
     fabric = Fabric(accelerator="cpu", devices=1)
     method = method or Toy()
@@ -51,7 +51,7 @@ def train(tmp_path, batch, accumulate=1, steps=4, clip=None, method=None, budget
     for group in opt.param_groups:
         group["base_lr"] = 0.1
     model, opt = fabric.setup(method, opt)
-    loader = EpochLoader(data(), batch, shuffle=False)
+    loader = loader or EpochLoader(data(), batch, shuffle=False)
     settings = LoopSettings(
         budget=parse_budget(budget or f"{steps}steps"),
         accumulate=accumulate,
@@ -74,6 +74,21 @@ def train(tmp_path, batch, accumulate=1, steps=4, clip=None, method=None, budget
         knn,
     )
     return method, loop.run(state or TrainState())
+
+
+class ShortStream(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        yield from data(3)
+
+
+def test_a_stream_short_of_one_batch_is_counted_and_stops_with_a_data_error(tmp_path):
+    from selfsup.data.source import DataError
+
+    loader = EpochLoader(ShortStream(), 4)
+    state = torch.get_rng_state()
+    assert loader.first_examples() == 3 and torch.equal(torch.get_rng_state(), state)
+    with pytest.raises(DataError, match="no complete batch in a whole epoch.*lower batch_size"):
+        train(tmp_path, batch=4, loader=loader)
 
 
 def test_accumulation_equals_the_large_batch(tmp_path):

@@ -101,6 +101,22 @@ class EpochLoader:
                     self.dataset.resample = True  # type: ignore[attr-defined]
         return self.steps_per_epoch  # type: ignore[return-value]
 
+    def first_examples(self) -> int:
+        """How many examples a stream of unknown length holds for this process, counted up to
+        one batch: its start is read here, in this process, with the RNGs left as they were (a
+        dataset that is too small is found before the run starts; with several DataLoader
+        workers, each must still fill its own batches)."""
+        from selfsup.engine.checkpoint import rng_state, set_rng_state
+
+        state = rng_state()
+        try:
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(0)
+            start = itertools.islice(iter(self.dataset), self.batch_size)  # type: ignore[call-overload]
+            return sum(1 for _ in start)
+        finally:
+            set_rng_state(state)
+
     def set_steps_per_epoch(self, steps: int) -> None:
         """Agree on one epoch length across processes (the shortest share)."""
         self._steps = steps

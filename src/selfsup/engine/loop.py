@@ -25,6 +25,7 @@ from torch.optim import Optimizer
 
 from selfsup.config import Budget, ConfigError
 from selfsup.data.faults import FaultMonitor
+from selfsup.data.source import DataError
 from selfsup.engine.diagnosis import RunDiagnostics
 from selfsup.engine.guard import Interrupted, StepGuard
 from selfsup.engine.loader import EpochLoader
@@ -164,8 +165,12 @@ class Loop:
                 empty = False
                 state.batch_in_epoch += 1
                 yield batch
-            if empty and state.batch_in_epoch == 0:
-                raise RuntimeError("the data source yielded no complete batch in a whole epoch")
+            if empty and state.batch_in_epoch == 0:  # e.g. shares of DataLoader workers
+                raise DataError(
+                    "the training data gave no complete batch in a whole epoch (each DataLoader "
+                    "worker fills its own batches from its share); lower batch_size or "
+                    "num_workers"
+                )
             state.epoch += 1
             state.batch_in_epoch = 0
 
