@@ -116,6 +116,10 @@ def _launched(
     if config.sync_batchnorm and fabric.world_size > 1 and fabric.device.type == "cpu":
         raise ConfigError("sync_batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel)")
     fabric.seed_everything(config.seed, verbose=False)  # same initial weights everywhere
+    # Until the run directory exists, faults (e.g. in the tokenizer's texts, or while counting
+    # an epoch) are only counted, and the first is shown.
+    early_faults = FaultCounter()
+    set_fault_log(source.train, early_faults)
 
     tokenizer = (
         prepare_tokenizer(config, source, run_dir, fabric, cls, resume is not None)
@@ -133,9 +137,11 @@ def _launched(
     if tokenizer is not None and trained:
         config = replace(config, tokenizer=trained_tokenizer(config, cls))
     method = _build_method(config, cls, ctx, fabric.world_size)
-    # Until the run directory exists, faults (e.g. while counting an epoch) are only counted.
-    set_fault_log(source.train, FaultCounter())
     loader = make_loader(cls.kind, source, tokenizer, config, fabric, method)
+    early = list(dict.fromkeys(early_faults.errors))  # a file may be read more than once
+    if early and fabric.is_global_zero:
+        more = f" (and {len(early) - 1} more)" if len(early) > 1 else ""
+        log.warning("skipped while reading the data before training: %s%s", early[0], more)
     if config.resample and not loader.endless:
         raise ConfigError(
             f"resample=true: {config.method} builds its own training examples from the source "
@@ -363,8 +369,9 @@ def _finish(
                "bad_samples": monitor.total, "skipped_steps": state.skipped_steps}  # fmt: skip
     if monitor.total:
         others = " (other processes: faults-rank*.jsonl)" if world_size > 1 else ""
-        log.warning("%d unreadable samples were skipped; each is listed in %s%s",
-                    monitor.total, faults_path, others)  # fmt: skip
+        log.warning("%d unreadable %s skipped; %s listed in %s%s", monitor.total,
+                    "sample was" if monitor.total == 1 else "samples were",
+                    "it is" if monitor.total == 1 else "each is", faults_path, others)  # fmt: skip
     if state.skipped_steps:
         log.warning("%d non-finite steps were skipped", state.skipped_steps)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -142,6 +142,21 @@ def test_a_corpus_short_of_one_batch_is_refused_before_the_run_starts(tmp_path, 
     assert not run.exists()
 
 
+def test_a_binary_file_among_text_files_is_skipped_from_the_tokenizer_on(tmp_path, caplog):
+    # the tokenizer's training texts are read before the run: the file was an error there
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "good.txt").write_text("\n".join(f"cats and dogs number {i}" for i in range(200)))
+    (folder / "zz.txt").write_bytes(b"\x00\x01binary" * 100)
+    run = tmp_path / "run"
+    args = ["pretrain", "--method", "mlm", "--data", f"text:{folder}", "--backbone", "bert-tiny",
+            "--batch-size", "4", "--out", str(run), *COMMON, "seq_len=16",
+            "tokenizer.vocab_size=100"]  # fmt: skip
+    assert main(args) == 0
+    assert "zz.txt is binary" in (run / "faults.jsonl").read_text()
+    assert "skipped while reading the data before training" in caplog.text
+
+
 def test_a_run_that_saved_no_checkpoint_is_started_again_with_overwrite(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()

@@ -144,6 +144,11 @@ class PartitionedStream(IterableDataset, Generic[Raw]):
         """Turn one raw record into a sample dict."""
         raise NotImplementedError
 
+    def records(self, part: str) -> Iterator[Raw]:
+        """The records of ``part``, a part that fails recorded and cut short as in training (for
+        readers of the whole dataset: tokenizer training, vocabulary counts)."""
+        return self._read(part, report=True)
+
     def _read(self, part: str, report: bool) -> Iterator[Raw]:
         """The records of ``part``; with a fault log, a part that fails is recorded (when
         ``report``: consumers that all read the same part record it once) and cut short."""

@@ -32,9 +32,9 @@ __all__ = [
 
 def all_documents(dataset: Any) -> Iterator[str]:  # noqa: ANN401
     """Every document of ``dataset``, whatever this process's rank (for counts that agree)."""
-    if hasattr(dataset, "parts") and hasattr(dataset, "read_part"):  # a PartitionedStream
+    if hasattr(dataset, "parts") and hasattr(dataset, "records"):  # a PartitionedStream
         for part in dataset.parts:
-            for raw in dataset.read_part(part):
+            for raw in dataset.records(part):  # a binary "text" file is skipped while training
                 yield text_of(dataset.decode(raw), "text")
     elif isinstance(dataset, IterableDataset):
         yield from (text_of(s, "text") for s in dataset)
