@@ -211,13 +211,23 @@ def test_pairs_clip_zeroshot_and_retrieval(tmp_path, capsys):
             "method_args.temperature of method SimCLR must be float",
         ),
         (["--method", "simclr", "--data", "digits", "method_args.proj_dim=-3"], "proj_dim=-3"),
+        # values out of range are refused when the method is built, not at its first step
+        (["--method", "mlm", "--data", "lee", "--backbone", "bert-tiny",
+          "method_args.mlm_probability=1.5"], "mlm_probability must be in (0, 1], got 1.5"),
+        (["--method", "mlm", "--data", "lee", "--backbone", "bert-tiny",
+          "method_args.mlm_probability=0"], "mlm_probability must be in (0, 1], got 0"),
+        (["--method", "clip", "--data", "shapes", "method_args.init_temperature=-1"],
+         "init_temperature must be > 0"),
+        (["--method", "mae", "--data", "digits", "--backbone", "vit_tiny_patch4",
+          "method_args.mask_ratio=1.5"], "mask_ratio must be in [0, 1)"),
+        (["--method", "swav", "--data", "digits", "method_args.epsilon=0"], "epsilon > 0"),
     ],
-)
+)  # fmt: skip
 def test_bad_input_is_one_clear_message(tmp_path, capsys, args, needle):
     code = main(["pretrain", *args, "--out", str(tmp_path / "run"), "--budget", "1steps"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("selfsup: error:") and needle in err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and not (tmp_path / "run").exists()  # nothing written
 
 
 def test_list_shows_every_kind(capsys):

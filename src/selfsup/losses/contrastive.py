@@ -114,6 +114,8 @@ class ClipLoss(nn.Module):
 
     def __init__(self, init_temperature: float = 0.07, max_scale: float = 100.0) -> None:
         super().__init__()
+        if not init_temperature > 0:
+            raise ValueError(f"init_temperature must be > 0, got {init_temperature}")
         self.log_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
         self.max_log_scale = math.log(max_scale)
 

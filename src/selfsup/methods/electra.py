@@ -46,7 +46,7 @@ from selfsup.backbones.text_configs import bert_config_fields, build_text_config
 from selfsup.data.tokenizer import save_tokenizer
 from selfsup.losses.classification import masked_lm_loss, replaced_token_detection_loss
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
-from selfsup.views.tokens import IGNORE_INDEX, mask_batch, sample_tokens
+from selfsup.views.tokens import IGNORE_INDEX, check_masking, mask_batch, sample_tokens
 
 # ELECTRA-Small's factorised embedding (table 6); other sizes embed at their hidden size.
 PAPER_EMBEDDING_SIZE = {"electra-small": 128}
@@ -138,6 +138,7 @@ class Electra(Method):
         shared = self.discriminator.electra.embeddings
         self.generator.electra.embeddings = shared
         self.generator.generator_lm_head.weight = shared.word_embeddings.weight
+        check_masking(mlm_probability, mask_replace, 0.0)
         self.tokenizer = tokenizer
         self.mlm_probability = mlm_probability
         self.mask_replace = mask_replace

@@ -153,6 +153,10 @@ class MAE(ImageMethod):
             depth=decoder_depth or (2 if small else 8),
             heads=decoder_heads or (8 if small else 16),
         )
+        patches = self.grid[0] * self.grid[1]
+        if not 0.0 <= mask_ratio < 1.0 or patches - round(mask_ratio * patches) < 1:
+            raise ValueError(f"mask_ratio must be in [0, 1) and leave one of the {patches} "
+                             f"patches visible, got {mask_ratio}")  # fmt: skip
         self.mask_ratio = mask_ratio
         self.norm_pix_loss = norm_pix_loss
         self.augment = ViewAugment(

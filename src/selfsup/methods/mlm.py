@@ -40,7 +40,7 @@ from selfsup.backbones.text_configs import (
 from selfsup.data.tokenizer import save_tokenizer
 from selfsup.losses.classification import masked_lm_loss
 from selfsup.methods.base import BuildContext, Method, OptimDefaults, register_method
-from selfsup.views.tokens import IGNORE_INDEX, mask_batch
+from selfsup.views.tokens import IGNORE_INDEX, check_masking, mask_batch
 
 
 def bert_config(
@@ -193,6 +193,7 @@ class MaskedEncoder(Method):
         """
         if tokenizer.mask_token_id is None:
             raise ValueError("masked language modelling needs a tokenizer with a mask token")
+        check_masking(mlm_probability, mask_replace, random_replace)
         if vocab_size < len(tokenizer):
             raise ValueError(f"config.vocab_size {vocab_size} < len(tokenizer) {len(tokenizer)}")
         self.tokenizer = tokenizer

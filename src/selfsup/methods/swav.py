@@ -95,6 +95,9 @@ class SwAV(ImageMethod):
             local_size=local_size or local_crop_size(image_size, patch_size(self.backbone)),
             blur=blur if blur is not None else image_size > 64,
         )
+        if not (temperature > 0 and epsilon > 0 and sinkhorn_iterations >= 1):
+            raise ValueError(f"need temperature > 0, epsilon > 0 and sinkhorn_iterations >= 1, "
+                             f"got {temperature}, {epsilon} and {sinkhorn_iterations}")  # fmt: skip
         self.temperature = temperature
         self.epsilon = epsilon
         self.sinkhorn_iterations = sinkhorn_iterations

@@ -82,10 +82,7 @@ def mask_tokens(
         input, and the original id at selected positions (True = masked, predicted) with
         ``IGNORE_INDEX`` (-100) everywhere else.
     """
-    if not 0.0 <= mlm_probability <= 1.0:
-        raise ValueError(f"mlm_probability must be in [0, 1], got {mlm_probability}")
-    if mask_replace < 0 or random_replace < 0 or mask_replace + random_replace > 1:
-        raise ValueError("need mask_replace, random_replace >= 0 with a sum of at most 1")
+    check_masking(mlm_probability, mask_replace, random_replace, training=False)
     device, shape = input_ids.device, input_ids.shape
     maskable = ~special_tokens_mask.bool()  # (B, L) True = may be selected
     if attention_mask is not None:
@@ -103,6 +100,25 @@ def mask_tokens(
     masked = torch.where(to_random, random_ids, masked)  # (B, L)
     labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE_INDEX))  # (B, L)
     return masked, labels
+
+
+def check_masking(
+    mlm_probability: float, mask_replace: float, random_replace: float, training: bool = True
+) -> None:
+    """Refuse masking rates out of range, naming the argument (a method checks them when it is
+    built, before a run starts). Training needs some tokens selected: ``mlm_probability > 0``.
+
+    Raises:
+        ValueError: a rate out of range.
+    """
+    low = "(0, 1]" if training else "[0, 1]"
+    if not (0.0 < mlm_probability <= 1.0 if training else 0.0 <= mlm_probability <= 1.0):
+        raise ValueError(f"mlm_probability must be in {low}, got {mlm_probability}")
+    if mask_replace < 0 or random_replace < 0 or mask_replace + random_replace > 1:
+        raise ValueError(
+            "mask_replace and random_replace must be >= 0 with a sum of at most 1, got "
+            f"{mask_replace} and {random_replace}"
+        )
 
 
 def mask_batch(
