@@ -138,8 +138,10 @@ def test_compare_puts_runs_side_by_side(image_run, tmp_path, capsys):
     with open(other / "results.jsonl", "a") as f:
         f.write(json.dumps({"protocol": "knn", "top1": 50.0, "bank": 7, "queries": 3}) + "\n")
         f.write(json.dumps({"protocol": "knn", "data": "lee", "top1": 9.0}) + "\n")
+        f.write(json.dumps({"protocol": "mine", "seed": 0, "score": 1.5}) + "\n")
     assert main(["compare", str(image_run), str(other), "--out", str(out)]) == 0
     html = out.read_text()
+    assert "mine score</th>" in html  # a column names the figure it shows
     assert f"knn [{sizes[0]}/{sizes[1]}] top1" in html and "knn [7/3] top1" in html
     assert "knn on lee top1" in html and len(images_of(html)) == 1
     assert main(["compare", str(tmp_path / "nothing"), "--out", str(out)]) == 2
@@ -241,4 +243,7 @@ def test_compare_headlines_every_protocol_and_dollar_signs_are_text():
     assert headline({"protocol": "wordsim", "seed": 0, "wordsim353_spearman": 0.2}) == (
         "wordsim353_spearman"
     )
+    analogy = {"protocol": "analogy", "semantic_accuracy": 0.3, "total_accuracy": 0.03}
+    assert headline(analogy) == "total_accuracy"  # not the first figure, the semantic one
+    assert headline({"protocol": "mine", "seed": 0, "score": 1.5}) == "score"  # a registered one
     assert plots.confusion(np.eye(2, dtype=int), ["cost $_$ sign", "b"])  # no mathtext error

@@ -25,6 +25,8 @@ HEADLINE = {
     "perplexity": "perplexity",
     "pseudo_perplexity": "pseudo_perplexity",
     "diagnostics": "effective_rank",
+    "wordsim": "wordsim353_spearman",
+    "analogy": "total_accuracy",
 }
 # What a result records besides its figures: never a headline.
 SETTINGS = {"step", "seed", "k", "temperature", "bank", "queries", "time", "images", "pairs",
@@ -33,7 +35,7 @@ SETTINGS = {"step", "seed", "k", "temperature", "bank", "queries", "time", "imag
 
 def headline(result: dict[str, Any]) -> str | None:
     """The figure of ``result`` that ``compare`` shows: its protocol's headline, else its first
-    number that is not a setting (word similarity, analogies, a registered protocol's own)."""
+    number that is not a setting (a registered protocol's own)."""
     figure = HEADLINE.get(str(result.get("protocol")))
     if figure in result:
         return figure
@@ -63,9 +65,9 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
         results = read_jsonl(run_dir / "results.jsonl")
         latest: dict[str, Any] = {}
         for r in results:  # the last result of each protocol and setting
-            key = _column(r, config.data)
             figure = headline(r)
             if figure is not None:
+                key = f"{_column(r, config.data)} {figure}"  # the column names its figure
                 latest[key] = r[figure]
                 if key not in protocols:
                     protocols.append(key)
@@ -89,7 +91,7 @@ def compare(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
             ]  # fmt: skip
         )
     headers = ["run", "method", "data", "backbone", "budget", "steps", "seconds", "samples/s",
-               *[f"{p} {HEADLINE.get(p.split(' ')[0], 'top1')}" for p in protocols]]  # fmt: skip
+               *protocols]  # fmt: skip
     sections = [
         page.section(
             "Runs and results",
