@@ -295,6 +295,11 @@ def _checked_source(config: RunConfig) -> tuple[type[Method], DataSource]:
     check_method_args(cls, config.method_args)
     check_backbone(cls, config.backbone)
     check_precision_and_norm(config.method, cls, config.precision, config.sync_batchnorm)
+    if config.stop_on_collapse and not cls.collapse_alarm:
+        raise ConfigError(
+            f"stop_on_collapse: {config.method} has no collapse alarm (its embeddings may look "
+            "collapsed while it trains well); set stop_on_collapse=false"
+        )
     source = build_source(config.data, image_size=config.image_size, seed=config.seed)
     check_compatible(config.method, cls, source)
     check_online_knn(config, source)

@@ -221,6 +221,8 @@ def test_pairs_clip_zeroshot_and_retrieval(tmp_path, capsys):
         (["--method", "mae", "--data", "digits", "--backbone", "vit_tiny_patch4",
           "method_args.mask_ratio=1.5"], "mask_ratio must be in [0, 1)"),
         (["--method", "swav", "--data", "digits", "method_args.epsilon=0"], "epsilon > 0"),
+        (["--method", "word2vec", "--data", "lee", "stop_on_collapse=true"],
+         "word2vec has no collapse alarm"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_clear_message(tmp_path, capsys, args, needle):

@@ -269,9 +269,25 @@ def test_diagnostics_log_figures_and_announce_a_collapse(tmp_path, caplog):
 
     from selfsup.engine.guard import CollapseError
 
-    with pytest.raises(CollapseError, match="step 2: complete collapse.*stop_on_collapse"):
+    with pytest.raises(CollapseError, match="step 2: complete collapse.*stop_on_collapse.*"
+                       "No checkpoint was written.*--overwrite"):  # fmt: skip
         train(tmp_path, 4, steps=4, method=Collapsing(), probe=probe, diagnostics_every=2,
               stop_on_collapse=True)  # fmt: skip
+    with pytest.raises(CollapseError, match="The last checkpoint is intact"):
+        train(tmp_path, 4, steps=4, method=Collapsing(), probe=probe, diagnostics_every=2,
+              stop_on_collapse=True, checkpoint_every=1)  # fmt: skip
+
+    class Unalarmed(Collapsing):  # e.g. word2vec, whose block means look collapsed early on
+        collapse_alarm = False
+
+    logger = Recorder(tmp_path)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="selfsup"):
+        train(tmp_path, 4, steps=4, method=Unalarmed(), probe=probe, logger=logger,
+              diagnostics_every=2, stop_on_collapse=True)  # fmt: skip
+    figures = [m for _, m in logger.lines if "effective_rank" in m]
+    assert len(figures) == 2 and all("collapse" not in m for m in figures)
+    assert "collapse" not in caplog.text
 
 
 class Labelled(Toy):

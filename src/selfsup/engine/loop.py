@@ -27,7 +27,7 @@ from selfsup.config import Budget, ConfigError
 from selfsup.data.faults import FaultMonitor
 from selfsup.data.source import DataError
 from selfsup.engine.diagnosis import RunDiagnostics
-from selfsup.engine.guard import Interrupted, StepGuard
+from selfsup.engine.guard import CollapseError, Interrupted, StepGuard
 from selfsup.engine.loader import EpochLoader
 from selfsup.engine.logging import MetricLogger, Progress
 from selfsup.engine.optim import lr_factor, set_lr
@@ -313,7 +313,13 @@ class Loop:
             window_steps += 1  # the steps summed (a resumed run's first window is shorter)
             elapsed = self._elapsed(start)
             self.method.after_step(state.step, self._total_steps_estimate(state, elapsed))
-            diagnosed = self.diagnostics.at(state.step)
+            try:
+                diagnosed = self.diagnostics.at(state.step)
+            except CollapseError as err:
+                check = "check the method's arguments and learning rate"
+                then = (f"The last checkpoint is intact; {check}" if self.guard.checkpointed else
+                        f"No checkpoint was written; {check}, then run again with --overwrite")  # fmt: skip
+                raise CollapseError(f"{err}. {then}") from None
             # the window's figures every log_every steps, and those of the last steps (which
             # the run's budget or a stop cut short) at the end
             last = self.progress(state, elapsed) >= 1 or self.guard.stop_after_step

@@ -143,6 +143,10 @@ class Method(nn.Module):
     # Text encoders: how ``embed`` may pool token states into one vector ("mean", "cls",
     # "last"; see selfsup.backbones.text.pool), the method's default first. Empty: no choice.
     poolings: ClassVar[tuple[str, ...]] = ()
+    # Whether a collapse of the diagnostics' embeddings (``embed`` of the probe samples) is a
+    # failure of training: the collapse alarm and ``stop_on_collapse`` (the figures are logged
+    # either way).
+    collapse_alarm: ClassVar[bool] = True
     # True where the method applies its own plain-SGD step (word2vec's fused path): the engine
     # then calls ``update(batch, lr)`` instead of forward, backward and the optimizer step.
     updates_itself: bool = False
