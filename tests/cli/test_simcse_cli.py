@@ -101,3 +101,22 @@ def test_simcse_starts_from_a_pretrained_encoder_and_its_tokenizer(tmp_path, cap
     assert main(["pretrain", "--method", "simcse", "--out", str(tmp_path / "bad"),
                  "--budget", "1steps", *common, f"method_args.init={tmp_path}"]) == 2  # fmt: skip
     assert "method_args.init: no tokenizer could be read from" in capsys.readouterr().err
+
+    # another architecture, or a BERT missing weights, would train from random weights silently
+    import json
+    import shutil
+
+    from safetensors.torch import save_file
+
+    other, partial = tmp_path / "other", tmp_path / "partial"
+    shutil.copytree(mlm / "export", other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
+    shutil.copytree(mlm / "export", partial)
+    save_file({k: v for k, v in start.items() if "layer.0." not in k},
+              str(partial / "model.safetensors"), metadata={"format": "pt"})  # fmt: skip
+    for folder, needle in ((other, "holds a 'gpt2' model, not a BERT encoder"),
+                           (partial, "lacks ")):  # fmt: skip
+        assert main(["pretrain", "--method", "simcse", "--out", str(tmp_path / "bad"),
+                     "--budget", "1steps", *common, f"method_args.init={folder}"]) == 2  # fmt: skip
+        assert needle in capsys.readouterr().err

@@ -47,6 +47,7 @@ Index legend: B sentences per process, L tokens, D hidden size.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -185,12 +186,37 @@ class SimCSE(Method):
                 "transformers.BertModel.from_pretrained reads, e.g. a masked-LM run's export/"
             )
         try:
+            model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError, AttributeError) as err:
+            raise ValueError(
+                f"method_args.init: {folder / 'config.json'} is unreadable: {err}"
+            ) from None
+        if model_type != "bert":  # another architecture would load as a random BERT-Base
+            raise ValueError(
+                f"method_args.init: {folder} holds a {model_type!r} model, not a BERT encoder; "
+                "give the export of a BERT-architecture run (mlm, bert, simcse)"
+            )
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # its report of missing weights: ours follows
+        try:
             with quiet_progress():
-                bert = BertModel.from_pretrained(str(folder), add_pooling_layer=False, **overrides)
+                bert, loading = BertModel.from_pretrained(
+                    str(folder), add_pooling_layer=False, output_loading_info=True, **overrides
+                )
         except (OSError, ValueError, TypeError) as err:
             raise ValueError(
                 f"method_args.init: cannot load a BERT encoder from {folder}: {err}"
             ) from None
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        if loading["missing_keys"]:  # transformers initialises them at random, silently
+            missing = sorted(loading["missing_keys"])
+            raise ValueError(
+                f"method_args.init: {folder} lacks {len(missing)} of the BERT encoder's weights "
+                f"(e.g. {missing[0]}); give a whole BERT export"
+            )
         if bert.config.vocab_size < len(tokenizer):
             raise ValueError(
                 f"method_args.init: {folder}'s vocabulary ({bert.config.vocab_size}) is smaller "
