@@ -75,4 +75,8 @@ def load_run(
         method.load_state_dict(state["method"], strict=True)
         step = meta["state"]["step"]
         written = f"{Path(ckpt).name}@{(Path(ckpt) / 'state.pt').stat().st_mtime_ns}"
+    elif cls.data_state and (last := latest_checkpoint(path / "checkpoints")) is not None:
+        # what the method counted in its training data (word2vec's vocabulary), untrained weights
+        state, _ = load_checkpoint(last)
+        method.load_state_dict({k: state["method"][k] for k in cls.data_state}, strict=False)
     return Run(path, config, method.to(device).eval(), tokenizer, step, written, context.get("cwd"))

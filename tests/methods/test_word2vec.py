@@ -471,6 +471,7 @@ def test_cli_pretrain_then_wordsim_and_analogy(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert 0 < result["wordsim353_coverage"] < 100 and -1 <= result["wordsim353_spearman"] <= 1
     assert result["simlex999_pairs"] > 0
+    result_pairs = result["wordsim353_pairs"]
     assert (
         main(["evaluate", str(run), "--protocol", "analogy", "--arg", "restrict_vocab=5000"]) == 0
     )
@@ -478,6 +479,11 @@ def test_cli_pretrain_then_wordsim_and_analogy(tmp_path, capsys):
     assert result["restrict_vocab"] == 5000 and 0 < result["total_coverage"] < 100
     assert main(["evaluate", str(run), "--protocol", "analogy", "--arg", "topn=3"]) == 2
     assert "restrict_vocab" in capsys.readouterr().err
+    # the untrained baseline: the run's vocabulary, with the vectors it started from
+    assert main(["evaluate", str(run), "--protocol", "wordsim", "--random-init"]) == 0
+    floor = json.loads(capsys.readouterr().out)
+    assert floor["random_init"] and floor["step"] == 0
+    assert floor["wordsim353_pairs"] == result_pairs
 
 
 def test_fused_sgd_refuses_optimizer_settings_it_would_ignore(tmp_path, capsys):

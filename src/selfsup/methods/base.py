@@ -143,6 +143,9 @@ class Method(nn.Module):
     # Text encoders: how ``embed`` may pool token states into one vector ("mean", "cls",
     # "last"; see selfsup.backbones.text.pool), the method's default first. Empty: no choice.
     poolings: ClassVar[tuple[str, ...]] = ()
+    # State entries that describe the training data rather than learnt weights (word2vec's word
+    # counts, its vocabulary): a random-init baseline (``--random-init``) loads them too.
+    data_state: ClassVar[tuple[str, ...]] = ()
     # Whether a collapse of the diagnostics' embeddings (``embed`` of the probe samples) is a
     # failure of training: the collapse alarm and ``stop_on_collapse`` (the figures are logged
     # either way).

@@ -176,6 +176,7 @@ class Word2Vec(Method):
     # direction and look collapsed (normalised std 0.003 after 30 steps on wiki, 0.21 after 4
     # epochs), though the word vectors are not
     collapse_alarm: ClassVar[bool] = False
+    data_state: ClassVar[tuple[str, ...]] = ("counts",)  # the vocabulary of a random-init baseline
     provided_args: ClassVar[frozenset[str]] = frozenset({"vocab_size", "special_ids", "sep_id"})
     protocols: ClassVar[tuple[str, ...]] = ("wordsim", "analogy", "knn", "linear")
     defaults: ClassVar[OptimDefaults] = OptimDefaults(
