@@ -12,7 +12,7 @@ from selfsup.testing import image_folder
 COMMON = ["--budget", "3steps", "--seed", "0", "num_workers=0", "progress=false", "log_every=1"]
 
 
-def test_image_folder_pretrain_evaluate_embed_export(tmp_path, capsys):
+def test_image_folder_pretrain_evaluate_embed_export(tmp_path, capsys, caplog):
     data = image_folder(tmp_path / "imgs")
     run = tmp_path / "run"
     args = ["pretrain", "--method", "simclr", "--data", f"folder:{data}", "--batch-size", "4",
@@ -33,10 +33,13 @@ def test_image_folder_pretrain_evaluate_embed_export(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["k"] == 3 and result["temperature"] == 0.5 and 0 <= result["top1"] <= 100
     assert (run / "results.jsonl").read_text().count("\n") == 1
+    assert main(["evaluate", str(run), "--protocol", "knn", "--k", "1000"]) == 0
+    result = json.loads(capsys.readouterr().out)  # every sample of the bank votes
+    assert result["k"] == result["bank"] < 1000 and "--k 1000 is more than the" in caplog.text
     assert main(["evaluate", str(run), "--protocol", "linear"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["protocol"] == "linear" and 0 <= result["top1"] <= 100 and result["penalty"] > 0
-    assert (run / "results.jsonl").read_text().count("\n") == 2
+    assert (run / "results.jsonl").read_text().count("\n") == 3
     assert main(["evaluate", str(run), "--protocol", "zeroshot"]) == 2  # not for an image method
     assert "its protocols: knn, linear" in capsys.readouterr().err
 
@@ -169,7 +172,7 @@ def test_a_run_that_saved_no_checkpoint_is_started_again_with_overwrite(tmp_path
     assert "saved no checkpoint; pass --overwrite" in err and "--resume" not in err
 
 
-def test_pairs_clip_zeroshot_and_retrieval(tmp_path, capsys):
+def test_pairs_clip_zeroshot_and_retrieval(tmp_path, capsys, caplog):
     run = tmp_path / "run"
     args = ["pretrain", "--method", "clip", "--data", "shapes:64", "--batch-size", "8",
             "--image-size", "16", "--out", str(run), *COMMON, "seq_len=24",
@@ -182,6 +185,9 @@ def test_pairs_clip_zeroshot_and_retrieval(tmp_path, capsys):
     assert main(["evaluate", str(run), "--protocol", "retrieval", "--query-size", "40"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert {"i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@10"} <= set(result)
+    assert main(["evaluate", str(run), "--protocol", "retrieval", "--query-size", "8"]) == 0
+    assert "retrieval over 8 pairs only" in caplog.text  # R@10 of 8 pairs says nothing
+    capsys.readouterr()
     assert {"image", "text", "projections.safetensors"} <= {
         p.name for p in (run / "export").iterdir()
     }

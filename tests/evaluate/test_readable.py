@@ -48,3 +48,22 @@ def test_unreadable_samples_are_skipped_and_logged(caplog):
         DataError, match=r"none of the 3 samples could be read; the first: .* \d.jpg"
     ):
         list(fixed_subset(Files(set(range(6))), 3))
+
+
+def test_progress_of_a_stream_shows_its_limit_as_a_bound(capsys):
+    import torch
+
+    from selfsup.engine.logging import SHOW_PROGRESS
+    from selfsup.evaluate.features import extract
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            yield from ({"x": torch.ones(2), "label": 0} for _ in range(5))
+
+    token = SHOW_PROGRESS.set(True)
+    try:
+        feats, _, _ = extract(lambda b: b["x"], Stream(), batch_size=2, limit=100)
+    finally:
+        SHOW_PROGRESS.reset(token)
+    assert len(feats) == 5  # the stream ended before the limit
+    assert capsys.readouterr().err.splitlines()[-1].endswith("5 of at most 100 samples")

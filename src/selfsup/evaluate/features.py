@@ -209,7 +209,9 @@ def extract(
         texts.extend(list(batch.get("text", []))[:take])
         seen += take
         if bar.enabled:
-            bar.update(step, f"{seen:,} of {count:,} samples" if count else f"{seen:,} samples")
+            bound = "" if _length(subset, None) is not None else "at most "  # a stream's limit
+            of = f" of {bound}{count:,}" if count else ""
+            bar.update(step, f"{seen:,}{of} samples")
     bar.close()
     if not feats:
         raise ValueError("the dataset yielded no samples")
