@@ -232,10 +232,7 @@ def evaluate(
         if protocol == "linear":
             probe = linear_probe(bank, bank_y, query, query_y, len(source.classes), seed=seed)
             return _record(run, {**base, **sizes, **probe})
-        if k > len(bank):  # every sample of the bank votes: the result is that of k = bank
-            log.warning("--k %d is more than the %d samples of the bank: k = %d is used",
-                        k, len(bank), len(bank))  # fmt: skip
-            k = len(bank)
+        k = min(k, len(bank))  # every sample of a smaller bank votes: the k the result used
         acc = knn_result(bank, bank_y, query, query_y, len(source.classes), k, temperature)
         params = {"k": k, "temperature": temperature, **sizes}
         return _record(run, {**base, **params, **acc})
