@@ -218,7 +218,9 @@ def make_loader(
     if loader.steps_per_epoch is None and not loader.endless:  # packed text, a method's examples
         count = loader.first_examples()
         if world > 1:  # every process stops alike
-            count = int(fabric.all_reduce(torch.tensor(count, device=fabric.device), "min"))
+            count = int(
+                fabric.all_reduce(torch.tensor(count, device=fabric.device), reduce_op="min")
+            )
         if count < config.batch_size:
             short = f"only {count} {what}{share}, fewer than one batch"
     if short is not None:
