@@ -28,7 +28,7 @@ from selfsup.checks import (
     check_resample,
     check_source_faults,
 )
-from selfsup.config import ConfigError, RunConfig, parse_budget
+from selfsup.config import Budget, ConfigError, RunConfig, parse_budget
 from selfsup.data import DataSource, build_source
 from selfsup.data.faults import (
     FaultCounter,
@@ -92,6 +92,11 @@ def pretrain(
         overwrite: replace an existing run directory at ``config.out``.
     """
     run_dir, ckpt = run_directory(config, resume, overwrite)
+    budget = parse_budget(config.budget)
+    if ckpt is not None and _finished(run_dir, ckpt, budget):
+        log.warning("%s is finished: a budget of %s is spent and its encoder exported; nothing "
+                    "to train (give a larger --budget to go on)", run_dir, budget)  # fmt: skip
+        return run_dir
     cls, source = _checked_source(config)
 
     fabric = make_fabric(config)
@@ -100,6 +105,20 @@ def pretrain(
         return _launched(config, fabric, cls, source, run_dir, ckpt, resume, overwrite)
     finally:
         restore_signals()  # the caller's handling of SIGUSR1, for library calls
+
+
+def _finished(run_dir: Path, ckpt: Path, budget: Budget) -> bool:
+    """Whether the run ended at checkpoint ``ckpt`` with ``budget`` spent and wrote its export
+    and summary (resuming it would build the data only to find nothing to train)."""
+    try:
+        state = json.loads((ckpt / "meta.json").read_text())["state"]
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError, KeyError):
+        return False
+    if summary.get("steps") != state["step"] or not (run_dir / "export").is_dir():
+        return False  # the summary is of another checkpoint, or the export failed
+    spent = {"steps": state["step"], "seconds": state["elapsed"], "epochs": summary["epochs"]}
+    return spent[budget.unit] >= budget.amount
 
 
 def _launched(

@@ -94,6 +94,26 @@ def test_existing_run_is_not_overwritten(tmp_path):
         pretrain(config("simclr", tmp_path / "run", 1))
 
 
+def test_a_finished_run_resumes_to_nothing_without_reading_its_data(tmp_path, monkeypatch, caplog):
+    import shutil
+
+    import selfsup.pipeline
+
+    run = tmp_path / "run"
+    pretrain(config("simclr", run, 2))
+
+    def unread(*args, **kwargs):
+        raise AssertionError("the data was read")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(selfsup.pipeline, "build_source", unread)
+        assert pretrain(config("simclr", run, 2), resume=run) == run
+    assert "is finished: a budget of 2 steps is spent" in caplog.text
+    shutil.rmtree(run / "export")  # e.g. a full disk stopped its export: resuming writes it
+    pretrain(config("simclr", run, 2), resume=run)
+    assert (run / "export" / "model.safetensors").is_file()
+
+
 def test_a_stream_resumes_only_with_its_number_of_workers(tmp_path):
     # decode_cache=off: the shards are streamed, in an order that depends on the workers
     shard_dir = tar_shards(tmp_path / "shards", shards=3, per_shard=8, label=1)
