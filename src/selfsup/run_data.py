@@ -210,9 +210,10 @@ def make_loader(
                 fabric.all_reduce(torch.tensor(steps, device=fabric.device), reduce_op="min")
             )
         loader.set_steps_per_epoch(steps)
-    text = kind == "text" and custom is None
+    text = kind == "text" and custom is None  # packed blocks of tokens
     what = f"blocks of seq_len={config.seq_len} tokens" if text else "samples"
-    what = what if custom is None else "training examples"
+    if custom is not None:
+        what = "training examples"  # the method's own (word2vec's blocks, BERT's pairs)
     share = " per process" if world > 1 else ""
     short = f"fewer {what}{share} than one batch" if loader.steps_per_epoch == 0 else None
     if loader.steps_per_epoch is None and not loader.endless:  # packed text, a method's examples

@@ -24,6 +24,7 @@ the same tokenizer back, with no selfsup needed.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -151,7 +152,9 @@ class _Marks(dict):
         return _MARK + code
 
 
-_MARKS = _Marks((code, _MARK + code) for code in range(0x10000))
+@functools.cache
+def _marks() -> _Marks:
+    return _Marks((code, _MARK + code) for code in range(0x10000))
 
 
 def _marked(word: str) -> str | None:
@@ -161,7 +164,7 @@ def _marked(word: str) -> str | None:
         max(word) >= chr(_MARK) or (len(word) > 1 and max(word[1:]) >= chr(_MARKABLE))
     ):
         return None
-    return word[0] + word[1:].translate(_MARKS)
+    return word[0] + word[1:].translate(_marks())
 
 
 def _unmarked(token: str) -> str:

@@ -3,9 +3,9 @@
 Embeds ``--query-size`` (default 2,000) samples of the test split (the training split when
 there is none; a seeded draw from all of it, or a stream's first samples) and reports effective
 rank (RankMe), normalised std, uniformity, the collapse verdict and the normalised
-singular-value spectrum (first 64 values), and for image methods the alignment of two augmented views
-(random flip and pad-crop, Wang & Isola 2020), computed on the method's evaluation features. No
-labels are needed.
+singular-value spectrum (first 64 values), and for image methods the alignment of two augmented
+views (random flip and pad-crop, Wang & Isola 2020), computed on the method's evaluation
+features. No labels are needed.
 """
 
 from __future__ import annotations
