@@ -287,6 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataError, UnknownNameError, FileExistsError) as err:
         print(f"selfsup: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside training (which saves its step and stops), e.g.
+        # while decoding the data into memory or embedding a split
+        print(f"selfsup: {args.command} interrupted", file=sys.stderr)
+        return 130
     finally:
         SHOW_PROGRESS.reset(progress)
     return 0

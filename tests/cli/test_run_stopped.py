@@ -20,6 +20,16 @@ def test_stopped_run_prints_one_line_and_exits_3(monkeypatch, capsys, tmp_path, 
     assert err.strip() == "selfsup: run stopped: step 7: the reason"
 
 
+def test_ctrl_c_before_training_prints_one_line_and_exits_130(monkeypatch, capsys, tmp_path):
+    def setting_up(*args, **kwargs):  # e.g. decoding the data into memory
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(selfsup.pipeline, "pretrain", setting_up)
+    args = ["pretrain", "--method", "simclr", "--data", "digits", "--out", str(tmp_path)]
+    assert main(args) == 130
+    assert capsys.readouterr().err.strip() == "selfsup: pretrain interrupted"
+
+
 class FullDisk:
     """Writes fail from the ``after``-th one on, as on a full disk."""
 
