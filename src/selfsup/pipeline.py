@@ -28,7 +28,7 @@ from selfsup.checks import (
     check_resample,
     check_source_faults,
 )
-from selfsup.config import Budget, ConfigError, RunConfig, parse_budget
+from selfsup.config import ConfigError, RunConfig, parse_budget
 from selfsup.data import DataSource, build_source
 from selfsup.data.faults import (
     FaultCounter,
@@ -65,6 +65,7 @@ from selfsup.run_dir import (
     RunExistsError,
     check_resumable,
     default_run_dir,
+    finished,
     restore,
     run_directory,
     write_run_directory,
@@ -93,7 +94,7 @@ def pretrain(
     """
     run_dir, ckpt = run_directory(config, resume, overwrite)
     budget = parse_budget(config.budget)
-    if ckpt is not None and _finished(run_dir, ckpt, budget):
+    if ckpt is not None and finished(run_dir, ckpt, budget):
         log.warning("%s is finished: a budget of %s is spent and its encoder exported; nothing "
                     "to train (give a larger --budget to go on)", run_dir, budget)  # fmt: skip
         return run_dir
@@ -105,20 +106,6 @@ def pretrain(
         return _launched(config, fabric, cls, source, run_dir, ckpt, resume, overwrite)
     finally:
         restore_signals()  # the caller's handling of SIGUSR1, for library calls
-
-
-def _finished(run_dir: Path, ckpt: Path, budget: Budget) -> bool:
-    """Whether the run ended at checkpoint ``ckpt`` with ``budget`` spent and wrote its export
-    and summary (resuming it would build the data only to find nothing to train)."""
-    try:
-        state = json.loads((ckpt / "meta.json").read_text())["state"]
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError, KeyError):
-        return False
-    if summary.get("steps") != state["step"] or not (run_dir / "export").is_dir():
-        return False  # the summary is of another checkpoint, or the export failed
-    spent = {"steps": state["step"], "seconds": state["elapsed"], "epochs": summary["epochs"]}
-    return spent[budget.unit] >= budget.amount
 
 
 def _launched(

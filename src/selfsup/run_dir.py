@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import IterableDataset
 
-from selfsup.config import ConfigError, RunConfig, save_config
+from selfsup.config import Budget, ConfigError, RunConfig, save_config
 from selfsup.data.faults import FaultLog, FaultMonitor
 from selfsup.engine.checkpoint import (
     CheckpointError,
@@ -164,3 +164,17 @@ def restore(
     if rank == 0:
         log.info("resumed %s at step %d", ckpt, state.step)
     return state
+
+
+def finished(run_dir: Path, ckpt: Path, budget: Budget) -> bool:
+    """Whether the run ended at checkpoint ``ckpt`` with ``budget`` spent and wrote its export
+    and summary (resuming it would build the data only to find nothing to train)."""
+    try:
+        state = json.loads((ckpt / "meta.json").read_text())["state"]
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError, KeyError):
+        return False
+    if summary.get("steps") != state["step"] or not (run_dir / "export").is_dir():
+        return False  # the summary is of another checkpoint, or the export failed
+    spent = {"steps": state["step"], "seconds": state["elapsed"], "epochs": summary["epochs"]}
+    return spent[budget.unit] >= budget.amount
